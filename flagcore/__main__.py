@@ -1,0 +1,3 @@
+from flagcore.cli import main
+
+raise SystemExit(main())

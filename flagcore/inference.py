@@ -1,0 +1,113 @@
+"""Batched sliding-window inference: one prediction per bar.
+
+Bar t is predicted from the window of bars t-W+1 .. t (W = the model's ``window``) and the action
+is read at the window's last position, as the reviewed code does. A bar with fewer than W bars of
+history (the first W-1 bars of a dataset) is predicted from all the history it has, a shorter
+window starting at position 0, and flagged in ``short_history`` so that analyses can leave it
+out; prepend history to the file to avoid it.
+
+LoRA is merged into the base weights for inference (one matmul per Linear). Results are
+deterministic: the same weights, inputs, window and batch size give the same bits on one device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from flagcore.errors import FlagcoreError
+from flagcore.model import base_network, merged_copy
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray  # (n, 3) float32, at the last position of each bar's window
+    probs: np.ndarray  # (n, 3) float32, softmax of logits
+    action: np.ndarray  # (n,) int8 argmax: 0 SELL, 1 HOLD, 2 BUY
+    confidence: np.ndarray  # (n,) float32, probability of the chosen action
+    short_history: np.ndarray  # (n,) bool, predicted from fewer than `window` bars
+    window: int
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise FlagcoreError(f"device {device!r} requested but no CUDA GPU is available")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def from_logits(logits: np.ndarray, short_history: np.ndarray, window: int) -> Predictions:
+    logits = np.asarray(logits, dtype=np.float32)
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=1, keepdims=True)
+    action = logits.argmax(axis=1).astype(np.int8)
+    confidence = np.take_along_axis(probs, action[:, None].astype(np.int64), axis=1)[:, 0]
+    return Predictions(logits, probs.astype(np.float32), action, confidence.astype(np.float32),
+                       np.asarray(short_history, bool), window)
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module,
+    features: np.ndarray,
+    *,
+    window: int | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[int, int], None] | None = None,
+) -> Predictions:
+    """Logits, probabilities, action and confidence for every bar of ``features`` (n, state_dim).
+
+    ``progress(done, total)`` is called after each batch with bars done so far.
+    """
+    net = merged_copy(model)  # a copy: the caller's model keeps its device, dtype and mode
+    cfg = base_network(net).config
+    W = window or cfg.window
+    if not 1 <= W <= cfg.max_length:
+        raise FlagcoreError(f"window {W} must lie in [1, max_length={cfg.max_length}]")
+    if batch_size < 1:
+        raise FlagcoreError(f"batch_size must be >= 1, got {batch_size}")
+    x = np.asarray(features)
+    if x.ndim != 2 or x.shape[1] != cfg.state_dim:
+        raise FlagcoreError(
+            f"features of shape {x.shape} do not fit the model's state_dim {cfg.state_dim}"
+        )
+    if not np.isfinite(x).all():
+        raise FlagcoreError("features hold NaN or infinite values")
+    n = x.shape[0]
+    if n == 0:
+        raise FlagcoreError("no bars to predict")
+    dev = pick_device(device)
+    net = net.to(device=dev, dtype=dtype)
+    xs = torch.as_tensor(x, dtype=dtype).to(dev)  # (n, state_dim)
+    out = torch.empty((n, cfg.action_dim), dtype=torch.float32)
+    short = np.zeros(n, dtype=bool)
+    done = 0
+
+    # bars 0 .. W-2: all the history they have, one window each
+    for t in range(min(W - 1, n)):
+        out[t] = net(xs[None, : t + 1])[0, -1].float().cpu()
+        short[t] = True
+    done = min(W - 1, n)
+    if progress and done:
+        progress(done, n)
+
+    if n >= W:
+        windows = xs.unfold(0, W, 1).transpose(1, 2)  # (n-W+1, W, state_dim), a view
+        for s in range(0, windows.shape[0], batch_size):
+            batch = windows[s : s + batch_size]
+            out[W - 1 + s : W - 1 + s + batch.shape[0]] = net(batch)[:, -1].float().cpu()
+            done = W - 1 + s + batch.shape[0]
+            if progress:
+                progress(done, n)
+    return from_logits(out.numpy(), short, W)

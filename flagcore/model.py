@@ -1,0 +1,264 @@
+"""FLAG-TRADER: a post-LN transformer over windows of market features, with LoRA by peft.
+
+The network follows ../shared/reference/reviewed-model.md exactly, so that the reviewed team's
+checkpoints load into it (see checkpoint.py). Class order: 0 = SELL, 1 = HOLD, 2 = BUY.
+
+    states (B, T, state_dim) -> state_embedding + pos_embedding[:, :T]      (B, T, d_model)
+    -> num_layers x Block: x = norm1(x + attn(x)); x = norm2(x + ffn(x))     (B, T, d_model)
+    -> output_norm -> action_head                                            (B, T, 3)
+
+The action is read at the last position. LoRA sits on the six Linear layers of every block
+(q, k, v, out, ffn.0, ffn.3); everything else that the reviewed code trains is unfrozen directly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from flagcore.errors import FlagcoreError
+
+CLASS_NAMES = ("SELL", "HOLD", "BUY")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "ffn.0", "ffn.3")
+# Parameters the reviewed code trains besides LoRA; peft freezes them, we unfreeze them by name.
+NON_LORA_TRAINABLE = ("state_embedding", "pos_embedding", "norm1", "norm2", "output_norm", "action_head")
+
+
+@dataclass(frozen=True)
+class FlagTraderConfig:
+    state_dim: int = 60  # model inputs per bar; fewer real features are zero-padded on the right
+    action_dim: int = 3  # SELL, HOLD, BUY
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 8
+    ff_dim: int = 3072
+    max_length: int = 256  # rows of the learned position table
+    window: int = 64  # bars per inference window (<= max_length); the reviewed files do not record it
+    lora_rank: int = 16
+    lora_alpha: float = 16.0  # scaling alpha / r; the reviewed code fixes alpha = 16
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "dropout":
+                if not 0.0 <= value < 1.0:
+                    raise FlagcoreError(f"config: dropout must be in [0, 1), got {value!r}")
+            elif f.name == "lora_alpha":
+                if not value > 0:
+                    raise FlagcoreError(f"config: lora_alpha must be > 0, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise FlagcoreError(f"config: {f.name} must be a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise FlagcoreError(
+                f"config: d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.window > self.max_length:
+            raise FlagcoreError(
+                f"config: window {self.window} exceeds max_length {self.max_length}"
+            )
+
+    @property
+    def lora_scaling(self) -> float:
+        return self.lora_alpha / self.lora_rank
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FlagTraderConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise FlagcoreError(f"config: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, FlagTraderConfig] = {
+    # The reviewed model: 87,955,971 parameters, 2,938,371 trainable.
+    "full": FlagTraderConfig(),
+    # Small enough to train an epoch over the demo's five years of hourly bars in seconds on
+    # 2 CPU cores, same structure: 60 -> 64, 2 layers, 4 heads, ff 256, window 32, r 8.
+    "demo": FlagTraderConfig(
+        d_model=64, num_layers=2, num_heads=4, ff_dim=256, max_length=64, window=32,
+        lora_rank=8, lora_alpha=8.0,
+    ),
+}
+
+
+def preset(name: str) -> FlagTraderConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise FlagcoreError(
+            f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}"
+        ) from None
+
+
+class Attention(nn.Module):
+    """Bidirectional multi-head self-attention with four separate projections."""
+
+    def __init__(self, cfg: FlagTraderConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.dropout = cfg.dropout
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H = self.num_heads
+        q = self.q_proj(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, H, C // H).transpose(1, 2)
+        # softmax(QK^T / sqrt(hd)) with dropout on the probabilities, no mask
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.out_proj(y)
+
+
+class Block(nn.Module):
+    """Post-LN transformer block: x = norm1(x + attn(x)); x = norm2(x + ffn(x))."""
+
+    def __init__(self, cfg: FlagTraderConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.ff_dim),  # ffn.0
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.ff_dim, cfg.d_model),  # ffn.3
+            nn.Dropout(cfg.dropout),
+        )
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.attention(x))
+        return self.norm2(x + self.ffn(x))
+
+
+class FlagTrader(nn.Module):
+    """The FLAG-TRADER network without adapters: logits at every position."""
+
+    def __init__(self, cfg: FlagTraderConfig):
+        super().__init__()
+        self.config = cfg
+        self.state_embedding = nn.Linear(cfg.state_dim, cfg.d_model)
+        self.pos_embedding = nn.Parameter(torch.zeros(1, cfg.max_length, cfg.d_model))
+        nn.init.normal_(self.pos_embedding, std=0.02)
+        self.transformer_blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.output_norm = nn.LayerNorm(cfg.d_model)
+        self.action_head = nn.Linear(cfg.d_model, cfg.action_dim)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        B, T, D = states.shape
+        if D != self.config.state_dim:
+            raise FlagcoreError(
+                f"model expects {self.config.state_dim} features per bar, got {D}"
+            )
+        if T > self.config.max_length:
+            raise FlagcoreError(
+                f"window of {T} bars exceeds the model's max_length {self.config.max_length}"
+            )
+        x = self.state_embedding(states) + self.pos_embedding[:, :T]  # (B, T, d_model)
+        for block in self.transformer_blocks:
+            x = block(x)
+        return self.action_head(self.output_norm(x))  # (B, T, action_dim)
+
+
+def lora_config(cfg: FlagTraderConfig) -> LoraConfig:
+    return LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        target_modules=list(LORA_TARGETS),
+        lora_dropout=0.0,
+        bias="none",
+    )
+
+
+def add_lora(network: FlagTrader) -> PeftModel:
+    """Wrap a network with peft LoRA and unfreeze the non-LoRA trainables the reviewed code trains.
+
+    peft's ``modules_to_save`` would keep a frozen copy beside a trainable one and count those
+    parameters twice, so the norms, embeddings and head are unfrozen in place instead.
+    """
+    model = get_peft_model(network, lora_config(network.config))
+    for name, param in model.named_parameters():
+        if "lora_" not in name and any(part in name.split(".") for part in NON_LORA_TRAINABLE):
+            param.requires_grad_(True)
+    return model
+
+
+def build_model(cfg: FlagTraderConfig, seed: int | None = 0) -> PeftModel:
+    """A freshly initialised FLAG-TRADER with LoRA adapters (B = 0, so it equals its base)."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return add_lora(FlagTrader(cfg))
+    return add_lora(FlagTrader(cfg))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts, each shared tensor counted once."""
+    total = trainable = 0
+    for p in model.parameters():  # parameters() already yields each tensor once
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return total, trainable
+
+
+def base_network(model: nn.Module) -> FlagTrader:
+    net = model.get_base_model() if isinstance(model, PeftModel) else model
+    if not isinstance(net, FlagTrader):
+        raise FlagcoreError(f"expected a FLAG-TRADER model, got {type(net).__name__}")
+    return net
+
+
+def merged_copy(model: nn.Module) -> FlagTrader:
+    """A plain network with the LoRA updates folded into the base weights, for inference.
+
+    The model passed in is left untouched. W' = W + scaling * B A gives the same outputs as the
+    adapter path with one matmul per Linear instead of three.
+    """
+    clone = copy.deepcopy(model)
+    if isinstance(clone, PeftModel):
+        clone = clone.merge_and_unload()
+    net = base_network(clone)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def flops_per_window(cfg: FlagTraderConfig, seq_len: int | None = None) -> int:
+    """Forward-pass FLOPs (2 per multiply-add) of one window on the merged network."""
+    T = seq_len or cfg.window
+    d, f = cfg.d_model, cfg.ff_dim
+    per_block = 2 * T * (4 * d * d + 2 * d * f) + 2 * 2 * T * T * d  # linears + QK^T and PV
+    return 2 * T * cfg.state_dim * d + cfg.num_layers * per_block + 2 * T * d * cfg.action_dim
+
+
+def describe(model: nn.Module) -> dict:
+    total, trainable = count_parameters(model)
+    cfg = base_network(model).config
+    return {
+        "config": cfg.to_dict(),
+        "total_params": total,
+        "trainable_params": trainable,
+        "frozen_params": total - trainable,
+        "lora_scaling": cfg.lora_scaling,
+        "head_dim": cfg.d_model // cfg.num_heads,
+        "gflops_per_window": round(flops_per_window(cfg) / 1e9, 4),
+        "classes": list(CLASS_NAMES),
+    }
+
