@@ -262,3 +262,14 @@ def describe(model: nn.Module) -> dict:
         "classes": list(CLASS_NAMES),
     }
 
+
+
+def preset_table() -> list[dict]:
+    """One row per preset: architecture and parameter counts, for the CLI and the dashboard."""
+    rows = []
+    for name, cfg in PRESETS.items():
+        d = describe(build_model(cfg))
+        rows.append({"preset": name, **{k: v for k, v in d["config"].items() if k != "dropout"},
+                     "total_params": d["total_params"], "trainable_params": d["trainable_params"],
+                     "gflops_per_window": d["gflops_per_window"]})
+    return rows

@@ -1,0 +1,93 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flagcore.model import FlagTraderConfig
+
+# A small architecture with every structural feature of the full one; r=8 with the reviewed
+# alpha of 16 gives LoRA scaling 2, so a wrong scaling cannot hide behind 1.0.
+SMALL = FlagTraderConfig(d_model=32, num_layers=2, num_heads=4, ff_dim=64, max_length=16, window=8,
+                         lora_rank=8, lora_alpha=16.0)
+
+
+@pytest.fixture
+def small_cfg():
+    return SMALL
+
+
+def reviewed_state_dict(cfg: FlagTraderConfig, seed: int = 0) -> dict:
+    """Random weights in the reviewed system's key layout (reviewed-model.md), LoRA B non-zero."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=0.1):
+        return torch.randn(*shape, generator=g) * scale
+
+    d, f, r = cfg.d_model, cfg.ff_dim, cfg.lora_rank
+    sd = {
+        "state_embedding.weight": rnd(d, cfg.state_dim),
+        "state_embedding.bias": rnd(d),
+        "pos_embedding": rnd(1, cfg.max_length, d),
+    }
+    for i in range(cfg.num_layers):
+        b = f"transformer_blocks.{i}"
+        layers = {f"{b}.attention.{n}": (d, d) for n in ("q_proj", "k_proj", "v_proj", "out_proj")}
+        layers[f"{b}.ffn.0"] = (d, f)
+        layers[f"{b}.ffn.3"] = (f, d)
+        for name, (fan_in, fan_out) in layers.items():
+            sd[f"{name}.base.weight"] = rnd(fan_out, fan_in)
+            sd[f"{name}.base.bias"] = rnd(fan_out)
+            sd[f"{name}.lora.lora_A"] = rnd(fan_in, r)  # (in, r)
+            sd[f"{name}.lora.lora_B"] = rnd(r, fan_out)  # (r, out)
+        for n in ("norm1", "norm2"):
+            sd[f"{b}.{n}.weight"] = 1 + rnd(d)
+            sd[f"{b}.{n}.bias"] = rnd(d)
+    sd["output_norm.weight"] = 1 + rnd(d)
+    sd["output_norm.bias"] = rnd(d)
+    sd["action_head.weight"] = rnd(cfg.action_dim, d, scale=0.5)
+    sd["action_head.bias"] = rnd(cfg.action_dim)
+    return sd
+
+
+def reference_forward(sd: dict, states: torch.Tensor, num_heads: int, lora_alpha: float = 16.0):
+    """The reviewed network written from reviewed-model.md alone, in eval mode (no dropout)."""
+    import math
+
+    def lora_linear(name, x):
+        A, B = sd[f"{name}.lora.lora_A"], sd[f"{name}.lora.lora_B"]
+        y = x @ sd[f"{name}.base.weight"].T + sd[f"{name}.base.bias"]
+        return y + (x @ A @ B) * (lora_alpha / A.shape[1])
+
+    def layer_norm(name, x):
+        mu = x.mean(-1, keepdim=True)
+        var = x.var(-1, keepdim=True, unbiased=False)
+        return (x - mu) / torch.sqrt(var + 1e-5) * sd[f"{name}.weight"] + sd[f"{name}.bias"]
+
+    Bsz, T, _ = states.shape
+    x = states @ sd["state_embedding.weight"].T + sd["state_embedding.bias"] + sd["pos_embedding"][:, :T]
+    n_layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("transformer_blocks."))
+    for i in range(n_layers):
+        b = f"transformer_blocks.{i}"
+        d = x.shape[-1]
+        hd = d // num_heads
+        q, k, v = (lora_linear(f"{b}.attention.{n}", x).view(Bsz, T, num_heads, hd).transpose(1, 2)
+                   for n in ("q_proj", "k_proj", "v_proj"))
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1)
+        a = (att @ v).transpose(1, 2).reshape(Bsz, T, d)
+        x = layer_norm(f"{b}.norm1", x + lora_linear(f"{b}.attention.out_proj", a))
+        h = lora_linear(f"{b}.ffn.0", x)
+        h = 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))  # exact GELU
+        x = layer_norm(f"{b}.norm2", x + lora_linear(f"{b}.ffn.3", h))
+    x = layer_norm("output_norm", x)
+    return x @ sd["action_head.weight"].T + sd["action_head.bias"]
+
+
+def make_frame(n=80, n_features=49, seed=0, start="2025-01-01", freq="h", labels=True):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"timestamp": pd.date_range(start, periods=n, freq=freq, tz="UTC")})
+    for j in range(n_features):
+        df[f"f{j:02d}"] = rng.normal(size=n)
+    df["close"] = 100 * np.exp(np.cumsum(rng.normal(scale=0.01, size=n)))
+    if labels:
+        df["label"] = rng.choice(["SELL", "HOLD", "BUY"], size=n, p=[0.2, 0.6, 0.2])
+    return df

@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_frame
+
+from flagcore.checkpoint import save_checkpoint
+from flagcore.cli import main
+from flagcore.data import load_dataset
+from flagcore.errors import FlagcoreError
+from flagcore.inference import predict
+from flagcore.model import PRESETS, build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = build_model(PRESETS["demo"], seed=7)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return m.eval()
+
+
+def test_shapes_and_probabilities(model):
+    x = np.random.default_rng(0).normal(size=(100, 60)).astype(np.float32)
+    pred = predict(model, x, batch_size=16)
+    assert pred.logits.shape == (100, 3) and pred.probs.shape == (100, 3)
+    assert pred.action.shape == (100,) and pred.confidence.shape == (100,)
+    np.testing.assert_allclose(pred.probs.sum(1), 1, atol=1e-6)
+    assert np.array_equal(pred.action, pred.logits.argmax(1))
+    np.testing.assert_allclose(pred.confidence, pred.probs.max(1), atol=1e-7)
+
+
+def test_each_bar_is_the_last_position_of_its_window(model):
+    W = PRESETS["demo"].window
+    x = np.random.default_rng(1).normal(size=(70, 60)).astype(np.float32)
+    pred = predict(model, x, batch_size=7)
+    with torch.inference_mode():
+        for t in (W - 1, 40, 69):
+            want = model(torch.from_numpy(x[None, t - W + 1 : t + 1]))[0, -1].numpy()
+            np.testing.assert_allclose(pred.logits[t], want, atol=1e-5)
+        # short history: bar 5 sees bars 0..5 only
+        want = model(torch.from_numpy(x[None, :6]))[0, -1].numpy()
+    np.testing.assert_allclose(pred.logits[5], want, atol=1e-5)
+    assert pred.short_history[: W - 1].all() and not pred.short_history[W - 1 :].any()
+
+
+def test_no_look_ahead(model):
+    x = np.random.default_rng(2).normal(size=(90, 60)).astype(np.float32)
+    y = x.copy()
+    y[60:] += 5.0  # change the future
+    a, b = predict(model, x), predict(model, y)
+    np.testing.assert_array_equal(a.logits[:60], b.logits[:60])
+    assert not np.allclose(a.logits[60:], b.logits[60:])
+
+
+def test_deterministic_and_batch_size_independent(model):
+    x = np.random.default_rng(3).normal(size=(120, 60)).astype(np.float32)
+    a, b = predict(model, x, batch_size=32), predict(model, x, batch_size=32)
+    assert np.array_equal(a.logits, b.logits)
+    c = predict(model, x, batch_size=5)
+    np.testing.assert_allclose(a.logits, c.logits, atol=1e-5)
+
+
+def test_progress_reaches_total_and_model_untouched(model):
+    x = np.zeros((50, 60), np.float32)
+    calls = []
+    predict(model, x, batch_size=8, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (50, 50) and all(t == 50 for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert any("lora_A" in n for n, _ in model.named_parameters())  # not merged in place
+
+
+def test_bad_inputs(model):
+    with pytest.raises(FlagcoreError, match="do not fit the model's state_dim 60"):
+        predict(model, np.zeros((10, 49)))
+    with pytest.raises(FlagcoreError, match="NaN"):
+        predict(model, np.full((10, 60), np.nan))
+    with pytest.raises(FlagcoreError, match="window 65"):
+        predict(model, np.zeros((10, 60)), window=65)
+
+
+def test_predict_command_on_padded_dataset(tmp_path, model, capsys):
+    ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
+    df = make_frame(n=60, n_features=49)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    out = tmp_path / "pred.parquet"
+    assert main(["predict", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d.csv"),
+                 "--out", str(out), "--quiet", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["bars"] == 60 and s["padded_inputs"] == list(range(49, 60))
+    assert s["short_history_bars"] == PRESETS["demo"].window - 1
+    assert abs(sum(s["action_shares"].values()) - 1) < 1e-9
+    got = pd.read_parquet(out)
+    ds = load_dataset(tmp_path / "d.csv")
+    want = predict(model, ds.features)
+    np.testing.assert_array_equal(got[["logit_sell", "logit_hold", "logit_buy"]].to_numpy(), want.logits)
+    assert set(got["action"]) <= {"SELL", "HOLD", "BUY"}
