@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from flagcore import __version__
 from flagcore.errors import FlagcoreError
 
@@ -101,12 +103,9 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
     from flagcore.checkpoint import load_checkpoint
-    from flagcore.data import CLASS_NAMES, load_dataset, write_dataset
-    from flagcore.inference import predict
+    from flagcore.data import load_dataset, write_dataset
+    from flagcore.inference import action_summary, predict, predictions_frame
 
     model = load_checkpoint(args.checkpoint, window=args.window)
     cfg = model.checkpoint_info.config
@@ -117,27 +116,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                        progress=update)
     finally:
         close()
-    out = pd.DataFrame({"timestamp": ds.timestamps})
-    for j, c in enumerate(CLASS_NAMES):
-        out[f"logit_{c.lower()}"] = pred.logits[:, j]
-    for j, c in enumerate(CLASS_NAMES):
-        out[f"prob_{c.lower()}"] = pred.probs[:, j]
-    out["action"] = np.asarray(CLASS_NAMES)[pred.action]
-    out["confidence"] = pred.confidence
-    out["short_history"] = pred.short_history
-    write_dataset(out, args.out)
-    counts = np.bincount(pred.action, minlength=3)
-    summary = {
-        "out": str(args.out), "bars": len(pred), "window": pred.window,
-        "short_history_bars": int(pred.short_history.sum()),
-        "action_counts": {c: int(counts[j]) for j, c in enumerate(CLASS_NAMES)},
-        "action_shares": {c: float(counts[j] / len(pred)) for j, c in enumerate(CLASS_NAMES)},
-        "confidence": {"mean": float(pred.confidence.mean()), "min": float(pred.confidence.min()),
-                       "max": float(pred.confidence.max())},
-        "padded_inputs": ds.padded_inputs,
-    }
+    write_dataset(predictions_frame(ds.timestamps, pred), args.out)
+    summary = {"out": str(args.out), "window": pred.window,
+               "short_history_bars": int(pred.short_history.sum()), "padded_inputs": ds.padded_inputs,
+               **action_summary(pred, ds.labels)}
     lines = [f"wrote {args.out}: {len(pred):,} bars, window {pred.window}"] + [
-        f"  {c:<4} {counts[j]:>8,} ({counts[j] / len(pred):.2%})" for j, c in enumerate(CLASS_NAMES)
+        f"  {c:<4} {k:>8,} ({summary['action_shares'][c]:.2%})" for c, k in summary["action_counts"].items()
     ]
     _emit(summary, args.json, lines)
     return 0
@@ -152,6 +136,143 @@ def cmd_init(args: argparse.Namespace) -> int:
                                                          "seed": args.seed})
     info = checkpoint_summary(out)
     _emit(info, args.json, [f"wrote {out}: untrained {args.preset} model, seed {args.seed}"])
+    return 0
+
+
+def cmd_market(args: argparse.Namespace) -> int:
+    from flagcore.data import write_dataset
+    from flagcore.market import demo_market, stylised_facts
+
+    bars = demo_market(seed=args.seed, strength=args.strength, test_bars=args.test_bars)
+    write_dataset(bars, args.out, generator="flagcore.market.demo_market", seed=args.seed,
+                  strength=args.strength)
+    facts = {"out": str(args.out), "seed": args.seed, "strength": args.strength, **stylised_facts(bars)}
+    _emit(facts, args.json, [
+        f"wrote {args.out}: {facts['bars']:,} hourly bars ({facts['train_bars']:,} training, "
+        f"{facts['test_bars']:,} test from 2025-01-01)",
+        f"  annualised vol {facts['annualised_volatility']:.1%}, excess kurtosis {facts['excess_kurtosis']:.1f}, "
+        f"ACF |r| lag 1/24/168: " + "/".join(f"{v:.2f}" for v in facts["acf_abs_returns"].values()),
+    ])
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from flagcore.data import write_dataset
+    from flagcore.features import build_datasets, read_ohlcv
+
+    bars = read_ohlcv(args.ohlcv)
+    sets = build_datasets(bars, horizon=args.horizon, width=args.barrier_width, target_hold=args.target_hold,
+                          method=args.label_method, test_start=args.test_start, context=args.context,
+                          source=str(args.ohlcv))
+    out = Path(args.out)
+    written = {}
+    for name, (df, meta) in sets.items():
+        if name == "all":
+            path = out if out.suffix else out.with_suffix(".parquet")
+        else:
+            if out.suffix:
+                raise FlagcoreError(f"--out {out}: with --test-start give a folder (train and test files go in it)")
+            path = out / f"{name}.parquet"
+        write_dataset(df, path, **meta)
+        written[name] = {"path": str(path), "bars": len(df), "features": len(df.columns) - 3,
+                         "label_shares": meta["label_shares"], "evaluation_start": meta.get("evaluation_start")}
+    some = next(iter(sets.values()))[1]
+    summary = {"barrier_width": some["barrier_width"], "label_horizon": some["label_horizon"],
+               "label_method": some["label_method"], "datasets": written}
+    lines = [f"barrier width {summary['barrier_width']:.4f} x sigma x sqrt({args.horizon}), {args.label_method}"]
+    for name, w in written.items():
+        lines.append(f"  {name}: {w['path']} {w['bars']:,} bars, {w['features']} features, labels "
+                     + ", ".join(f"{k} {v:.1%}" for k, v in w["label_shares"].items()))
+    _emit(summary, args.json, lines)
+    return 0
+
+
+def _print_epoch(row: dict) -> None:
+    s = row["val_pred_shares"]
+    print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+          f"val acc {row['val_accuracy']:.3f}, balanced {row['val_balanced_accuracy']:.3f}, predicted "
+          f"SELL {s['SELL']:.1%} HOLD {s['HOLD']:.1%} BUY {s['BUY']:.1%} ({row['seconds']:.0f}s)",
+          file=sys.stderr, flush=True)
+
+
+def _three(text: str | None):
+    if text is None or text in ("inverse", "seed"):
+        return text
+    try:
+        vals = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise FlagcoreError(f"expected 'inverse', 'seed' or three numbers like 1,0.5,1, got {text!r}") from None
+    if len(vals) != 3:
+        raise FlagcoreError(f"expected three numbers (SELL,HOLD,BUY), got {text!r}")
+    return vals
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flagcore.checkpoint import save_checkpoint
+    from flagcore.data import load_dataset
+    from flagcore.inference import action_summary, predict
+    from flagcore.model import preset
+    from flagcore.train import TrainConfig, train_model
+
+    mcfg = preset(args.preset)
+    cfg = TrainConfig(loss=args.loss, class_weights=_three(args.class_weights), focal_gamma=args.focal_gamma,
+                      focal_alpha=_three(args.focal_alpha), tau=args.tau, return_weight=args.return_weight,
+                      epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size)
+    train = load_dataset(args.data, state_dim=mcfg.state_dim)
+    test = load_dataset(args.test, state_dim=mcfg.state_dim) if args.test else None
+    if test is not None:
+        from flagcore.data import check_disjoint
+        check_disjoint(train, test)
+    res = train_model(train, mcfg, cfg, on_epoch=None if args.quiet else _print_epoch, device=args.device)
+    out = Path(args.out)
+    path = save_checkpoint(res.model, out, feature_names=train.feature_names,
+                           padded_inputs=train.padded_inputs, provenance=res.provenance)
+    result = {"checkpoint": str(path), "provenance": res.provenance, "history": res.history}
+    lines = [f"wrote {path}: loss {args.loss}, best epoch {res.provenance['best_epoch']} of "
+             f"{res.provenance['epochs_run']}, {res.provenance['seconds']:.0f}s"]
+    if test is not None:
+        e = test.eval_index
+        pred = predict(res.model, test.features)
+        p = pred.__class__(pred.logits[e:], pred.probs[e:], pred.action[e:], pred.confidence[e:],
+                           pred.short_history[e:], pred.window)
+        result["test"] = {"data": str(args.test), **action_summary(p, None if test.labels is None else test.labels[e:])}
+        t = result["test"]
+        lines.append(f"  test period: {t['bars']:,} bars, predicted " + ", ".join(
+            f"{k} {v:.1%}" for k, v in t["action_shares"].items())
+            + (f"; accuracy {t['accuracy']:.2%}" if "accuracy" in t else ""))
+    (out if out.is_dir() else out.parent).joinpath("train_log.json").write_text(json.dumps(result, indent=2))
+    _emit(result, args.json, lines)
+    return 0
+
+
+def cmd_walk_forward(args: argparse.Namespace) -> int:
+    from flagcore.checkpoint import load_checkpoint, save_checkpoint
+    from flagcore.data import load_dataset, write_dataset
+    from flagcore.inference import action_summary, from_logits, predictions_frame
+    from flagcore.train import walk_forward
+
+    model = load_checkpoint(args.checkpoint)
+    ds = load_dataset(args.data, state_dim=model.checkpoint_info.config.state_dim)
+    on_block = None if args.quiet else (lambda r: print(
+        f"block from {r['block_start']}: fine-tuned on {r['fine_tune_bars']} resolved bars"
+        + (f", loss {r['fine_tune_loss']:.4f}" if "fine_tune_loss" in r else ""), file=sys.stderr, flush=True))
+    logits, final, log = walk_forward(model, ds, every=args.every, recent=args.recent, epochs=args.epochs,
+                                      on_block=on_block)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    e = ds.eval_index
+    pred = from_logits(logits, np.zeros(len(logits), bool), model.checkpoint_info.config.window)
+    write_dataset(predictions_frame(ds.timestamps[e:], pred), out / "predictions.parquet",
+                  walk_forward={"every": args.every, "recent": args.recent, "epochs": args.epochs,
+                                "start_checkpoint_sha256": model.checkpoint_info.sha256})
+    prov = {**model.checkpoint_info.meta.provenance, "walk_forward": {
+        "every": args.every, "recent": args.recent, "epochs": args.epochs, "blocks": len(log),
+        "data_hash": ds.content_hash, "start_checkpoint_sha256": model.checkpoint_info.sha256}}
+    save_checkpoint(final, out, feature_names=model.checkpoint_info.meta.feature_names,
+                    padded_inputs=ds.padded_inputs, provenance=prov)
+    summary = {"out": str(out), "blocks": len(log), **action_summary(pred, None if ds.labels is None else ds.labels[e:])}
+    _emit(summary, args.json, [f"wrote {out}/predictions.parquet ({len(pred):,} bars) and the final model; "
+                               "predicted " + ", ".join(f"{k} {v:.1%}" for k, v in summary["action_shares"].items())])
     return 0
 
 
@@ -203,6 +324,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    s = add("market", cmd_market, "Write the embedded demo market: deterministic synthetic hourly OHLCV.")
+    s.add_argument("--out", required=True, metavar="FILE", help=".parquet or .csv")
+    s.add_argument("--seed", type=int, default=2025)
+    s.add_argument("--strength", type=float, default=1.0, help="predictable component; 0 = pure noise")
+    s.add_argument("--test-bars", type=int, default=9073)
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add("features", cmd_features, "L1 features and triple-barrier labels from an OHLCV file.")
+    s.add_argument("--ohlcv", required=True, metavar="FILE", help="CSV or Parquet with timestamp, open, high, low, close, volume")
+    s.add_argument("--out", required=True, metavar="PATH", help="a file, or a folder with --test-start")
+    s.add_argument("--test-start", metavar="DATE", help="write train.parquet and test.parquet split at DATE")
+    s.add_argument("--horizon", type=int, default=24, help="label horizon in bars (default 24)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--barrier-width", type=float, help="barrier width in sigma * sqrt(horizon)")
+    g.add_argument("--target-hold", type=float, default=0.6142,
+                   help="calibrate the width to this HOLD share of the evaluated bars (default 0.6142)")
+    s.add_argument("--label-method", choices=["triple-barrier", "fixed-horizon"], default="triple-barrier")
+    s.add_argument("--context", type=int, default=255, help="history bars before the test period (default 255)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add("train", cmd_train, "Train FLAG-TRADER with a loss: the seed's CE or a remedy.")
+    s.add_argument("--data", required=True, metavar="FILE", help="training dataset")
+    s.add_argument("--preset", choices=["full", "demo"], default="demo")
+    s.add_argument("--loss", choices=["ce", "weighted", "focal", "logit_adjusted", "oversample", "multitask"],
+                   default="ce")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--test", metavar="FILE", help="report predictions on this dataset's evaluation period")
+    s.add_argument("--class-weights", default="inverse", help="weighted: inverse, seed (1,0.5,1) or SELL,HOLD,BUY")
+    s.add_argument("--focal-gamma", type=float, default=2.0)
+    s.add_argument("--focal-alpha", help="focal: inverse, seed or SELL,HOLD,BUY (default 1 each)")
+    s.add_argument("--tau", type=float, default=1.0, help="logit adjustment strength")
+    s.add_argument("--return-weight", type=float, default=0.5, help="multitask: weight of the return loss")
+    s.add_argument("--epochs", type=int, default=8)
+    s.add_argument("--lr", type=float, default=2e-3)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add("walk-forward", cmd_walk_forward, "Online learning over a test period: fine-tune every K bars.")
+    s.add_argument("--checkpoint", required=True, metavar="PATH", help="starting model (remedy 1's)")
+    s.add_argument("--data", required=True, metavar="FILE", help="test dataset with labels")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--every", type=int, default=720, help="bars between fine-tunes, 500 to 1000 (default 720)")
+    s.add_argument("--recent", type=int, default=2000, help="resolved bars to fine-tune on (default 2000)")
+    s.add_argument("--epochs", type=int, default=2)
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON")
 
     s = add("init", cmd_init, "Write an untrained, randomly initialised checkpoint of a preset.")
     s.add_argument("--preset", choices=["full", "demo"], required=True)

@@ -46,6 +46,7 @@ class Dataset:
     close: np.ndarray | None  # (n,) float64
     labels: np.ndarray | None  # (n,) int8 class ids 0/1/2, UNLABELLED = -1 where unresolved
     label_horizon: int | None = None  # bars a label looks ahead; used for purging
+    evaluation_start: pd.Timestamp | None = None  # earlier bars are history (context) only
     content_hash: str = ""
     attrs: dict = field(default_factory=dict)  # anything else from the file's flagcore metadata
 
@@ -60,6 +61,13 @@ class Dataset:
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def eval_index(self) -> int:
+        """Index of the first evaluated bar; bars before it only give windows their history."""
+        if self.evaluation_start is None:
+            return 0
+        return int(self.timestamps.searchsorted(self.evaluation_start))
 
     @property
     def padded_inputs(self) -> list[int]:
@@ -84,6 +92,7 @@ class Dataset:
             close=None if self.close is None else self.close[start:stop],
             labels=None if self.labels is None else self.labels[start:stop],
             label_horizon=self.label_horizon,
+            evaluation_start=self.evaluation_start,
             content_hash=self.content_hash,
             attrs=self.attrs,
         )
@@ -102,6 +111,8 @@ class Dataset:
             "label_shares": self.label_shares(),
             "unlabelled_bars": None if self.labels is None else int((self.labels == UNLABELLED).sum()),
             "label_horizon": self.label_horizon,
+            "evaluation_start": None if self.evaluation_start is None else self.evaluation_start.isoformat(),
+            "context_bars": self.eval_index,
             "periods_per_year": periods_per_year(self.timestamps),
             "content_hash": self.content_hash,
         }
@@ -303,10 +314,17 @@ def load_dataset(
     for arr in (close, labels):
         h.update(b"-" if arr is None else arr.tobytes())
     h.update(str(horizon).encode())
+    evaluation_start = None
+    if meta.get("evaluation_start"):
+        evaluation_start = _utc(meta["evaluation_start"], f"{p}: evaluation_start")
+        if evaluation_start > ts[-1]:
+            raise FlagcoreError(f"{p}: evaluation_start {evaluation_start.isoformat()} is after the last bar")
+    h.update(str(evaluation_start).encode())
     return Dataset(
         source=str(p), timestamps=ts, features=features, feature_names=names, close=close,
-        labels=labels, label_horizon=horizon, content_hash=h.hexdigest(),
-        attrs={k: v for k, v in meta.items() if k != "label_horizon"},
+        labels=labels, label_horizon=horizon, evaluation_start=evaluation_start,
+        content_hash=h.hexdigest(),
+        attrs={k: v for k, v in meta.items() if k not in ("label_horizon", "evaluation_start")},
     )
 
 
@@ -395,16 +413,20 @@ def temporal_split(
 
 
 def check_disjoint(train: Dataset, test: Dataset, label_horizon: int | None = None) -> None:
-    """Refuse two datasets whose periods overlap or sit closer than the label horizon."""
-    if train.timestamps[-1] >= test.timestamps[0]:
+    """Refuse two datasets whose periods overlap or sit closer than the label horizon.
+
+    The test set's period starts at its first evaluated bar; history bars before it may overlap.
+    """
+    first = test.timestamps[test.eval_index]
+    if train.timestamps[-1] >= first:
         raise FlagcoreError(
-            f"{test.source}: test period starting {test.timestamps[0].isoformat()} overlaps the "
+            f"{test.source}: test period starting {first.isoformat()} overlaps the "
             f"training period of {train.source} ending {train.timestamps[-1].isoformat()}"
         )
     h = label_horizon if label_horizon is not None else (train.label_horizon or 0)
     if h:
         step = pd.Timedelta(np.median(np.diff(train.timestamps.asi8)), unit="ns")
-        if test.timestamps[0] - train.timestamps[-1] <= h * step:
+        if first - train.timestamps[-1] <= h * step:
             raise FlagcoreError(
                 f"{test.source}: starts within the label horizon ({h} bars) of the training period's end"
             )

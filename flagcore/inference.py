@@ -111,3 +111,41 @@ def predict(
             if progress:
                 progress(done, n)
     return from_logits(out.numpy(), short, W)
+
+
+def predictions_frame(timestamps, pred: Predictions):
+    """A table with one row per bar: timestamp, logits, probabilities, action, confidence."""
+    import pandas as pd
+
+    from flagcore.model import CLASS_NAMES
+
+    out = pd.DataFrame({"timestamp": timestamps})
+    for j, c in enumerate(CLASS_NAMES):
+        out[f"logit_{c.lower()}"] = pred.logits[:, j]
+    for j, c in enumerate(CLASS_NAMES):
+        out[f"prob_{c.lower()}"] = pred.probs[:, j]
+    out["action"] = np.asarray(CLASS_NAMES)[pred.action]
+    out["confidence"] = pred.confidence
+    out["short_history"] = pred.short_history
+    return out
+
+
+def action_summary(pred: Predictions, labels: np.ndarray | None = None) -> dict:
+    """Counts and shares of each action, confidence statistics, and accuracy where labels exist."""
+    from flagcore.model import CLASS_NAMES
+
+    n = len(pred)
+    counts = np.bincount(pred.action, minlength=3)
+    out = {
+        "bars": n,
+        "action_counts": {c: int(counts[j]) for j, c in enumerate(CLASS_NAMES)},
+        "action_shares": {c: float(counts[j] / n) for j, c in enumerate(CLASS_NAMES)},
+        "confidence": {"mean": float(pred.confidence.mean()), "min": float(pred.confidence.min()),
+                       "max": float(pred.confidence.max())},
+    }
+    if labels is not None:
+        ok = labels >= 0
+        if ok.any():
+            out["accuracy"] = float((pred.action[ok] == labels[ok]).mean())
+            out["labelled_bars"] = int(ok.sum())
+    return out

@@ -26,7 +26,8 @@ from flagcore.errors import FlagcoreError
 CLASS_NAMES = ("SELL", "HOLD", "BUY")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "ffn.0", "ffn.3")
 # Parameters the reviewed code trains besides LoRA; peft freezes them, we unfreeze them by name.
-NON_LORA_TRAINABLE = ("state_embedding", "pos_embedding", "norm1", "norm2", "output_norm", "action_head")
+NON_LORA_TRAINABLE = ("state_embedding", "pos_embedding", "norm1", "norm2", "output_norm", "action_head",
+                      "return_head")
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,15 @@ class FlagTraderConfig:
     lora_rank: int = 16
     lora_alpha: float = 16.0  # scaling alpha / r; the reviewed code fixes alpha = 16
     dropout: float = 0.1
+    return_head: bool = False  # multi-task training: a second head predicts the forward return
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "dropout":
+            if f.name == "return_head":
+                if not isinstance(value, bool):
+                    raise FlagcoreError(f"config: return_head must be true or false, got {value!r}")
+            elif f.name == "dropout":
                 if not 0.0 <= value < 1.0:
                     raise FlagcoreError(f"config: dropout must be in [0, 1), got {value!r}")
             elif f.name == "lora_alpha":
@@ -159,8 +164,10 @@ class FlagTrader(nn.Module):
         self.transformer_blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.output_norm = nn.LayerNorm(cfg.d_model)
         self.action_head = nn.Linear(cfg.d_model, cfg.action_dim)
+        self.return_head = nn.Linear(cfg.d_model, 1) if cfg.return_head else None
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
+    def hidden(self, states: torch.Tensor) -> torch.Tensor:
+        """Output-normed hidden states (B, T, d_model), the input of the heads."""
         B, T, D = states.shape
         if D != self.config.state_dim:
             raise FlagcoreError(
@@ -173,7 +180,10 @@ class FlagTrader(nn.Module):
         x = self.state_embedding(states) + self.pos_embedding[:, :T]  # (B, T, d_model)
         for block in self.transformer_blocks:
             x = block(x)
-        return self.action_head(self.output_norm(x))  # (B, T, action_dim)
+        return self.output_norm(x)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.action_head(self.hidden(states))  # (B, T, action_dim)
 
 
 def lora_config(cfg: FlagTraderConfig) -> LoraConfig:

@@ -91,3 +91,24 @@ def make_frame(n=80, n_features=49, seed=0, start="2025-01-01", freq="h", labels
     if labels:
         df["label"] = rng.choice(["SELL", "HOLD", "BUY"], size=n, p=[0.2, 0.6, 0.2])
     return df
+
+
+SMALL_TRAIN_START = "2023-07-01"  # 18 months of training bars instead of five years
+SMALL_TEST_BARS = 1500
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """A fast version of the embedded demo: bars, and train/test datasets written to Parquet."""
+    from flagcore.data import load_dataset, write_dataset
+    from flagcore.features import build_datasets
+    from flagcore.market import demo_market
+
+    root = tmp_path_factory.mktemp("demo")
+    bars = demo_market(train_start=pd.Timestamp(SMALL_TRAIN_START, tz="UTC"), test_bars=SMALL_TEST_BARS)
+    bars_path = write_dataset(bars, root / "market.parquet")
+    sets = build_datasets(bars, test_start="2025-01-01")
+    paths = {k: write_dataset(df, root / f"{k}.parquet", **meta) for k, (df, meta) in sets.items()}
+    return {"root": root, "bars": bars, "bars_path": bars_path, "meta": {k: m for k, (_, m) in sets.items()},
+            "train": load_dataset(paths["train"]), "test": load_dataset(paths["test"]),
+            "train_path": paths["train"], "test_path": paths["test"]}
