@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", metavar="FILE", help="report predictions on this dataset's evaluation period")
     s.add_argument("--class-weights", default="inverse", help="weighted: inverse, seed (1,0.5,1) or SELL,HOLD,BUY")
     s.add_argument("--focal-gamma", type=float, default=2.0)
-    s.add_argument("--focal-alpha", help="focal: inverse, seed or SELL,HOLD,BUY (default 1 each)")
+    s.add_argument("--focal-alpha", default="inverse", help="focal: inverse (default), seed or SELL,HOLD,BUY")
     s.add_argument("--tau", type=float, default=1.0, help="logit adjustment strength")
     s.add_argument("--return-weight", type=float, default=0.5, help="multitask: weight of the return loss")
     s.add_argument("--epochs", type=int, default=8)

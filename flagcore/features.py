@@ -106,7 +106,7 @@ def _z(x: pd.Series, n: int) -> pd.Series:
 
 def market_features(bars: pd.DataFrame, ppy: float) -> pd.DataFrame:
     """The 49 market features for every bar (NaN where a look-back is incomplete)."""
-    o, h, l, c, v = (bars[k].astype(float) for k in OHLCV)
+    o, h, l, c, v = (bars[k].astype(float) for k in OHLCV)  # noqa: E741
     lc = np.log(c)
     r1 = lc.diff()
     vol = r1.rolling(168).std() + EPS  # per-bar scale for standardising returns

@@ -96,7 +96,7 @@ def predict(
 
     # bars 0 .. W-2: all the history they have, one window each
     for t in range(min(W - 1, n)):
-        out[t] = net(xs[None, : t + 1])[0, -1].float().cpu()
+        out[t] = net.last_logits(xs[None, : t + 1])[0].float().cpu()
         short[t] = True
     done = min(W - 1, n)
     if progress and done:
@@ -106,7 +106,7 @@ def predict(
         windows = xs.unfold(0, W, 1).transpose(1, 2)  # (n-W+1, W, state_dim), a view
         for s in range(0, windows.shape[0], batch_size):
             batch = windows[s : s + batch_size]
-            out[W - 1 + s : W - 1 + s + batch.shape[0]] = net(batch)[:, -1].float().cpu()
+            out[W - 1 + s : W - 1 + s + batch.shape[0]] = net.last_logits(batch).float().cpu()
             done = W - 1 + s + batch.shape[0]
             if progress:
                 progress(done, n)

@@ -117,17 +117,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         B, T, C = x.shape
         H = self.num_heads
-        q = self.q_proj(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)
+        xq = x[:, -1:] if last_only else x  # the last position's query suffices for its output
+        Tq = xq.shape[1]
+        q = self.q_proj(xq).view(B, Tq, H, C // H).transpose(1, 2)  # (B, H, Tq, hd)
+        k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, hd)
         v = self.v_proj(x).view(B, T, H, C // H).transpose(1, 2)
         # softmax(QK^T / sqrt(hd)) with dropout on the probabilities, no mask
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        )  # (B, H, Tq, hd)
+        y = y.transpose(1, 2).reshape(B, Tq, C)
         return self.out_proj(y)
 
 
@@ -147,8 +149,9 @@ class Block(nn.Module):
         )
         self.norm2 = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.attention(x))
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        residual = x[:, -1:] if last_only else x
+        x = self.norm1(residual + self.attention(x, last_only))
         return self.norm2(x + self.ffn(x))
 
 
@@ -166,8 +169,13 @@ class FlagTrader(nn.Module):
         self.action_head = nn.Linear(cfg.d_model, cfg.action_dim)
         self.return_head = nn.Linear(cfg.d_model, 1) if cfg.return_head else None
 
-    def hidden(self, states: torch.Tensor) -> torch.Tensor:
-        """Output-normed hidden states (B, T, d_model), the input of the heads."""
+    def hidden(self, states: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Output-normed hidden states (B, T, d_model), the input of the heads.
+
+        ``last_only`` returns (B, 1, d_model) for the last position, the same values as
+        ``hidden(states)[:, -1:]``: earlier blocks still attend over the whole window, but the
+        last block computes its query, feed-forward and norms for the last position alone.
+        """
         B, T, D = states.shape
         if D != self.config.state_dim:
             raise FlagcoreError(
@@ -178,12 +186,17 @@ class FlagTrader(nn.Module):
                 f"window of {T} bars exceeds the model's max_length {self.config.max_length}"
             )
         x = self.state_embedding(states) + self.pos_embedding[:, :T]  # (B, T, d_model)
-        for block in self.transformer_blocks:
-            x = block(x)
+        last = len(self.transformer_blocks) - 1
+        for i, block in enumerate(self.transformer_blocks):
+            x = block(x, last_only=last_only and i == last)
         return self.output_norm(x)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.action_head(self.hidden(states))  # (B, T, action_dim)
+
+    def last_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Logits at the last position only, (B, action_dim): where the action is read."""
+        return self.action_head(self.hidden(states, last_only=True)[:, -1])
 
 
 def lora_config(cfg: FlagTraderConfig) -> LoraConfig:
@@ -251,11 +264,16 @@ def merged_copy(model: nn.Module) -> FlagTrader:
 
 
 def flops_per_window(cfg: FlagTraderConfig, seq_len: int | None = None) -> int:
-    """Forward-pass FLOPs (2 per multiply-add) of one window on the merged network."""
+    """Forward FLOPs (2 per multiply-add) of one window as inference computes it.
+
+    Every block but the last runs all T positions; the last block needs keys and values for all
+    of them but query, output projection and feed-forward for the last position only.
+    """
     T = seq_len or cfg.window
     d, f = cfg.d_model, cfg.ff_dim
-    per_block = 2 * T * (4 * d * d + 2 * d * f) + 2 * 2 * T * T * d  # linears + QK^T and PV
-    return 2 * T * cfg.state_dim * d + cfg.num_layers * per_block + 2 * T * d * cfg.action_dim
+    full_block = 2 * T * (4 * d * d + 2 * d * f) + 2 * 2 * T * T * d  # linears + QK^T and PV
+    last_block = 2 * T * 2 * d * d + 2 * (2 * d * d + 2 * d * f) + 2 * 2 * T * d
+    return 2 * T * cfg.state_dim * d + (cfg.num_layers - 1) * full_block + last_block + 2 * d * cfg.action_dim
 
 
 def describe(model: nn.Module) -> dict:

@@ -4,7 +4,10 @@ Losses (``TrainConfig.loss``):
 - ``ce``: plain cross-entropy, the seed's setting; on an imbalanced target it collapses to HOLD.
 - ``weighted``: class-weighted cross-entropy (remedy 1); weights ``inverse`` (1 / class share,
   scaled to mean 1), ``seed`` (the findings' [1.0, 0.5, 1.0]) or three numbers.
-- ``focal``: focal loss (remedy 2, Lin et al. 2017), FL = -alpha_y (1 - p_y)^gamma log p_y.
+- ``focal``: focal loss (remedy 2, Lin et al. 2017), FL = -alpha_y (1 - p_y)^gamma log p_y, with
+  alpha the inverse class shares by default (the alpha-balanced form); with alpha = 1 for every
+  class (``focal_alpha=(1, 1, 1)``) the demo model still collapses to HOLD, since down-weighting
+  easy examples alone does not move the decision boundary far enough.
 - ``logit_adjusted``: cross-entropy on logits + tau * log(prior) (Menon et al. 2021); the raw
   logits then estimate the balanced posterior, so argmax needs no post-hoc change.
 - ``oversample``: plain cross-entropy on batches drawn with probability 1 / class share, so every
@@ -46,7 +49,8 @@ class TrainConfig:
     loss: str = "ce"
     class_weights: str | tuple[float, float, float] = "inverse"  # for loss=weighted
     focal_gamma: float = 2.0
-    focal_alpha: str | tuple[float, float, float] | None = None  # None: 1 for every class
+    # alpha-balanced focal loss by default: with alpha = 1 for every class the demo still collapses
+    focal_alpha: str | tuple[float, float, float] | None = "inverse"
     tau: float = 1.0  # logit adjustment strength
     return_weight: float = 0.5  # multitask
     epochs: int = 8
@@ -136,13 +140,14 @@ def _usable_ends(ds: Dataset, W: int, lo: int, hi: int) -> np.ndarray:
 def train_model(
     ds: Dataset,
     model_config: FlagTraderConfig,
-    cfg: TrainConfig = TrainConfig(),
+    cfg: TrainConfig | None = None,
     *,
     init: torch.nn.Module | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     device: str | None = None,
 ) -> TrainResult:
     """Train on ``ds`` (its labelled bars with a full window of history); returns the best epoch's model."""
+    cfg = cfg or TrainConfig()
     if ds.labels is None:
         raise FlagcoreError(f"{ds.source}: training needs a 'label' column")
     if cfg.loss == "multitask" and not model_config.return_head:
@@ -249,7 +254,7 @@ def _make_loss(net, cfg: TrainConfig, y_all: torch.Tensor, shares: np.ndarray, r
     log_prior = torch.log(torch.as_tensor(shares, dtype=torch.float32).clamp_min(1e-6)).to(dev)
 
     def loss_fn(x: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hid = net.hidden(x)[:, -1]  # (B, d_model): the last position only
+        hid = net.hidden(x, last_only=True)[:, -1]  # (B, d_model): the last position only
         logits = net.action_head(hid)
         y = y_all[ends]
         if cfg.loss == "weighted":

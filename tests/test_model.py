@@ -98,3 +98,17 @@ def test_forward_refuses_wrong_width_and_long_windows():
         model(torch.randn(1, 4, 49))
     with pytest.raises(FlagcoreError, match="exceeds the model's max_length 64"):
         model(torch.randn(1, 65, 60))
+
+
+def test_last_position_path_equals_full_forward():
+    model = build_model(PRESETS["demo"], seed=2)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    model.eval()
+    net = base_network(model)
+    x = torch.randn(5, 32, 60)
+    with torch.inference_mode():
+        torch.testing.assert_close(net.last_logits(x), model(x)[:, -1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(net.hidden(x, last_only=True)[:, -1], net.hidden(x)[:, -1], atol=1e-5, rtol=0)

@@ -1,0 +1,138 @@
+"""Training on a small version of the demo: the collapse, its fixes, and no look-ahead."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flagcore.checkpoint import read_checkpoint
+from flagcore.cli import main
+from flagcore.errors import FlagcoreError
+from flagcore.inference import predict
+from flagcore.model import PRESETS
+from flagcore.train import TrainConfig, focal_loss, train_model, walk_forward
+
+FAST = dict(epochs=3, windows_per_epoch=6144, patience=3)
+
+
+def _test_shares(model, test):
+    e = test.eval_index
+    a = predict(model, test.features).action[e:]
+    return np.bincount(a, minlength=3) / len(a)
+
+
+@pytest.fixture(scope="module")
+def trained(small_demo):
+    out = {}
+    for loss in ("ce", "weighted", "focal"):
+        out[loss] = train_model(small_demo["train"], PRESETS["demo"], TrainConfig(loss=loss, **FAST))
+    return out
+
+
+def test_plain_cross_entropy_collapses_to_hold(trained, small_demo):
+    shares = _test_shares(trained["ce"].model, small_demo["test"])
+    assert shares[1] >= 0.95, shares
+
+
+@pytest.mark.parametrize("loss", ["weighted", "focal"])
+def test_remedies_predict_buy_and_sell(trained, small_demo, loss):
+    shares = _test_shares(trained[loss].model, small_demo["test"])
+    assert shares[0] >= 0.10 and shares[2] >= 0.10, shares
+
+
+def test_history_and_provenance(trained, small_demo):
+    res = trained["weighted"]
+    assert 1 <= len(res.history) <= 3 and res.provenance["best_epoch"] >= 1
+    row = res.history[0]
+    assert set(row["val_pred_shares"]) == {"SELL", "HOLD", "BUY"}
+    assert abs(sum(row["val_pred_shares"].values()) - 1) < 1e-9
+    p = res.provenance
+    assert p["data_hash"] == small_demo["train"].content_hash and p["loss"] == "weighted"
+    assert p["loss_position"] == "last" and p["train_config"]["seed"] == 0
+    w = np.array(p["class_weights"])
+    shares = np.array([p["train_label_shares"][c] for c in ("SELL", "HOLD", "BUY")])
+    np.testing.assert_allclose(w * shares, (w * shares)[0], rtol=1e-5)  # inverse frequency
+    assert w[1] < w[0] and w[1] < w[2]
+
+
+def test_training_is_deterministic(small_demo):
+    cfg = TrainConfig(loss="weighted", epochs=1, windows_per_epoch=1024)
+    a = train_model(small_demo["train"], PRESETS["demo"], cfg).model.state_dict()
+    b = train_model(small_demo["train"], PRESETS["demo"], cfg).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("loss", ["logit_adjusted", "oversample", "multitask"])
+def test_further_losses_train_and_trade(small_demo, loss):
+    res = train_model(small_demo["train"], PRESETS["demo"], TrainConfig(loss=loss, **FAST))
+    shares = _test_shares(res.model, small_demo["test"])
+    assert shares[0] > 0.05 and shares[2] > 0.05, shares
+    if loss == "multitask":
+        assert res.model.get_base_model().return_head is not None
+
+
+def test_focal_loss_formula():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([0, 2])
+    p = torch.softmax(logits, -1)
+    want = -(0.5 * (1 - p[0, 0]) ** 2 * torch.log(p[0, 0]) + 2.0 * (1 - p[1, 2]) ** 2 * torch.log(p[1, 2])) / 2
+    got = focal_loss(logits, y, gamma=2.0, alpha=torch.tensor([0.5, 1.0, 2.0]))
+    torch.testing.assert_close(got, want)
+    # gamma 0 and alpha 1 is plain cross-entropy
+    torch.testing.assert_close(focal_loss(logits, y, 0.0, torch.ones(3)), torch.nn.functional.cross_entropy(logits, y))
+
+
+def test_train_command_writes_checkpoint_with_provenance(small_demo, tmp_path, capsys):
+    out = tmp_path / "seed_weights"
+    rc = main(["train", "--data", str(small_demo["train_path"]), "--test", str(small_demo["test_path"]),
+               "--loss", "weighted", "--class-weights", "seed", "--epochs", "1", "--out", str(out),
+               "--quiet", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["provenance"]["class_weights"] == [1.0, 0.5, 1.0]
+    assert result["test"]["bars"] == 1500
+    _, info = read_checkpoint(out)
+    assert info.meta.provenance["class_weights"] == [1.0, 0.5, 1.0]
+    assert len(info.meta.feature_names) == 60
+    assert json.loads((out / "train_log.json").read_text())["checkpoint"].endswith("model.safetensors")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loss", "weighted", "--class-weights", "1,2"], "three numbers"),
+    (["--loss", "focal", "--focal-gamma", "-1"], "focal_gamma must be >= 0"),
+    (["--epochs", "0"], "epochs must be a positive integer"),
+])
+def test_train_command_rejects_bad_settings(small_demo, tmp_path, capsys, argv, message):
+    rc = main(["train", "--data", str(small_demo["train_path"]), "--out", str(tmp_path / "x"), *argv])
+    assert rc == 1 and message in capsys.readouterr().err
+
+
+def test_train_refuses_overlapping_test_period(small_demo, tmp_path, capsys):
+    rc = main(["train", "--data", str(small_demo["train_path"]), "--test", str(small_demo["train_path"]),
+               "--out", str(tmp_path / "x")])
+    assert rc == 1 and "overlaps" in capsys.readouterr().err
+
+
+def test_walk_forward_uses_only_resolved_labels(trained, small_demo):
+    test = small_demo["test"]
+    model = trained["weighted"].model
+    every, h, E = 500, test.label_horizon, test.eval_index
+    logits, final, log = walk_forward(model, test, every=every, recent=600, epochs=1)
+    assert logits.shape == (test.n_bars - E, 3) and len(log) == 2
+    # block 1 is the starting model's prediction
+    np.testing.assert_allclose(logits[:every], predict(model, test.features).logits[E : E + every], atol=1e-5)
+    # labels that resolve only after block 2 starts cannot change blocks 1 and 2
+    changed = test.slice(0, test.n_bars)
+    changed.labels = test.labels.copy()
+    changed.labels[E + every - h :] = 0  # labels unknown at the first fine-tune
+    other, _, _ = walk_forward(model, changed, every=every, recent=600, epochs=1)
+    np.testing.assert_array_equal(other[: 2 * every], logits[: 2 * every])
+    assert not np.array_equal(other[2 * every :], logits[2 * every :])
+    # and the model passed in is untouched
+    np.testing.assert_allclose(predict(model, test.features).logits[E : E + every], logits[:every], atol=1e-5)
+
+
+def test_walk_forward_step_range(trained, small_demo):
+    with pytest.raises(FlagcoreError, match=r"\[500, 1000\]"):
+        walk_forward(trained["ce"].model, small_demo["test"], every=100)
