@@ -232,8 +232,8 @@ def _timestamps(df: pd.DataFrame, path: Path) -> pd.DatetimeIndex:
     return index
 
 
-def _labels(df: pd.DataFrame, path: Path) -> np.ndarray:
-    s = df[LABEL]
+def _labels(df: pd.DataFrame, path: Path, column: str = LABEL) -> np.ndarray:
+    s = df[column]
     text = s.astype(str).str.strip().str.upper()
     # numeric labels read from Parquet as floats: 1.0 -> "1", -1.0 -> "-1"
     text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
@@ -243,7 +243,7 @@ def _labels(df: pd.DataFrame, path: Path) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise FlagcoreError(
-            f"{path}: column 'label' has unknown label {s.iloc[i]!r} at {_row(i)}; "
+            f"{path}: column {column!r} has unknown label {s.iloc[i]!r} at {_row(i)}; "
             "use SELL/HOLD/BUY or -1/0/1"
         )
     return np.where(missing, UNLABELLED, codes.fillna(UNLABELLED).to_numpy()).astype(np.int8)
@@ -438,3 +438,60 @@ def _utc(value, name: str) -> pd.Timestamp:
     except (ValueError, TypeError):
         raise FlagcoreError(f"{name}: unreadable date {value!r}") from None
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+LOGIT_COLUMNS = ("logit_sell", "logit_hold", "logit_buy")
+
+
+@dataclass
+class PredictionFile:
+    """Another model's per-bar predictions: an ensemble partner or a retrained model's output."""
+
+    source: str
+    timestamps: pd.DatetimeIndex
+    action: np.ndarray  # (n,) int8 class ids
+    logits: np.ndarray | None  # (n, 3) float32 when the file has them
+
+    def align(self, timestamps: pd.DatetimeIndex) -> "PredictionFile":
+        """The rows for exactly these bars; refuses a file that misses any of them."""
+        pos = self.timestamps.get_indexer(timestamps)
+        if (pos < 0).any():
+            i = int(np.argmax(pos < 0))
+            raise FlagcoreError(
+                f"{self.source}: no prediction for bar {timestamps[i].isoformat()} "
+                f"({int((pos < 0).sum())} of {len(timestamps)} bars missing; the file covers "
+                f"{self.timestamps[0].isoformat()} to {self.timestamps[-1].isoformat()})"
+            )
+        return PredictionFile(self.source, timestamps, self.action[pos],
+                              None if self.logits is None else self.logits[pos])
+
+
+def load_predictions(path: str | os.PathLike) -> PredictionFile:
+    """Read a predictions file: ``timestamp`` and either the three logit columns or ``action``.
+
+    ``flagcore predict`` and ``flagcore walk-forward`` write such files; any other model's output
+    in this shape works as an ensemble partner. Validated like a dataset.
+    """
+    p = Path(path)
+    df, _ = _read_table(p)
+    if len(df) == 0:
+        raise FlagcoreError(f"{p}: has a header but no rows")
+    ts = _timestamps(df, p)
+    logits = None
+    if all(c in df.columns for c in LOGIT_COLUMNS):
+        logits = np.stack([_numeric(df, c, p) for c in LOGIT_COLUMNS], axis=1)
+        for j, c in enumerate(LOGIT_COLUMNS):
+            _finite(logits[:, j], c, p, ts)
+        logits = logits.astype(np.float32)
+        action = logits.argmax(1).astype(np.int8)
+    elif "action" in df.columns:
+        action = _labels(df, p, column="action")
+        if (action == UNLABELLED).any():
+            i = int(np.argmax(action == UNLABELLED))
+            raise FlagcoreError(f"{p}: column 'action' is empty at {_row(i)}")
+    else:
+        present = [c for c in LOGIT_COLUMNS if c in df.columns]
+        missing = [c for c in LOGIT_COLUMNS if c not in df.columns]
+        hint = f" (has {', '.join(present)} but not {missing[0]!r})" if present else ""
+        raise FlagcoreError(f"{p}: needs an 'action' column or the columns {', '.join(LOGIT_COLUMNS)}{hint}")
+    return PredictionFile(str(p), ts, action, logits)
