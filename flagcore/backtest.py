@@ -1,0 +1,191 @@
+"""The L3 backtest: actions -> positions -> returns, with Kelly sizing and costs. Pure numpy.
+
+Timing: the position for bar t is decided at bar t's close and earns the simple return from
+close_t to close_{t+1}; the last bar's position has no next return and is dropped, so n bars give
+n - 1 periods. A change of position at t costs (fee + slippage) x |position_t - position_{t-1}|,
+charged in period t (the book starts flat).
+
+Actions: 0 SELL (short), 1 HOLD (flat; or keep the previous position with ``hold="keep"``),
+2 BUY (long). Sizes: 1 unit, or fractional Kelly f = fraction * (p - (1 - p) / b), clipped to
+[0, max_leverage], with p the probability of the chosen action and b the payoff ratio (mean win
+over mean loss per bar in the market) estimated on the training period; no position when f <= 0.
+
+Metrics follow the usual definitions (annualised with periods per year from the timestamps):
+Sharpe = mean / std (ddof 1) x sqrt(ppy); Sortino = mean / sqrt(mean(min(r, 0)^2)) x sqrt(ppy);
+max drawdown of the compounded equity; Calmar = annualised return / |max drawdown|. A strategy
+whose returns do not vary (it never trades) has an undefined Sharpe: reported as 0 with
+``sharpe_defined = False``, never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from flagcore.errors import FlagcoreError
+
+DIRECTION = np.array([-1.0, 0.0, 1.0])  # SELL, HOLD, BUY
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    sizing: str = "kelly"  # "kelly" or "unit"
+    kelly_fraction: float = 0.5  # half Kelly keeps about 3/4 of the growth at half the variance
+    max_leverage: float = 1.0
+    fee_bps: float = 4.0
+    slippage_bps: float = 2.0
+    hold: str = "flat"  # what HOLD means: "flat" (no position) or "keep" (the previous position)
+
+    def __post_init__(self) -> None:
+        if self.sizing not in ("kelly", "unit"):
+            raise FlagcoreError(f"sizing must be 'kelly' or 'unit', got {self.sizing!r}")
+        if self.hold not in ("flat", "keep"):
+            raise FlagcoreError(f"hold must be 'flat' or 'keep', got {self.hold!r}")
+        if not 0 < self.kelly_fraction <= 1:
+            raise FlagcoreError(f"kelly_fraction must lie in (0, 1], got {self.kelly_fraction!r}")
+        if not self.max_leverage > 0:
+            raise FlagcoreError(f"max_leverage must be > 0, got {self.max_leverage!r}")
+        if self.fee_bps < 0 or self.slippage_bps < 0:
+            raise FlagcoreError(f"costs must be >= 0 bps, got fee {self.fee_bps}, slippage {self.slippage_bps}")
+
+    @property
+    def cost_rate(self) -> float:
+        return (self.fee_bps + self.slippage_bps) / 1e4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def kelly_fraction(p, b) -> np.ndarray:
+    """Kelly's optimal bet f* = p - (1 - p) / b for win probability p and payoff ratio b; 0 when <= 0."""
+    p = np.asarray(p, dtype=np.float64)
+    if np.any((p < 0) | (p > 1)):
+        raise FlagcoreError("win probabilities must lie in [0, 1]")
+    if not b > 0:
+        raise FlagcoreError(f"payoff ratio must be > 0, got {b!r}")
+    return np.maximum(p - (1 - p) / b, 0.0)
+
+
+def simple_returns(close) -> np.ndarray:
+    """(n - 1,) returns close_{t+1} / close_t - 1."""
+    c = np.asarray(close, dtype=np.float64)
+    if c.ndim != 1 or c.size < 2:
+        raise FlagcoreError("need at least two closes to compute returns")
+    if not (np.isfinite(c).all() and (c > 0).all()):
+        raise FlagcoreError("close prices must be positive and finite")
+    return c[1:] / c[:-1] - 1.0
+
+
+def positions(actions, confidence=None, cfg: BacktestConfig | None = None, payoff_ratio: float | None = None) -> np.ndarray:
+    """(n,) signed position sizes decided at each bar's close."""
+    cfg = cfg or BacktestConfig()
+    a = np.asarray(actions)
+    if a.ndim != 1 or (a.size and (a.min() < 0 or a.max() > 2)):
+        raise FlagcoreError("actions must be a 1-d array of class ids 0, 1, 2")
+    direction = DIRECTION[a]
+    if cfg.hold == "keep":
+        # carry the last non-HOLD direction forward
+        idx = np.where(a != 1, np.arange(a.size), -1)
+        idx = np.maximum.accumulate(idx)
+        direction = np.where(idx >= 0, DIRECTION[a[np.maximum(idx, 0)]], 0.0)
+    if cfg.sizing == "unit":
+        size = np.ones(a.size)
+    else:
+        if confidence is None or payoff_ratio is None:
+            raise FlagcoreError("Kelly sizing needs the confidence of each action and a payoff ratio")
+        conf = np.asarray(confidence, dtype=np.float64)
+        if cfg.hold == "keep":
+            conf = np.where(idx >= 0, conf[np.maximum(idx, 0)], 0.0)
+        size = np.minimum(cfg.kelly_fraction * kelly_fraction(conf, payoff_ratio), cfg.max_leverage)
+    return direction * size
+
+
+def payoff_ratio(pos, returns) -> float:
+    """Mean winning bar over mean losing bar, in the market (|position| > 0): Kelly's b.
+
+    1.0 when there are no wins or no losses to estimate it from (a fair bet).
+    """
+    pos = np.asarray(pos, dtype=np.float64)
+    pnl = np.sign(pos[: len(returns)]) * np.asarray(returns, dtype=np.float64)
+    pnl = pnl[pos[: len(returns)] != 0]
+    wins, losses = pnl[pnl > 0], pnl[pnl < 0]
+    if wins.size == 0 or losses.size == 0:
+        return 1.0
+    return float(wins.mean() / -losses.mean())
+
+
+def strategy_returns(pos, returns, cost_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Net per-period returns (n - 1,) and the traded amount at each decision (n - 1,)."""
+    pos = np.asarray(pos, dtype=np.float64)
+    r = np.asarray(returns, dtype=np.float64)
+    if pos.size != r.size + 1:
+        raise FlagcoreError(f"{pos.size} positions need {pos.size - 1} returns, got {r.size}")
+    held = pos[:-1]
+    traded = np.abs(np.diff(np.concatenate([[0.0], held])))
+    return held * r - cost_rate * traded, traded
+
+
+def metrics(net: np.ndarray, pos: np.ndarray, periods_per_year: float) -> dict:
+    """Trading metrics of net per-period returns ``net`` for positions ``pos`` (one longer)."""
+    r = np.asarray(net, dtype=np.float64)
+    held = np.asarray(pos, dtype=np.float64)[: r.size]
+    n = r.size
+    if n == 0:
+        raise FlagcoreError("no periods to backtest")
+    if not periods_per_year or periods_per_year <= 0:
+        raise FlagcoreError(f"periods per year must be > 0, got {periods_per_year!r}")
+    ann = np.sqrt(periods_per_year)
+    equity = np.cumprod(1.0 + r)
+    total = float(equity[-1] - 1.0)
+    years = n / periods_per_year
+    annual_return = float(equity[-1] ** (1.0 / years) - 1.0) if equity[-1] > 0 else -1.0
+    std = float(r.std(ddof=1)) if n > 1 else 0.0
+    sharpe_defined = std > 1e-15
+    sharpe = float(r.mean() / std * ann) if sharpe_defined else 0.0
+    downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
+    sortino = float(r.mean() / downside * ann) if downside > 1e-15 else 0.0
+    peak = np.maximum.accumulate(np.concatenate([[1.0], equity]))
+    drawdown = np.concatenate([[1.0], equity]) / peak - 1.0
+    max_dd = float(drawdown.min())
+    calmar = float(annual_return / -max_dd) if max_dd < 0 else 0.0
+    changes = np.abs(np.diff(np.concatenate([[0.0], held])))
+    # a trade is a run of bars with the same non-zero position
+    run_id = np.cumsum(np.concatenate([[True], held[1:] != held[:-1]]))
+    in_market = held != 0
+    run_pnl = np.bincount(run_id[in_market], weights=np.log1p(r[in_market]), minlength=run_id.max() + 1)
+    runs = np.unique(run_id[in_market])
+    wins = int((run_pnl[runs] > 0).sum())
+    return {
+        "periods": int(n), "periods_per_year": float(periods_per_year),
+        "trades": int(runs.size), "position_changes": int((changes > 0).sum()),
+        "total_return": total, "annual_return": annual_return,
+        "annual_volatility": float(std * ann),
+        "sharpe": sharpe, "sharpe_defined": bool(sharpe_defined),
+        "sortino": sortino, "max_drawdown": max_dd, "calmar": calmar,
+        "win_rate": float(wins / runs.size) if runs.size else 0.0,
+        "exposure": float(in_market.mean()),
+        "turnover_per_year": float(changes.sum() / years),
+        "mean_abs_position": float(np.abs(held).mean()),
+    }
+
+
+def backtest(actions, close, periods_per_year: float, *, confidence=None, cfg: BacktestConfig | None = None,
+             payoff: float | None = None) -> dict:
+    """Backtest one option's actions on closes: metrics, the equity curve and the positions."""
+    cfg = cfg or BacktestConfig()
+    r = simple_returns(close)
+    a = np.asarray(actions)
+    if a.size != r.size + 1:
+        raise FlagcoreError(f"{a.size} actions for {r.size + 1} bars")
+    if cfg.sizing == "kelly" and payoff is None:
+        raise FlagcoreError("Kelly sizing needs the payoff ratio estimated on the training period")
+    pos = positions(a, confidence, cfg, payoff)
+    net, _ = strategy_returns(pos, r, cfg.cost_rate)
+    out = metrics(net, pos, periods_per_year)
+    out["payoff_ratio"] = payoff
+    out["config"] = cfg.to_dict()
+    out["equity"] = np.cumprod(1.0 + net)
+    out["returns"] = net
+    out["positions"] = pos
+    return out

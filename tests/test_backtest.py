@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from flagcore.backtest import (
+    BacktestConfig, backtest, kelly_fraction, metrics, payoff_ratio, positions, simple_returns, strategy_returns,
+)
+from flagcore.errors import FlagcoreError
+
+UNIT = BacktestConfig(sizing="unit", fee_bps=0, slippage_bps=0)
+SELL, HOLD, BUY = 0, 1, 2
+
+
+def test_kelly_seed_example():
+    assert kelly_fraction(0.55, 1.0) == pytest.approx(0.10)
+    assert kelly_fraction(0.40, 1.0) == 0.0  # negative edge: no bet
+    assert kelly_fraction(0.5, 2.0) == pytest.approx(0.25)
+
+
+def test_flat_strategy_never_trades_and_flags_undefined_sharpe():
+    close = np.array([100.0, 101, 99, 102])
+    r = backtest(np.full(4, HOLD), close, 8760, cfg=UNIT)
+    assert r["trades"] == 0 and r["total_return"] == 0 and r["max_drawdown"] == 0
+    assert r["sharpe"] == 0.0 and r["sharpe_defined"] is False and not np.isnan(r["sortino"])
+    assert r["exposure"] == 0 and r["win_rate"] == 0
+
+
+def test_always_long_by_hand():
+    close = np.array([100.0, 110, 99, 118.8])
+    r = backtest(np.full(4, BUY), close, 3, cfg=UNIT)  # 3 periods per "year" -> one year
+    rets = np.array([0.10, -0.10, 0.20])
+    np.testing.assert_allclose(r["returns"], rets)
+    assert r["total_return"] == pytest.approx(1.188 - 1)
+    assert r["annual_return"] == pytest.approx(0.188)
+    assert r["sharpe"] == pytest.approx(rets.mean() / rets.std(ddof=1) * np.sqrt(3))
+    assert r["sortino"] == pytest.approx(rets.mean() / np.sqrt(np.mean(np.minimum(rets, 0) ** 2)) * np.sqrt(3))
+    assert r["max_drawdown"] == pytest.approx(0.99 / 1.10 - 1)
+    assert r["calmar"] == pytest.approx(0.188 / (1 - 0.99 / 1.10))
+    assert r["trades"] == 1 and r["exposure"] == 1 and r["win_rate"] == 1.0
+
+
+def test_costs_on_every_change_of_position():
+    close = np.array([100.0, 110, 99, 118.8, 118.8])
+    cfg = BacktestConfig(sizing="unit", fee_bps=7, slippage_bps=3)  # 10 bps
+    acts = np.array([BUY, BUY, SELL, HOLD, BUY])
+    r = backtest(acts, close, 4, cfg=cfg)
+    # positions held: +1, +1, -1, 0 ; traded: 1, 0, 2, 1
+    want = np.array([0.10 - 0.001, -0.10, -0.20 - 0.002, 0.0 - 0.001])
+    np.testing.assert_allclose(r["returns"], want)
+    assert r["trades"] == 2 and r["position_changes"] == 3
+    assert r["turnover_per_year"] == pytest.approx(4.0)  # 4 units traded over one year
+
+
+def test_hold_keep_carries_the_position():
+    pos = positions(np.array([HOLD, BUY, HOLD, HOLD, SELL, HOLD]), cfg=BacktestConfig(sizing="unit", hold="keep"))
+    assert pos.tolist() == [0, 1, 1, 1, -1, -1]
+
+
+def test_kelly_sizing_uses_confidence_and_payoff():
+    cfg = BacktestConfig(sizing="kelly", kelly_fraction=0.5, max_leverage=1.0)
+    pos = positions(np.array([BUY, SELL, BUY, HOLD]), np.array([0.55, 0.7, 0.4, 0.9]), cfg, payoff_ratio=1.0)
+    np.testing.assert_allclose(pos, [0.05, -0.2, 0.0, 0.0])
+    with pytest.raises(FlagcoreError, match="payoff ratio"):
+        backtest(np.array([BUY, BUY]), np.array([1.0, 2.0]), 10, confidence=np.ones(2))
+
+
+def test_payoff_ratio():
+    pos = np.array([1, -1, 1, 0, 1])
+    rets = np.array([0.02, 0.01, -0.01, 0.5])  # pnl: +0.02, -0.01, -0.01, (flat)
+    assert payoff_ratio(pos, rets) == pytest.approx(0.02 / 0.01)
+    assert payoff_ratio(np.zeros(3), np.ones(2)) == 1.0
+
+
+def test_signal_shifted_into_the_future_changes_the_result():
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 500)))
+    r = simple_returns(close)
+    # the perfect-foresight signal: the sign of the next return, known only with look-ahead
+    oracle = np.append(np.where(r > 0, BUY, SELL), HOLD)
+    lagged = np.roll(oracle, 1)  # what a model could know: the previous bar's outcome
+    good = backtest(oracle, close, 8760, cfg=UNIT)
+    late = backtest(lagged, close, 8760, cfg=UNIT)
+    assert good["win_rate"] == 1.0 and good["sharpe"] > 20
+    assert abs(late["sharpe"]) < 3
+
+
+def test_metrics_refuse_bad_input():
+    with pytest.raises(FlagcoreError, match="positions need"):
+        strategy_returns(np.ones(3), np.ones(3), 0.0)
+    with pytest.raises(FlagcoreError, match="periods per year"):
+        metrics(np.ones(3) * 0.01, np.ones(4), 0)
+    with pytest.raises(FlagcoreError, match="class ids"):
+        positions(np.array([3]))
