@@ -1,0 +1,168 @@
+"""The remedies: each option turns stored logits (and a partner's predictions) into actions.
+
+Seed options (FINDINGS_MODEL_COLLAPSE.md):
+1. class-weighted retraining, 2. focal-loss retraining: the logits of those checkpoints;
+3. the threshold rule, exactly as the seed writes it: where the argmax is HOLD and its
+   confidence is below ``hold_threshold``, take the second-best action;
+4. the ensemble rule: where FLAG-TRADER says HOLD and the partner says BUY or SELL, take the
+   partner's action (plus probability averaging and agreement statistics);
+5. the labels themselves: their distribution, what relabelling would give, and the labels as a
+   perfect-foresight signal (the upper bound a backtest can reach).
+Beyond the seed: post-hoc logit adjustment, argmax(logit - tau log prior) (Menon et al. 2021),
+the principled form of option 3 (tau = 1 is the Bayes rule for balanced error); and the logits of
+the logit-adjusted, oversampled, multi-task, walk-forward and CGDT models.
+
+All functions are vectorised over bars, so the dashboard's sliders recompute them instantly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flagcore.backtest import BacktestConfig, backtest
+from flagcore.diagnostics import action_distribution, classification_metrics, softmax
+from flagcore.errors import FlagcoreError
+
+SELL, HOLD, BUY = 0, 1, 2
+
+# option id -> (title, what it is); the order is the order of the comparison table
+OPTIONS: dict[str, tuple[str, str]] = {
+    "baseline": ("Baseline (plain CE)", "the model as trained with plain cross-entropy: the seed's setting"),
+    "opt1_class_weights": ("1. Class weights", "retrained with class-weighted cross-entropy"),
+    "opt2_focal": ("2. Focal loss", "retrained with alpha-balanced focal loss"),
+    "opt3_threshold": ("3. HOLD threshold", "second-best action where HOLD's confidence < hold_threshold"),
+    "opt4_ensemble": ("4. Ensemble rule", "the partner's BUY/SELL where FLAG-TRADER says HOLD"),
+    "opt4_prob_average": ("4b. Probability average", "argmax of the mean of both models' probabilities"),
+    "opt5_labels": ("5. Labels (perfect foresight)", "the true labels as signals: the upper bound"),
+    "logit_adjust": ("Logit adjustment (post hoc)", "argmax(logit - tau * log prior), no retraining"),
+    "logit_adjusted_loss": ("Logit-adjusted loss", "retrained with the logit-adjusted cross-entropy"),
+    "oversample": ("Oversampling", "retrained on class-balanced batches"),
+    "multitask": ("Multi-task", "retrained with a forward-return head beside the action head"),
+    "walk_forward": ("Walk-forward", "remedy 1 fine-tuned every 720 bars on resolved labels"),
+    "cgdt": ("CGDT alone", "the ensemble partner on its own"),
+}
+
+
+def _check_logits(logits) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise FlagcoreError(f"logits must have shape (n, 3), got {x.shape}")
+    return x
+
+
+def hold_confidence_log(logits) -> np.ndarray:
+    """log P(HOLD) from logits, exact even where P(HOLD) rounds to 1.0 in floating point."""
+    x = _check_logits(logits)
+    return -np.log1p(np.exp(x[:, SELL] - x[:, HOLD]) + np.exp(x[:, BUY] - x[:, HOLD]))
+
+
+def threshold_rule(logits, hold_threshold: float) -> np.ndarray:
+    """The seed's option 3: ``if action == HOLD and confidence < hold_threshold: second-best``.
+
+    At ``hold_threshold`` 0 nothing changes; at 1.0 every HOLD flips (its probability is below 1
+    for any finite logits; compared in log space so that rounding cannot keep a HOLD).
+    """
+    if not 0.0 <= hold_threshold <= 1.0:
+        raise FlagcoreError(f"hold_threshold must lie in [0, 1], got {hold_threshold!r}")
+    x = _check_logits(logits)
+    top = x.argmax(axis=1)
+    second = np.argsort(x, axis=1, kind="stable")[:, -2]
+    if hold_threshold == 0.0:
+        return top.astype(np.int8)
+    flip = (top == HOLD) & (hold_confidence_log(x) < np.log(hold_threshold))
+    return np.where(flip, second, top).astype(np.int8)
+
+
+def hold_flip_thresholds(logits) -> np.ndarray:
+    """For each bar, the HOLD threshold above which option 3 changes its action (P(HOLD) where
+    the argmax is HOLD, else +inf). Sorting these gives the action counts at every threshold at once."""
+    x = _check_logits(logits)
+    out = np.full(x.shape[0], np.inf)
+    is_hold = x.argmax(axis=1) == HOLD
+    out[is_hold] = np.exp(hold_confidence_log(x[is_hold]))
+    return out
+
+
+def logit_adjustment(logits, prior, tau: float) -> np.ndarray:
+    """argmax(logit_c - tau * log prior_c) (Menon et al. 2021); tau = 0 is the plain argmax."""
+    x = _check_logits(logits)
+    p = np.asarray(prior, dtype=np.float64)
+    if p.shape != (3,) or (p <= 0).any():
+        raise FlagcoreError(f"prior must be three positive class shares, got {p.tolist()}")
+    if tau < 0:
+        raise FlagcoreError(f"tau must be >= 0, got {tau!r}")
+    return (x - tau * np.log(p / p.sum())).argmax(axis=1).astype(np.int8)
+
+
+def adjusted_probs(logits, prior, tau: float) -> np.ndarray:
+    """Softmax of the adjusted logits: the confidence that Kelly sizing reads for logit adjustment."""
+    x = _check_logits(logits)
+    p = np.asarray(prior, dtype=np.float64)
+    return softmax(x - tau * np.log(p / p.sum()))
+
+
+def ensemble_rule(flag_actions, partner_actions) -> np.ndarray:
+    """The seed's option 4: where FLAG-TRADER says HOLD and the partner BUY or SELL, the partner's."""
+    a, b = np.asarray(flag_actions), np.asarray(partner_actions)
+    if a.shape != b.shape:
+        raise FlagcoreError(f"FLAG-TRADER and partner actions differ in length: {a.shape} vs {b.shape}")
+    return np.where((a == HOLD) & (b != HOLD), b, a).astype(np.int8)
+
+
+def probability_average(flag_probs, partner_probs, weight: float = 0.5) -> np.ndarray:
+    """(n, 3) weight x FLAG-TRADER's probabilities + (1 - weight) x the partner's."""
+    p, q = np.asarray(flag_probs, dtype=np.float64), np.asarray(partner_probs, dtype=np.float64)
+    if p.shape != q.shape:
+        raise FlagcoreError(f"probability arrays differ in shape: {p.shape} vs {q.shape}")
+    if not 0.0 <= weight <= 1.0:
+        raise FlagcoreError(f"weight must lie in [0, 1], got {weight!r}")
+    return weight * p + (1 - weight) * q
+
+
+def one_hot(actions) -> np.ndarray:
+    return np.eye(3)[np.asarray(actions)]
+
+
+def agreement(flag_actions, partner_actions) -> dict:
+    """How often the two models agree, Cohen's kappa between them, and how often the rule overrides."""
+    a, b = np.asarray(flag_actions), np.asarray(partner_actions)
+    m = classification_metrics(b, a)  # the partner scored against FLAG-TRADER: a symmetric kappa
+    overrides = (a == HOLD) & (b != HOLD)
+    return {"agreement": float((a == b).mean()), "cohen_kappa": m["cohen_kappa"],
+            "overrides": int(overrides.sum()), "override_share": float(overrides.mean()),
+            "table": m["confusion_matrix"]}  # rows FLAG-TRADER, columns partner
+
+
+def evaluate_actions(actions, labels, close, periods_per_year: float, *, confidence=None, payoff: float | None = None,
+                     cfg: BacktestConfig | None = None) -> dict:
+    """The same metrics for every option: action shares, classification metrics, the backtest."""
+    a = np.asarray(actions)
+    out = {"action_shares": action_distribution(a)["shares"], "action_counts": action_distribution(a)["counts"]}
+    y = None if labels is None else np.asarray(labels)
+    if y is not None and (y >= 0).any():
+        m = classification_metrics(a, y)
+        out.update({k: m[k] for k in ("accuracy", "majority_baseline", "balanced_accuracy", "macro_f1", "mcc",
+                                      "cohen_kappa")})
+    bt = backtest(a, close, periods_per_year, confidence=confidence, cfg=cfg, payoff=payoff)
+    out["backtest"] = bt
+    return out
+
+
+def label_analysis(train_labels, test_labels, *, close=None, sigma=None, horizon: int | None = None,
+                   widths=None, eval_mask=None, method: str = "triple-barrier") -> dict:
+    """Option 5: label distributions and, with prices, the HOLD share against the barrier width."""
+    from flagcore.labels import hold_share_curve, shares
+
+    out = {"train": shares(np.asarray(train_labels)), "test": shares(np.asarray(test_labels))}
+    if close is not None and sigma is not None and horizon:
+        w = np.asarray(widths if widths is not None else np.round(np.arange(0.25, 3.01, 0.125), 4))
+        out["hold_share_by_width"] = {"widths": w.tolist(),
+                                      "hold_share": hold_share_curve(close, sigma, horizon, w, method,
+                                                                     eval_mask).tolist()}
+    return out
+
+
+def perfect_foresight_actions(labels) -> np.ndarray:
+    """The labels as actions (HOLD where unresolved): what a model that knew the future would do."""
+    y = np.asarray(labels)
+    return np.where(y >= 0, y, HOLD).astype(np.int8)
