@@ -217,7 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     mcfg = preset(args.preset)
     cfg = TrainConfig(loss=args.loss, class_weights=_three(args.class_weights), focal_gamma=args.focal_gamma,
                       focal_alpha=_three(args.focal_alpha), tau=args.tau, return_weight=args.return_weight,
-                      epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size)
+                      epochs=args.epochs, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
+                      loss_position=args.loss_position, patience=args.patience)
     train = load_dataset(args.data, state_dim=mcfg.state_dim)
     test = load_dataset(args.test, state_dim=mcfg.state_dim) if args.test else None
     if test is not None:
@@ -357,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--focal-alpha", default="inverse", help="focal: inverse (default), seed or SELL,HOLD,BUY")
     s.add_argument("--tau", type=float, default=1.0, help="logit adjustment strength")
     s.add_argument("--return-weight", type=float, default=0.5, help="multitask: weight of the return loss")
+    s.add_argument("--loss-position", choices=["last", "all"], default="last",
+                   help="last (default, no leak) or all: the reviewed code's per-position loss, which leaks")
+    s.add_argument("--patience", type=int, default=2, help="epochs without validation improvement before stopping")
     s.add_argument("--epochs", type=int, default=8)
     s.add_argument("--lr", type=float, default=2e-3)
     s.add_argument("--batch-size", type=int, default=256)

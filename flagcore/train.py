@@ -63,6 +63,9 @@ class TrainConfig:
     val_fraction: float = 0.15
     windows_per_epoch: int | None = None  # None: every training window once per epoch
     seed: int = 0
+    # "last": the loss at the window's last position (no leak); "all": at every position, as the
+    # reviewed code did, which leaks the future through unmasked attention (kept to reproduce it)
+    loss_position: str = "last"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -73,6 +76,10 @@ class TrainConfig:
                 raise FlagcoreError(f"{name} must be a positive integer, got {v!r}")
         if not 0.0 < self.val_fraction < 0.5:
             raise FlagcoreError(f"val_fraction must lie in (0, 0.5), got {self.val_fraction!r}")
+        if self.loss_position not in ("last", "all"):
+            raise FlagcoreError(f"loss_position must be 'last' or 'all', got {self.loss_position!r}")
+        if self.loss_position == "all" and self.loss == "multitask":
+            raise FlagcoreError("the multitask loss is only defined at the last position")
         if self.focal_gamma < 0:
             raise FlagcoreError(f"focal_gamma must be >= 0, got {self.focal_gamma!r}")
         if not self.lr > 0:
@@ -243,7 +250,7 @@ def train_model(
         "train_windows": int(len(train_ends)), "val_windows": int(len(val_ends)),
         "val_start": ds.timestamps[val_start].isoformat(),
         "epochs_run": len(history), "best_epoch": best[2], "best_val_loss": float(best[0]),
-        "loss_position": "last", "seconds": round(time.perf_counter() - t0, 2),
+        "loss_position": cfg.loss_position, "seconds": round(time.perf_counter() - t0, 2),
     }
     return TrainResult(model, history, provenance)
 
@@ -256,18 +263,27 @@ def _make_loss(net, cfg: TrainConfig, y_all: torch.Tensor, shares: np.ndarray, r
     alpha = class_weights(cfg.focal_alpha, shares).to(dev)
     log_prior = torch.log(torch.as_tensor(shares, dtype=torch.float32).clamp_min(1e-6)).to(dev)
 
+    def class_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if weighted:
+            return F.cross_entropy(logits, y, weight=weights)
+        if cfg.loss == "focal":
+            return focal_loss(logits, y, cfg.focal_gamma, alpha)
+        if cfg.loss == "logit_adjusted":
+            return F.cross_entropy(logits + cfg.tau * log_prior, y)
+        return F.cross_entropy(logits, y)
+
     def loss_fn(x: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if cfg.loss_position == "all":
+            # the reviewed code's loss: every position of the window, each with its own bar's
+            # label; without a mask position t attends to bars after t (the leak)
+            W = x.shape[1]
+            y_pos = y_all[ends[:, None] - torch.arange(W - 1, -1, -1, device=dev)]  # (B, W)
+            logits_all = net(x)  # (B, W, 3)
+            ok = y_pos >= 0
+            return class_loss(logits_all[ok], y_pos[ok]), logits_all[:, -1]
         hid = net.hidden(x, last_only=True)[:, -1]  # (B, d_model): the last position only
         logits = net.action_head(hid)
-        y = y_all[ends]
-        if weighted:
-            loss = F.cross_entropy(logits, y, weight=weights)
-        elif cfg.loss == "focal":
-            loss = focal_loss(logits, y, cfg.focal_gamma, alpha)
-        elif cfg.loss == "logit_adjusted":
-            loss = F.cross_entropy(logits + cfg.tau * log_prior, y)
-        else:
-            loss = F.cross_entropy(logits, y)
+        loss = class_loss(logits, y_all[ends])
         if cfg.loss == "multitask":
             target = ret_target[ends]
             ok = torch.isfinite(target)

@@ -136,3 +136,21 @@ def test_walk_forward_uses_only_resolved_labels(trained, small_demo):
 def test_walk_forward_step_range(trained, small_demo):
     with pytest.raises(FlagcoreError, match=r"\[500, 1000\]"):
         walk_forward(trained["ce"].model, small_demo["test"], every=100)
+
+
+def test_reviewed_per_position_loss_leaks_the_future(small_demo):
+    """reviewed-model.md's defect: with the loss at every position and no mask, inner positions
+    see the bars that define their labels, so they look far better than the last position."""
+    train = small_demo["train"]
+    res = train_model(train, PRESETS["demo"], TrainConfig(loss="ce", loss_position="all", **FAST))
+    assert res.provenance["loss_position"] == "all"
+    W = PRESETS["demo"].window
+    ends = np.arange(len(train.labels) - 2000, len(train.labels) - 30)
+    inner_bar = ends - (W - 1 - W // 2)  # the bar at position W // 2 of each window
+    ends, inner_bar = ends[train.labels[inner_bar] >= 0], inner_bar[train.labels[inner_bar] >= 0]
+    x = torch.as_tensor(train.features)[torch.as_tensor(ends[:, None] - np.arange(W - 1, -1, -1))]
+    with torch.inference_mode():
+        logits = res.model(x)  # (B, W, 3)
+    inner = torch.nn.functional.cross_entropy(logits[:, W // 2], torch.as_tensor(train.labels[inner_bar], dtype=torch.long))
+    last = torch.nn.functional.cross_entropy(logits[:, -1], torch.as_tensor(train.labels[ends], dtype=torch.long))
+    assert inner < 0.8 * last, (inner, last)
