@@ -166,3 +166,92 @@ def perfect_foresight_actions(labels) -> np.ndarray:
     """The labels as actions (HOLD where unresolved): what a model that knew the future would do."""
     y = np.asarray(labels)
     return np.where(y >= 0, y, HOLD).astype(np.int8)
+
+
+# ----------------------------------------------------------------------------- every option at once
+
+
+def option_signals(option: str, logits: dict, *, partner_actions=None, partner_probs=None, labels=None,
+                   prior=None, hold_threshold: float = 0.95, tau: float = 1.0, partner_weight: float = 0.5):
+    """(actions, confidence) of one option over one period, or None when its inputs are missing.
+
+    ``logits`` maps a model name (``baseline``, ``opt1_class_weights``, ...) to its (n, 3) logits;
+    the post-hoc options read ``baseline``. Confidence is the probability behind the action, the p
+    that Kelly sizing reads.
+    """
+    base = logits.get("baseline")
+    if option in ("baseline", "opt1_class_weights", "opt2_focal", "logit_adjusted_loss", "oversample",
+                  "multitask", "walk_forward", "cgdt"):
+        x = logits.get(option)
+        if x is None:
+            return None
+        p = softmax(_check_logits(x))
+        return p.argmax(1).astype(np.int8), p.max(1)
+    if base is None:
+        return None
+    p = softmax(_check_logits(base))
+    if option == "opt3_threshold":
+        a = threshold_rule(base, hold_threshold)
+        # a flipped bar trades on the second-best class, whose raw probability is small by
+        # construction; Kelly reads the direction's probability given a trade, p_a / (p_SELL + p_BUY)
+        directional = p[:, [SELL, BUY]].sum(1)
+        conf = np.where(a == HOLD, p[:, HOLD], p[np.arange(len(a)), a] / np.maximum(directional, 1e-300))
+        return a, conf
+    if option == "logit_adjust":
+        if prior is None:
+            return None
+        q = adjusted_probs(base, prior, tau)
+        return q.argmax(1).astype(np.int8), q.max(1)
+    if option in ("opt4_ensemble", "opt4_prob_average"):
+        if partner_actions is None:
+            return None
+        partner_p = one_hot(partner_actions) if partner_probs is None else np.asarray(partner_probs)
+        if option == "opt4_ensemble":
+            a = ensemble_rule(p.argmax(1), partner_actions)
+            conf = np.where(a == p.argmax(1), p.max(1), partner_p[np.arange(len(a)), a])
+            return a, conf
+        q = probability_average(p, partner_p, partner_weight)
+        return q.argmax(1).astype(np.int8), q.max(1)
+    if option == "opt5_labels":
+        if labels is None:
+            return None
+        a = perfect_foresight_actions(labels)
+        return a, np.ones(len(a))  # foresight is certain: Kelly's p = 1
+    raise FlagcoreError(f"unknown option {option!r}; choose one of {', '.join(OPTIONS)}")
+
+
+def compare_options(test: dict, train: dict | None = None, *, cfg: BacktestConfig | None = None,
+                    hold_threshold: float = 0.95, tau: float = 1.0, options=None) -> dict:
+    """Every option's metrics on the test period, side by side.
+
+    ``test`` and ``train`` hold ``logits`` (dict of model -> (n, 3)), ``labels``, ``close``,
+    ``periods_per_year`` and optionally ``partner_actions``/``partner_probs``; ``train`` also
+    ``prior`` (its label shares). Kelly's payoff ratio for each option is estimated from that
+    option's unit-size signals on the training period; without a training period it is 1
+    (a fair bet) and flagged.
+    """
+    cfg = cfg or BacktestConfig()
+    prior = None if train is None else train.get("prior")
+    out = {}
+    for name in options or OPTIONS:
+        kw = dict(prior=prior, hold_threshold=hold_threshold, tau=tau)
+        sig = option_signals(name, test["logits"], partner_actions=test.get("partner_actions"),
+                             partner_probs=test.get("partner_probs"), labels=test.get("labels"), **kw)
+        if sig is None:
+            continue
+        payoff, payoff_source = 1.0, "default (no training-period signals)"
+        if train is not None and name != "opt5_labels":
+            tsig = option_signals(name, train["logits"], partner_actions=train.get("partner_actions"),
+                                  partner_probs=train.get("partner_probs"), labels=train.get("labels"), **kw)
+            if tsig is not None:
+                from flagcore.backtest import DIRECTION, payoff_ratio, simple_returns
+                payoff = payoff_ratio(DIRECTION[tsig[0]], simple_returns(train["close"]))
+                payoff_source = "training period"
+        actions, conf = sig
+        res = evaluate_actions(actions, test.get("labels"), test["close"], test["periods_per_year"],
+                               confidence=conf, payoff=payoff, cfg=cfg)
+        res["payoff_source"] = payoff_source
+        res["title"], res["description"] = OPTIONS[name]
+        res["actions"], res["confidence"] = actions, conf
+        out[name] = res
+    return out

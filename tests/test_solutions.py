@@ -87,3 +87,33 @@ def test_labels_as_signals_beat_a_model_and_random():
                              cfg=BacktestConfig(sizing="unit"))
     assert foresight["accuracy"] == 1.0 and foresight["backtest"]["sharpe"] > 5
     assert foresight["backtest"]["sharpe"] > noise["backtest"]["sharpe"] + 5
+
+
+def test_compare_options_gives_every_option_the_same_metrics():
+    from flagcore.labels import triple_barrier
+    from flagcore.solutions import OPTIONS, compare_options
+    rng = np.random.default_rng(7)
+
+    def period(n):
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+        labels = triple_barrier(close, np.full(n, 0.01), 24, 1.0)
+        collapsed = rng.normal(size=(n, 3)) * 0.3 + np.array([-2.0, 2.0, -1.0])
+        logits = {"baseline": collapsed, **{k: rng.normal(size=(n, 3)) for k in
+                  ("opt1_class_weights", "opt2_focal", "logit_adjusted_loss", "oversample", "multitask",
+                   "walk_forward", "cgdt")}}
+        return {"logits": logits, "labels": labels, "close": close, "periods_per_year": 8760.0,
+                "partner_actions": rng.integers(0, 3, n), "prior": np.array([0.2, 0.6, 0.2])}
+
+    table = compare_options(period(800), period(2000), hold_threshold=0.99)
+    assert set(table) == set(OPTIONS)
+    keys = {k for k in table["baseline"] if k not in ("actions", "confidence")}
+    for name, row in table.items():
+        assert keys <= set(row), name
+        assert abs(sum(row["action_shares"].values()) - 1) < 1e-9
+    assert table["baseline"]["action_shares"]["HOLD"] == 1.0 and table["baseline"]["backtest"]["trades"] == 0
+    assert table["baseline"]["backtest"]["sharpe_defined"] is False
+    assert table["opt3_threshold"]["backtest"]["trades"] > 0  # the threshold makes the collapsed model trade
+    assert table["opt5_labels"]["accuracy"] == 1.0
+    assert table["opt1_class_weights"]["payoff_source"] == "training period"
+    best_model = max(r["backtest"]["sharpe"] for k, r in table.items() if k != "opt5_labels")
+    assert table["opt5_labels"]["backtest"]["sharpe"] > best_model
