@@ -277,6 +277,43 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from flagcore.checkpoint import load_checkpoint
+    from flagcore.data import load_dataset
+    from flagcore.diagnostics import diagnose, feature_shift
+    from flagcore.inference import predict
+
+    model = load_checkpoint(args.checkpoint)
+    cfg = model.checkpoint_info.config
+    ds = load_dataset(args.data, state_dim=cfg.state_dim, require_close=False)
+    e = ds.eval_index
+    pred = predict(model, ds.features)
+    report = {"checkpoint": args.checkpoint, "data": args.data, "bars": ds.n_bars - e,
+              **diagnose(pred.logits[e:], None if ds.labels is None else ds.labels[e:])}
+    if args.train:
+        train = load_dataset(args.train, state_dim=cfg.state_dim, require_close=False)
+        names = train.feature_names + [f"padding_{j}" for j in range(train.n_features, cfg.state_dim)]
+        report["feature_shift"] = feature_shift(train.features, ds.features[e:], names, ds.padded_inputs)
+    d, v = report["action_distribution"], report["collapse"]
+    lines = [f"{report['bars']:,} bars of {args.data}", "Action distribution:"]
+    lines += [f"  {c:<4} {d['counts'][c]:>7,} ({d['shares'][c]:.2%})" for c in ("SELL", "HOLD", "BUY")]
+    c = report["confidence"]
+    lines.append(f"Confidence: mean {c['mean']:.2%}, min {c['min']:.2%}, max {c['max']:.2%}")
+    lines.append("Logits: " + "; ".join(f"{k} mean {s['mean']:+.2f}, std {s['std']:.2f}" for k, s in report["logits"].items()))
+    lines.append(f"Verdict: {'COLLAPSED' if v['collapsed'] else 'healthy' if v['healthy'] else 'unhealthy'}: {v['reason']}; {v['post_hoc_outlook']}")
+    if "metrics" in report:
+        m = report["metrics"]
+        lines.append(f"Accuracy {m['accuracy']:.2%} vs majority-class baseline {m['majority_baseline']:.2%} "
+                     f"({m['majority_class']}); balanced {m['balanced_accuracy']:.2%}, macro-F1 {m['macro_f1']:.3f}, "
+                     f"MCC {m['mcc']:.3f}, kappa {m['cohen_kappa']:.3f}, ECE {report['calibration']['ece']:.3f}")
+    if "feature_shift" in report:
+        shifted = [r for r in report["feature_shift"] if r["shift"] == "major"]
+        lines.append(f"Feature shift: {len(shifted)} of {cfg.state_dim} inputs shifted majorly (PSI > 0.25), "
+                     f"{len(ds.padded_inputs)} are zero padding in this data")
+    _emit(report, args.json, lines)
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -325,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    s = add("diagnose", cmd_diagnose, "Collapse diagnostics of a checkpoint on a dataset: the seed's tables and more.")
+    s.add_argument("--checkpoint", required=True, metavar="PATH")
+    s.add_argument("--data", required=True, metavar="FILE", help="evaluation dataset (its evaluation period is used)")
+    s.add_argument("--train", metavar="FILE", help="training dataset, for the train-vs-test feature shift")
+    s.add_argument("--json", action="store_true", help="print JSON")
 
     s = add("market", cmd_market, "Write the embedded demo market: deterministic synthetic hourly OHLCV.")
     s.add_argument("--out", required=True, metavar="FILE", help=".parquet or .csv")

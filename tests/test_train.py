@@ -154,3 +154,20 @@ def test_reviewed_per_position_loss_leaks_the_future(small_demo):
     inner = torch.nn.functional.cross_entropy(logits[:, W // 2], torch.as_tensor(train.labels[inner_bar], dtype=torch.long))
     last = torch.nn.functional.cross_entropy(logits[:, -1], torch.as_tensor(train.labels[ends], dtype=torch.long))
     assert inner < 0.8 * last, (inner, last)
+
+
+def test_diagnose_command_shows_the_seed_picture_for_plain_ce(trained, small_demo, tmp_path, capsys):
+    from flagcore.checkpoint import save_checkpoint
+    ckpt = save_checkpoint(trained["ce"].model, tmp_path / "ce.safetensors")
+    rc = main(["diagnose", "--checkpoint", str(ckpt), "--data", str(small_demo["test_path"]),
+               "--train", str(small_demo["train_path"]), "--json"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["bars"] == 1500 and r["collapse"]["collapsed"] and r["collapse"]["dominant_class"] == "HOLD"
+    assert r["logits"]["HOLD"]["mean"] > max(r["logits"]["SELL"]["mean"], r["logits"]["BUY"]["mean"])
+    m = r["metrics"]
+    assert abs(m["accuracy"] - m["majority_baseline"]) < 0.02 and m["majority_class"] == "HOLD"
+    shift = {row["name"]: row for row in r["feature_shift"]}
+    flow = [row for row in r["feature_shift"] if row["padding"]]
+    assert len(flow) == 11 and all(row["test_all_zero"] and row["shift"] == "major" for row in flow)
+    assert shift["hour_sin"]["shift"] == "stable"
