@@ -1,0 +1,121 @@
+from itertools import combinations
+from math import comb
+
+import numpy as np
+import pytest
+from skfolio.measures import deflated_sharpe_ratio as sk_dsr
+from skfolio.measures import probabilistic_sharpe_ratio as sk_psr
+from skfolio.model_selection import CombinatorialPurgedCV
+
+from flagcore.errors import FlagcoreError
+from flagcore.hifa import (
+    cpcv_paths, cpcv_splits, deflated_sharpe_ratio, expected_max_sharpe, permutation_test,
+    probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_moments,
+)
+
+
+def test_paper_worked_example():
+    """Bailey & Lopez de Prado (2014): SR 2.5 a year over 1250 days, 100 trials, V = 0.5 a year."""
+    sr = 2.5 / np.sqrt(250)
+    sr0 = expected_max_sharpe(100, 0.5 / 250)
+    assert sr0 == pytest.approx(0.1132, abs=5e-4)
+    dsr = deflated_sharpe_ratio(sr, 1250, -3, 10, 100, 0.5 / 250)
+    assert dsr == pytest.approx(0.9004, abs=1e-3)
+
+
+def test_psr_edge_cases():
+    assert expected_max_sharpe(1, 0.3) == 0.0  # one trial: no selection
+    assert expected_max_sharpe(50, 0.0) == 0.0  # identical trials
+    assert deflated_sharpe_ratio(0.1, 500, 0, 3, 1, 0.2) == probabilistic_sharpe_ratio(0.1, 500, 0, 3)
+    assert probabilistic_sharpe_ratio(0.0, 100, 0, 3) == pytest.approx(0.5)
+    lo, hi = probabilistic_sharpe_ratio(0.05, 1000, -1, 8), probabilistic_sharpe_ratio(0.05, 1000, 0, 3)
+    assert lo < hi  # negative skew and fat tails lower the confidence
+    for bad in (dict(n_obs=1), dict(kurtosis=0.5), dict(sr=np.nan)):
+        kw = dict(sr=0.1, n_obs=100, skew=0.0, kurtosis=3.0) | bad
+        with pytest.raises(FlagcoreError):
+            probabilistic_sharpe_ratio(**kw)
+    assert sharpe_moments(np.zeros(10)) == (0.0, 10, 0.0, 3.0)  # zero-variance returns
+
+
+def test_agrees_with_skfolio():
+    rng = np.random.default_rng(0)
+    r = rng.standard_t(5, 2000) * 0.01 + 0.0008
+    sr, n, sk, ku = sharpe_moments(r)
+    assert probabilistic_sharpe_ratio(sr, n, sk, ku) == pytest.approx(sk_psr(r), rel=1e-6)
+    assert probabilistic_sharpe_ratio(sr, n, sk, ku, 0.02) == pytest.approx(sk_psr(r, 0.02), rel=1e-6)
+    trials = rng.normal(0.01, 0.03, 40)
+    got = deflated_sharpe_ratio(sr, n, sk, ku, len(trials), trials.var(ddof=1))
+    assert got == pytest.approx(sk_dsr(r, trials), rel=1e-4)
+
+
+@pytest.mark.parametrize("n, N, k, purge, embargo", [(600, 6, 2, 5, 3), (1000, 5, 2, 10, 0), (603, 6, 3, 4, 2)])
+def test_cpcv_invariants(n, N, k, purge, embargo):
+    splits = cpcv_splits(n, N, k, purge, embargo)
+    assert len(splits) == comb(N, k)
+    groups = np.array_split(np.arange(n), N)
+    for s in splits:
+        assert not np.intersect1d(s.train, s.test).size
+        for g in s.test_groups:
+            lo, hi = groups[g][0], groups[g][-1] + 1
+            zone = np.arange(max(0, lo - purge), min(n, hi + purge + embargo))
+            assert not np.intersect1d(s.train, zone).size
+        # everything outside the zones is kept
+        assert s.train.size + s.test.size <= n
+    paths = cpcv_paths(N, k)
+    assert paths.shape == (comb(N - 1, k - 1), N)
+    for p in paths:
+        covered = np.concatenate([groups[g] for g in range(N) if g in splits[p[g]].test_groups])
+        assert np.array_equal(np.sort(covered), np.arange(n))  # every observation exactly once
+    # each split tests k groups, each appearing in exactly one path slot per group
+    assert sorted(np.bincount(paths.ravel(), minlength=len(splits)).tolist()) == [k] * len(splits)
+
+
+def test_cpcv_equals_skfolio_when_groups_agree():
+    n, N, k, purge, embargo = 600, 6, 2, 7, 4
+    cv = CombinatorialPurgedCV(n_folds=N, n_test_folds=k, purged_size=purge, embargo_size=embargo)
+    sk = list(cv.split(np.zeros((n, 1))))
+    ours = cpcv_splits(n, N, k, purge, embargo)
+    sk_by_test = {}
+    for i, test_groups in enumerate(cv.test_set_index):
+        sk_by_test[tuple(int(g) for g in test_groups)] = sk[i][0]
+    for s in ours:
+        assert np.array_equal(s.train, sk_by_test[tuple(s.test_groups)])
+
+
+def test_permutation_p_value_is_never_zero_and_flat_is_one():
+    rng = np.random.default_rng(1)
+    r = rng.normal(0, 0.01, 1000)
+    strong = permutation_test(np.sign(r), r, n_permutations=199, block=10)
+    assert strong.p_value == pytest.approx(1 / 200)  # the smallest possible, never 0
+    flat = permutation_test(np.zeros(1000), r, n_permutations=99, block=10)
+    assert flat.observed_sharpe == 0 and flat.p_value == 1.0
+
+
+def test_permutation_size_on_noise_and_power_on_an_edge():
+    rng = np.random.default_rng(2)
+    n, seeds = 1500, 300
+    p_noise, p_edge = [], []
+    for s in range(seeds):
+        r = rng.normal(0, 0.01, n)
+        ar = np.convolve(rng.normal(size=n + 20), np.ones(20) / 20, "valid")[:n]  # a persistent signal
+        pos = np.sign(ar)
+        p_noise.append(permutation_test(pos, r, 199, block=24, seed=s).p_value)
+        if s < 40:
+            edge = r + 0.002 * pos  # returns that follow the positions
+            p_edge.append(permutation_test(pos, edge, 199, block=24, seed=s).p_value)
+    rate = np.mean(np.array(p_noise) < 0.05)
+    se = np.sqrt(0.05 * 0.95 / seeds)
+    assert abs(rate - 0.05) < 3 * se + 0.01, rate
+    assert np.mean(np.array(p_edge) < 0.05) > 0.95
+
+
+def test_pbo_noise_and_real_edge():
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 0.01, (2000, 20))
+    assert 0.3 < probability_of_backtest_overfitting(noise, 10).pbo < 0.7
+    edge = noise.copy()
+    edge[:, 7] += 0.003
+    res = probability_of_backtest_overfitting(edge, 10)
+    assert res.pbo < 0.05 and res.n_combinations == comb(10, 5)
+    with pytest.raises(FlagcoreError, match="even"):
+        probability_of_backtest_overfitting(noise, 7)
