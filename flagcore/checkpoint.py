@@ -37,6 +37,7 @@ from flagcore.model import (
 )
 
 FORMAT = "flagcore-checkpoint/1"
+CGDT_FORMAT = "flagcore-cgdt/1"
 WEIGHTS_FILE = "model.safetensors"
 PEFT_PREFIX = "base_model.model."
 # The reviewed code fixes LoRA's alpha at 16 whatever the rank.
@@ -155,6 +156,8 @@ def _read_flagcore(path: Path) -> tuple[dict, FlagTraderConfig, CheckpointMeta]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise FlagcoreError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+    if header.get("format") == CGDT_FORMAT:
+        raise FlagcoreError(f"{path}: a CGDT checkpoint, not FLAG-TRADER (read it with flagcore.cgdt.load_cgdt)")
     if header.get("format") != FORMAT:
         raise FlagcoreError(
             f"{path}: safetensors file without a flagcore header (format {header.get('format')!r})"
@@ -301,11 +304,29 @@ def _sniff(path: Path) -> str:
         head = f.read(16)
     if not head:
         raise FlagcoreError(f"{path}: the file is empty")
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    if head.startswith(b"PK\x03\x04"):
         return "torch"
+    # safetensors: an 8-byte little-endian header length, then the JSON header; checked before
+    # the pickle opcode, since a header length can itself start with the byte 0x80
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch"
     raise FlagcoreError(f"{path}: neither a safetensors nor a torch checkpoint")
+
+
+def is_cgdt(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a CGDT checkpoint (flagcore.cgdt), judged by its safetensors header."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    if not p.is_file() or _sniff(p) != "safetensors":
+        return False
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == CGDT_FORMAT
+    except (SafetensorError, OSError, ValueError):
+        return False
 
 
 def _resolve(path: str | os.PathLike) -> Path:

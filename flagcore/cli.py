@@ -103,17 +103,22 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from flagcore.checkpoint import load_checkpoint
+    from flagcore.checkpoint import is_cgdt, load_checkpoint
     from flagcore.data import load_dataset, write_dataset
     from flagcore.inference import action_summary, predict, predictions_frame
 
-    model = load_checkpoint(args.checkpoint, window=args.window)
-    cfg = model.checkpoint_info.config
-    ds = load_dataset(args.data, state_dim=cfg.state_dim, require_close=False)
     update, close = _progress("predict", args.quiet)
     try:
-        pred = predict(model, ds.features, batch_size=args.batch_size, device=args.device,
-                       progress=update)
+        if is_cgdt(args.checkpoint):
+            from flagcore.cgdt import load_cgdt, predict_cgdt
+
+            model = load_cgdt(args.checkpoint)
+            ds = load_dataset(args.data, state_dim=model.config.state_dim, require_close=False)
+            pred = predict_cgdt(model, ds, progress=update)
+        else:
+            model = load_checkpoint(args.checkpoint, window=args.window)
+            ds = load_dataset(args.data, state_dim=model.checkpoint_info.config.state_dim, require_close=False)
+            pred = predict(model, ds.features, batch_size=args.batch_size, device=args.device, progress=update)
     finally:
         close()
     write_dataset(predictions_frame(ds.timestamps, pred), args.out)
@@ -124,6 +129,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"  {c:<4} {k:>8,} ({summary['action_shares'][c]:.2%})" for c, k in summary["action_counts"].items()
     ]
     _emit(summary, args.json, lines)
+    return 0
+
+
+def cmd_train_cgdt(args: argparse.Namespace) -> int:
+    from flagcore.cgdt import CGDTConfig, describe_cgdt, predict_cgdt, save_cgdt, train_cgdt
+    from flagcore.data import check_disjoint, load_dataset
+    from flagcore.inference import action_summary
+
+    cfg = CGDTConfig(epochs=args.epochs, seed=args.seed)
+    train = load_dataset(args.data, state_dim=cfg.state_dim)
+    test = load_dataset(args.test, state_dim=cfg.state_dim) if args.test else None
+    if test is not None:
+        check_disjoint(train, test)
+    update, close = _progress("cgdt epochs", args.quiet)
+    try:
+        model = train_cgdt(train, cfg, progress=update)
+    finally:
+        close()
+    out = Path(args.out)
+    path = save_cgdt(model, out / "cgdt.safetensors" if not out.suffix else out)
+    result = {"checkpoint": str(path), **describe_cgdt(model)}
+    lines = [f"wrote {path}"]
+    if test is not None:
+        e = test.eval_index
+        pred = predict_cgdt(model, test)
+        p = pred.__class__(pred.logits[e:], pred.probs[e:], pred.action[e:], pred.confidence[e:],
+                           pred.short_history[e:], pred.window)
+        result["test"] = action_summary(p, None if test.labels is None else test.labels[e:])
+        lines.append("  test period: predicted " + ", ".join(
+            f"{k} {v:.1%}" for k, v in result["test"]["action_shares"].items()))
+    _emit(result, args.json, lines)
     return 0
 
 
@@ -353,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-horizon", type=int, help="bars each label looks ahead")
     s.add_argument("--json", action="store_true", help="print JSON")
 
-    s = add("predict", cmd_predict, "Run a checkpoint over a dataset: logits, action, confidence per bar.")
+    s = add("predict", cmd_predict, "Run a checkpoint (FLAG-TRADER or CGDT) over a dataset: logits, action, confidence per bar.")
     s.add_argument("--checkpoint", required=True, metavar="PATH")
     s.add_argument("--data", required=True, metavar="FILE", help="CSV or Parquet")
     s.add_argument("--out", required=True, metavar="FILE", help="predictions, .parquet or .csv")
@@ -410,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     s.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add("train-cgdt", cmd_train_cgdt, "Train CGDT, the ensemble partner (critic-guided decision transformer).")
+    s.add_argument("--data", required=True, metavar="FILE", help="training dataset")
+    s.add_argument("--out", required=True, metavar="PATH", help="folder (gets cgdt.safetensors) or .safetensors file")
+    s.add_argument("--test", metavar="FILE", help="report predictions on this dataset's evaluation period")
+    s.add_argument("--epochs", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true", help="print JSON")
 
     s = add("walk-forward", cmd_walk_forward, "Online learning over a test period: fine-tune every K bars.")

@@ -83,7 +83,7 @@ def collapse_verdict(logits, *, dominant_share: float = DOMINANT_SHARE, min_trad
                   if shares[top] >= dominant_share else
                   f"action entropy {entropy:.3f} of its maximum (collapse below {entropy_floor})")
     elif not healthy:
-        low = [c for c, s in zip(("SELL", "BUY"), shares[[0, 2]]) if s < min_trade_share]
+        low = [c for c, s in zip(("SELL", "BUY"), shares[[0, 2]], strict=True) if s < min_trade_share]
         reason = f"not collapsed, but {' and '.join(low)} below the {min_trade_share:.0%} health bar"
     else:
         reason = f"BUY {shares[2]:.1%} and SELL {shares[0]:.1%} of bars, both >= {min_trade_share:.0%}"

@@ -188,3 +188,14 @@ def test_import_round_trip_keeps_source_hash(tmp_path):
     _, info = read_checkpoint(out)
     from flagcore.checkpoint import file_sha256
     assert info.meta.provenance["source_sha256"] == file_sha256(path)
+
+
+def test_safetensors_header_length_starting_with_pickle_opcode(tmp_path):
+    """A header length whose low byte is 0x80 (the pickle PROTO opcode) is still safetensors."""
+    from flagcore.checkpoint import _sniff
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(b"\x80\x17\x00\x00\x00\x00\x00\x00{\"__metadata__\": {}}")
+    assert _sniff(path) == "safetensors"
+    legacy = tmp_path / "legacy.pt"
+    legacy.write_bytes(b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8")  # a legacy torch.save stream
+    assert _sniff(legacy) == "torch"
