@@ -333,3 +333,135 @@ def probability_of_backtest_overfitting(returns_matrix, n_blocks=16) -> PBOResul
     w = rank / (N + 1)
     lam = np.log(w / (1 - w))
     return PBOResult(float((lam <= 0).mean()), lam, len(combos), S)
+
+
+# ----------------------------------------------------------------------------- post-hoc CPCV
+
+
+@dataclass
+class PostHocCPCV:
+    """Post-hoc CPCV of one option: a parameter fitted per split, paths scored out of sample."""
+
+    mode: str  # always "post-hoc": the model is fixed, only the option's parameter is refitted
+    parameter: str
+    fitted: list  # (n_splits,) the value chosen on each split's purged, embargoed training groups
+    path_returns: np.ndarray  # (phi, T) out-of-sample returns of each path
+    path_sharpes: np.ndarray  # (phi,) per period
+    n_groups: int
+    n_test_groups: int
+    purge: int
+    embargo: int
+
+
+def posthoc_cpcv(strategy_returns, grid, *, n_groups=6, n_test_groups=2, purge=0, embargo=0,
+                 parameter: str = "parameter") -> PostHocCPCV:
+    """CPCV of a post-hoc rule over the evaluation period (AFML ch. 12, with nothing retrained).
+
+    ``strategy_returns`` is a (G, T) array: the per-period net returns of the rule at each of
+    the G grid values (for example the HOLD threshold). On every split the grid value with the
+    best Sharpe on the purged and embargoed training observations is chosen and its returns on the
+    split's test groups are kept; the paths of ``cpcv_paths`` then assemble, group by group, the
+    test returns of the splits that cover them, and each path's Sharpe is reported. With one grid
+    value every path equals the plain backtest: CPCV adds information only where something is
+    fitted (validation-math.md).
+    """
+    R = np.asarray(strategy_returns, dtype=np.float64)
+    if R.ndim != 2:
+        raise FlagcoreError(f"strategy_returns must be (grid values, periods), got shape {R.shape}")
+    grid = list(grid)
+    if len(grid) != R.shape[0]:
+        raise FlagcoreError(f"{len(grid)} grid values for {R.shape[0]} return series")
+    if not np.isfinite(R).all():
+        raise FlagcoreError("strategy_returns must be finite")
+    T = R.shape[1]
+    splits = cpcv_splits(T, n_groups, n_test_groups, purge, embargo)
+    paths = cpcv_paths(n_groups, n_test_groups)
+    groups = _groups(T, n_groups)
+    chosen = np.empty(len(splits), dtype=np.int64)
+    for s, split in enumerate(splits):
+        chosen[s] = int(np.argmax(_sharpe_rows(R[:, split.train])))
+    path_returns = np.empty((paths.shape[0], T))
+    for p, row in enumerate(paths):
+        for g, s in enumerate(row):
+            path_returns[p, groups[g]] = R[chosen[s], groups[g]]
+    return PostHocCPCV("post-hoc", parameter, [grid[i] for i in chosen], path_returns,
+                       _sharpe_rows(path_returns), n_groups, n_test_groups, purge, embargo)
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+DEFAULT_CRITERIA = {
+    # the seed's HIFA gate (FINDINGS_MODEL_COLLAPSE.md)
+    "cpcv_mean_sharpe_min": 1.5,  # annualised
+    "deflated_sharpe_min": 1.0,  # annualised Sharpe left after the selection haircut, SR - SR0
+    "dsr_probability_min": 0.95,  # the conventional bar for the DSR as a probability (shown, not gating)
+    "permutation_p_max": 0.05,
+    "n_permutations": 10000,
+    "permutation_block": 24,
+    "cpcv_groups": 6,
+    "cpcv_test_groups": 2,
+}
+
+
+def load_criteria(path=None) -> dict:
+    """The HIFA thresholds: the seed's values, overridden by a TOML file's ``[hifa]`` table."""
+    import tomllib
+
+    out = dict(DEFAULT_CRITERIA)
+    if path is None:
+        return out
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise FlagcoreError(f"{path}: no such criteria file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FlagcoreError(f"{path}: not valid TOML ({e})") from None
+    table = data.get("hifa", data)
+    unknown = sorted(set(table) - set(DEFAULT_CRITERIA))
+    if unknown:
+        raise FlagcoreError(f"{path}: unknown HIFA setting {unknown[0]!r}; known: {', '.join(DEFAULT_CRITERIA)}")
+    for k, v in table.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise FlagcoreError(f"{path}: {k} must be a number, got {v!r}")
+        out[k] = type(DEFAULT_CRITERIA[k])(v)
+    return out
+
+
+def hifa_verdict(*, cpcv_path_sharpes, returns, n_trials: int, trial_sharpes, permutation_p: float,
+                 periods_per_year: float, criteria: dict | None = None) -> dict:
+    """The three HIFA criteria for one option, each with value, threshold, pass/fail and inputs.
+
+    - CPCV mean Sharpe: mean of the paths' per-period Sharpes, annualised.
+    - Deflated Sharpe: the seed's ">= 1.0" cannot be a probability, so it is read as the
+      annualised Sharpe left after the selection haircut, (SR - SR0) x sqrt(ppy), with SR0 the
+      expected maximum Sharpe of ``n_trials`` trials whose Sharpes vary as ``trial_sharpes`` do;
+      the DSR probability PSR(SR0) is reported beside it.
+    - Permutation p-value below the threshold.
+    A strategy without trades has Sharpe 0, p = 1, and fails all three.
+    """
+    c = criteria or DEFAULT_CRITERIA
+    ann = np.sqrt(periods_per_year)
+    sr, n, skew, kurt = sharpe_moments(returns)
+    trials = np.asarray(trial_sharpes, dtype=np.float64)
+    var = float(trials.var(ddof=1)) if trials.size > 1 else 0.0
+    sr0 = expected_max_sharpe(max(int(n_trials), 1), var)
+    dsr = probabilistic_sharpe_ratio(sr, n, skew, kurt, sr0) if sr != 0.0 else 0.0
+    cpcv_mean = float(np.mean(cpcv_path_sharpes) * ann)
+    deflated = float((sr - sr0) * ann)
+    rows = {
+        "cpcv_mean_sharpe": {"value": cpcv_mean, "threshold": c["cpcv_mean_sharpe_min"], "rule": ">=",
+                             "passed": cpcv_mean >= c["cpcv_mean_sharpe_min"],
+                             "inputs": {"paths": len(cpcv_path_sharpes), "annualised_with": periods_per_year}},
+        "deflated_sharpe": {"value": deflated, "threshold": c["deflated_sharpe_min"], "rule": ">=",
+                            "passed": deflated >= c["deflated_sharpe_min"],
+                            "inputs": {"sharpe_annual": sr * ann, "sr0_annual": sr0 * ann, "n_trials": int(n_trials),
+                                       "trial_sharpe_variance": var, "dsr_probability": dsr,
+                                       "dsr_probability_threshold": c["dsr_probability_min"],
+                                       "skew": skew, "kurtosis": kurt, "n_obs": n}},
+        "permutation_p": {"value": float(permutation_p), "threshold": c["permutation_p_max"], "rule": "<",
+                          "passed": float(permutation_p) < c["permutation_p_max"], "inputs": {}},
+    }
+    rows["passed_all"] = all(r["passed"] for r in rows.values() if isinstance(r, dict))
+    return rows
