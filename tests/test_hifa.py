@@ -1,4 +1,3 @@
-from itertools import combinations
 from math import comb
 
 import numpy as np
