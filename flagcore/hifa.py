@@ -226,15 +226,26 @@ class PermutationResult:
     n_permutations: int
 
 
+def block_permutations(n_permutations: int, n_blocks: int, seed=0) -> np.ndarray:
+    """(m, n_blocks) random permutations of the block ids, one row per permutation."""
+    rng = np.random.default_rng(seed)
+    return rng.permuted(np.tile(np.arange(n_blocks), (n_permutations, 1)), axis=1)
+
+
 def permutation_test(positions, returns, n_permutations=1000, block=24, seed=0, costs=None) -> PermutationResult:
     """Block permutation test of a trading signal (Phipson & Smyth 2010 for the p-value).
 
     Null hypothesis: the positions carry no information about the returns that follow them.
-    The positions stay in place; the returns are cut into blocks of ``block`` observations
-    (keeping their autocorrelation within blocks) and the blocks are shuffled, m times. The
-    statistic is the per-period Sharpe of ``positions * returns - costs``.
-    p = (b + 1) / (m + 1), b the number of permuted Sharpes >= the observed one; never 0.
-    A strategy without trades has observed Sharpe 0 and every null Sharpe 0, so p = 1.
+    The positions stay in place; the returns are cut into ``n // block`` full blocks (keeping
+    their autocorrelation within blocks) that are shuffled among themselves, m times; a last
+    partial block, if any, stays in place. The statistic is the per-period Sharpe of
+    ``positions * returns - costs``. p = (b + 1) / (m + 1), b the number of permuted Sharpes
+    >= the observed one; never 0. A strategy without trades has Sharpe 0 everywhere, so p = 1.
+
+    Each permuted Sharpe needs only sums over blocks: with A[j, k] = <pos_j, r_k>,
+    B[j, k] = <pos_j^2, r_k^2> and C[j, k] = <c_j pos_j, r_k> computed once, a permutation pi gives
+    sum(net) = sum_j A[j, pi_j] - sum(c) and sum(net^2) = sum_j (B - 2C)[j, pi_j] + sum(c^2), so the
+    m permutations cost O(m n / block) after one O(n^2 / block) product.
 
     Parameters
     ----------
@@ -253,27 +264,33 @@ def permutation_test(positions, returns, n_permutations=1000, block=24, seed=0, 
     r = np.asarray(returns, dtype=np.float64)
     if pos.shape != r.shape or pos.ndim != 1:
         raise FlagcoreError(f"positions and returns must be 1-d of one length, got {pos.shape}, {r.shape}")
-    if not (np.isfinite(pos).all() and np.isfinite(r).all()):
-        raise FlagcoreError("positions and returns must be finite")
     m = _positive_int("n_permutations", n_permutations)
     block = _positive_int("block", block)
     n = r.size
     if n < 2 * block:
         raise FlagcoreError(f"{n} observations are too few for blocks of {block}")
     c = np.zeros(n) if costs is None else np.asarray(costs, dtype=np.float64)
+    if c.shape != r.shape:
+        raise FlagcoreError(f"costs must have the returns' shape {r.shape}, got {c.shape}")
+    if not (np.isfinite(pos).all() and np.isfinite(r).all() and np.isfinite(c).all()):
+        raise FlagcoreError("positions, returns and costs must be finite")
     observed = float(_sharpe_rows(pos * r - c))
-    rng = np.random.default_rng(seed)
-    n_blocks = -(-n // block)
-    starts = np.arange(n_blocks) * block
-    offsets = np.arange(block)
-    null = np.empty(m)
-    chunk = max(1, int(4e7 // max(n, 1) // 8))  # keep each chunk's (chunk, n) array near 40 MB
-    for s in range(0, m, chunk):
-        b = min(chunk, m - s)
-        order = rng.permuted(np.tile(np.arange(n_blocks), (b, 1)), axis=1)  # (b, n_blocks)
-        idx = (starts[order][:, :, None] + offsets).reshape(b, -1)  # (b, n_blocks * block)
-        idx = idx[idx < n].reshape(b, n)  # the last block may be short: drop its overhang
-        null[s : s + b] = _sharpe_rows(pos * r[idx] - c)
+    nb = n // block
+    full = nb * block
+    P, Rb, Cb = pos[:full].reshape(nb, block), r[:full].reshape(nb, block), c[:full].reshape(nb, block)
+    A = P @ Rb.T  # (nb, nb)
+    Q = (P**2) @ (Rb**2).T - 2 * (Cb * P) @ Rb.T
+    tail = pos[full:] * r[full:] - c[full:]
+    s1_fixed = float(tail.sum() - c[:full].sum())
+    s2_fixed = float((tail**2).sum() + (c[:full] ** 2).sum())
+    perms = block_permutations(m, nb, seed)  # (m, nb): block j of positions meets return block perms[:, j]
+    rows = np.arange(nb)
+    s1 = A[rows, perms].sum(axis=1) + s1_fixed
+    s2 = Q[rows, perms].sum(axis=1) + s2_fixed
+    mean = s1 / n
+    var = np.maximum((s2 - n * mean**2) / (n - 1), 0.0)
+    sd = np.sqrt(var)
+    null = np.where(sd > 1e-15, mean / np.where(sd > 1e-15, sd, 1.0), 0.0)
     b_count = int((null >= observed - 1e-12).sum())
     return PermutationResult(observed, null, (b_count + 1) / (m + 1), block, m)
 

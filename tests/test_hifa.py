@@ -174,3 +174,19 @@ def test_criteria_from_toml(tmp_path):
     f.write_text("[hifa\n")
     with pytest.raises(FlagcoreError, match="not valid TOML"):
         load_criteria(f)
+
+
+def test_permutation_fast_path_equals_explicit_shuffles():
+    from flagcore.hifa import block_permutations
+    rng = np.random.default_rng(9)
+    n, block, m = 1003, 25, 50  # a partial last block of 3
+    pos, r, c = rng.normal(size=n), rng.normal(0, 0.01, n), np.abs(rng.normal(0, 1e-4, n))
+    res = permutation_test(pos, r, m, block=block, seed=4, costs=c)
+    perms = block_permutations(m, n // block, seed=4)
+    full = (n // block) * block
+    for i in range(m):
+        shuffled = np.concatenate([r[:full].reshape(-1, block)[perms[i]].ravel(), r[full:]])
+        net = pos * shuffled - c
+        assert res.null_sharpes[i] == pytest.approx(net.mean() / net.std(ddof=1), rel=1e-9, abs=1e-12)
+    net = pos * r - c
+    assert res.observed_sharpe == pytest.approx(net.mean() / net.std(ddof=1))
