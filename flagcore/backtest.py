@@ -150,15 +150,16 @@ def metrics(net: np.ndarray, pos: np.ndarray, periods_per_year: float) -> dict:
     max_dd = float(drawdown.min())
     calmar = float(annual_return / -max_dd) if max_dd < 0 else 0.0
     changes = np.abs(np.diff(np.concatenate([[0.0], held])))
-    # a trade is a run of bars with the same non-zero position
-    run_id = np.cumsum(np.concatenate([[True], held[1:] != held[:-1]]))
+    # a trade is a run of bars in the market on one side; Kelly resizing within it is not a new trade
+    side = np.sign(held)
+    run_id = np.cumsum(np.concatenate([[True], side[1:] != side[:-1]]))
     in_market = held != 0
     run_pnl = np.bincount(run_id[in_market], weights=np.log1p(r[in_market]), minlength=run_id.max() + 1)
     runs = np.unique(run_id[in_market])
     wins = int((run_pnl[runs] > 0).sum())
     return {
         "periods": int(n), "periods_per_year": float(periods_per_year),
-        "trades": int(runs.size), "position_changes": int((changes > 0).sum()),
+        "trades": int(runs.size), "position_changes": int((changes > 0).sum()),  # incl. resizing
         "total_return": total, "annual_return": annual_return,
         "annual_volatility": float(std * ann),
         "sharpe": sharpe, "sharpe_defined": bool(sharpe_defined),
