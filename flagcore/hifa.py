@@ -464,7 +464,8 @@ def hifa_verdict(*, cpcv_path_sharpes, returns, n_trials: int, trial_sharpes, pe
     trials = np.asarray(trial_sharpes, dtype=np.float64)
     var = float(trials.var(ddof=1)) if trials.size > 1 else 0.0
     sr0 = expected_max_sharpe(max(int(n_trials), 1), var)
-    dsr = probabilistic_sharpe_ratio(sr, n, skew, kurt, sr0) if sr != 0.0 else 0.0
+    undefined = float(np.std(np.asarray(returns, dtype=np.float64))) <= 1e-15  # never trades: no Sharpe
+    dsr = 0.0 if undefined else probabilistic_sharpe_ratio(sr, n, skew, kurt, sr0)
     cpcv_mean = float(np.mean(cpcv_path_sharpes) * ann)
     deflated = float((sr - sr0) * ann)
     rows = {
@@ -473,7 +474,8 @@ def hifa_verdict(*, cpcv_path_sharpes, returns, n_trials: int, trial_sharpes, pe
                              "inputs": {"paths": len(cpcv_path_sharpes), "annualised_with": periods_per_year}},
         "deflated_sharpe": {"value": deflated, "threshold": c["deflated_sharpe_min"], "rule": ">=",
                             "passed": deflated >= c["deflated_sharpe_min"],
-                            "inputs": {"sharpe_annual": sr * ann, "sr0_annual": sr0 * ann, "n_trials": int(n_trials),
+                            "inputs": {"sharpe_annual": sr * ann, "sharpe_defined": not undefined,
+                                       "sr0_annual": sr0 * ann, "n_trials": int(n_trials),
                                        "trial_sharpe_variance": var, "dsr_probability": dsr,
                                        "dsr_probability_threshold": c["dsr_probability_min"],
                                        "skew": skew, "kurtosis": kurt, "n_obs": n}},
