@@ -356,7 +356,8 @@ def read_checkpoint(
         sd = _reviewed_to_peft_keys(raw)
         cfg = infer_config(sd, container_cfg, p, num_heads=num_heads, window=window)
         meta = CheckpointMeta(provenance={"imported_from": p.name, "source_format": fmt})
-    model = build_model(cfg, seed=None)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        model = build_model(cfg, seed=None)
     _load_exact(model, sd, p)
     info = CheckpointInfo(str(p), file_sha256(p), fmt, cfg, meta)
     return model, info
@@ -383,7 +384,7 @@ def _load_exact(model: PeftModel, sd: dict, path: Path) -> None:
         if not torch.isfinite(sd[k]).all():
             raise FlagcoreError(f"{path}: tensor {k!r} holds NaN or infinite values")
     model.load_state_dict(
-        {PEFT_PREFIX + k: v.to(torch.float32) for k, v in sd.items()}, strict=True
+        {PEFT_PREFIX + k: v.to(torch.float32) for k, v in sd.items()}, strict=True, assign=True
     )
 
 
