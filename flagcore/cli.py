@@ -154,9 +154,7 @@ def cmd_train_cgdt(args: argparse.Namespace) -> int:
     if test is not None:
         e = test.eval_index
         pred = predict_cgdt(model, test)
-        p = pred.__class__(pred.logits[e:], pred.probs[e:], pred.action[e:], pred.confidence[e:],
-                           pred.short_history[e:], pred.window)
-        result["test"] = action_summary(p, None if test.labels is None else test.labels[e:])
+        result["test"] = action_summary(pred.since(e), None if test.labels is None else test.labels[e:])
         lines.append("  test period: predicted " + ", ".join(
             f"{k} {v:.1%}" for k, v in result["test"]["action_shares"].items()))
     _emit(result, args.json, lines)
@@ -270,8 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if test is not None:
         e = test.eval_index
         pred = predict(res.model, test.features)
-        p = pred.__class__(pred.logits[e:], pred.probs[e:], pred.action[e:], pred.confidence[e:],
-                           pred.short_history[e:], pred.window)
+        p = pred.since(e)
         result["test"] = {"data": str(args.test), **action_summary(p, None if test.labels is None else test.labels[e:])}
         t = result["test"]
         lines.append(f"  test period: {t['bars']:,} bars, predicted " + ", ".join(

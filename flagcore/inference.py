@@ -34,6 +34,11 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.action)
 
+    def since(self, start: int) -> "Predictions":
+        """The predictions from bar ``start`` on (for example a dataset's evaluation period)."""
+        return Predictions(self.logits[start:], self.probs[start:], self.action[start:],
+                           self.confidence[start:], self.short_history[start:], self.window)
+
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
