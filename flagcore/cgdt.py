@@ -100,7 +100,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -111,11 +110,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from flagcore.checkpoint import CGDT_FORMAT, write_safetensors
 from flagcore.data import CLASS_NAMES, UNLABELLED, Dataset
 from flagcore.errors import FlagcoreError
 from flagcore.inference import Predictions, from_logits
 
-FORMAT = "flagcore-cgdt/1"
+FORMAT = CGDT_FORMAT
 POSITION = (-1.0, 0.0, 1.0)  # SELL, HOLD, BUY
 N_ACTIONS = 3
 UNKNOWN_ACTION = 3  # action-table row for "not shown": training dropout, first guess of the fixed point
@@ -727,8 +727,6 @@ def predict_cgdt_sequential(model: CGDT, ds: Dataset) -> Predictions:
 
 def save_cgdt(model: CGDT, path: str | os.PathLike) -> Path:
     """Write ``model`` as one safetensors file with a JSON header, atomically."""
-    from safetensors.torch import save_file
-
     if not isinstance(model, CGDT):
         raise FlagcoreError(f"save_cgdt expects a CGDT model, got {type(model).__name__}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -737,17 +735,7 @@ def save_cgdt(model: CGDT, path: str | os.PathLike) -> Path:
         "config": json.dumps(model.config.to_dict()),
         "meta": json.dumps({"class_order": list(CLASS_NAMES), "info": model.info}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_safetensors(tensors, path, header)
 
 
 def load_cgdt(path: str | os.PathLike) -> CGDT:

@@ -104,8 +104,6 @@ def save_checkpoint(
     provenance: dict | None = None,
 ) -> Path:
     """Write ``model`` in flagcore's format, atomically (a crash leaves no half-written file)."""
-    from safetensors.torch import save_file
-
     if not isinstance(model, PeftModel):
         raise FlagcoreError("save_checkpoint expects a FLAG-TRADER model with LoRA (build_model)")
     cfg = base_network(model).config
@@ -131,6 +129,14 @@ def save_checkpoint(
     if path.is_dir() or path.suffix == "":
         path.mkdir(parents=True, exist_ok=True)
         path = path / WEIGHTS_FILE
+    return write_safetensors(tensors, path, header)
+
+
+def write_safetensors(tensors: dict, path: str | os.PathLike, header: dict) -> Path:
+    """Write a safetensors file atomically: a crash leaves the old file or none, never half of one."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
     os.close(fd)
