@@ -154,6 +154,7 @@ def train_model(
     init: torch.nn.Module | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     device: str | None = None,
+    train_index: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on ``ds`` (its labelled bars with a full window of history); returns the best epoch's model."""
     cfg = cfg or TrainConfig()
@@ -164,9 +165,18 @@ def train_model(
     W = model_config.window
     n = ds.n_bars
     h = ds.label_horizon or 0
-    val_start = int(n * (1 - cfg.val_fraction))
-    train_ends = _usable_ends(ds, W, 0, val_start - h)  # purge: train labels resolve before val
-    val_ends = _usable_ends(ds, W, val_start, n)
+    if train_index is None:
+        val_start = int(n * (1 - cfg.val_fraction))
+        train_ends = _usable_ends(ds, W, 0, val_start - h)  # purge: train labels resolve before val
+        val_ends = _usable_ends(ds, W, val_start, n)
+    else:  # e.g. a CPCV split's purged training groups: validate on their last part, purged too
+        idx = np.unique(np.asarray(train_index, dtype=np.int64))
+        idx = idx[(idx >= W - 1) & (idx < n)]
+        idx = idx[ds.labels[idx] != UNLABELLED]
+        if idx.size < 2:
+            raise FlagcoreError(f"{ds.source}: the training index holds {idx.size} usable bars")
+        val_start = int(idx[int(idx.size * (1 - cfg.val_fraction))])
+        train_ends, val_ends = idx[idx < val_start - h], idx[idx >= val_start]
     if len(train_ends) < cfg.batch_size or len(val_ends) < 10:
         raise FlagcoreError(
             f"{ds.source}: too few labelled bars to train ({len(train_ends)} train, {len(val_ends)} validation)"
@@ -383,3 +393,87 @@ def _evaluate(model, loss_fn, X, ends: np.ndarray, W: int, dev) -> tuple[float, 
 
 def _jsonable(d: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+# ----------------------------------------------------------------------------- retraining CPCV
+
+
+@dataclass
+class RetrainCPCV:
+    """Retraining CPCV: the model retrained on each split's purged training groups."""
+
+    mode: str  # always "retraining"
+    test_groups: list[list[int]]  # per split
+    paths: np.ndarray  # (phi, N): the split whose test set supplies each group of each path
+    path_logits: np.ndarray  # (phi, n, 3): every bar predicted by a model that never trained on it
+    groups: list[np.ndarray]
+    split_provenance: list[dict]
+    seconds: float
+    workers: int
+
+
+def _cpcv_split_worker(task: tuple) -> tuple:
+    """One split, in a worker process: train on its training index, predict its test bars."""
+    s, ds, model_config, cfg, train_idx, test_idx, threads = task
+    torch.set_num_threads(threads)
+    from flagcore.inference import predict
+
+    res = train_model(ds, model_config, cfg, train_index=train_idx, device="cpu")
+    logits = predict(res.model, ds.features, device="cpu").logits[test_idx]
+    return s, logits, res.provenance
+
+
+def retrain_cpcv(
+    ds: Dataset, model_config: FlagTraderConfig, cfg: TrainConfig | None = None, *, n_groups: int = 6,
+    n_test_groups: int = 2, embargo: int = 0, workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> RetrainCPCV:
+    """CPCV with the model retrained on every split (AFML ch. 12), splits run in worker processes.
+
+    The whole timeline of ``ds`` is cut into ``n_groups`` groups; each of the C(N, k) splits trains
+    on its training groups, purged by the dataset's label horizon and embargoed, and predicts its
+    test groups. The paths of ``hifa.cpcv_paths`` then give every bar a prediction from a model
+    that never saw it. Each worker runs torch on ``max(1, cores // workers)`` threads; results do
+    not depend on the number of workers (each split has its own seed-fixed run).
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from flagcore.hifa import _groups, cpcv_paths, cpcv_splits
+
+    cfg = cfg or TrainConfig()
+    if ds.labels is None:
+        raise FlagcoreError(f"{ds.source}: retraining CPCV needs labels")
+    if workers < 1:
+        raise FlagcoreError(f"workers must be >= 1, got {workers}")
+    h = ds.label_horizon or 0
+    splits = cpcv_splits(ds.n_bars, n_groups, n_test_groups, purge=h, embargo=embargo)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    tasks = [(s, ds, model_config, cfg, sp.train, sp.test, threads) for s, sp in enumerate(splits)]
+    results: dict[int, tuple] = {}
+    t0 = time.perf_counter()
+    if workers == 1:
+        for task in tasks:
+            s, logits, prov = _cpcv_split_worker(task)
+            results[s] = (logits, prov)
+            if progress:
+                progress(len(results), len(tasks))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_cpcv_split_worker, t) for t in tasks]):
+                s, logits, prov = fut.result()
+                results[s] = (logits, prov)
+                if progress:
+                    progress(len(results), len(tasks))
+    groups = _groups(ds.n_bars, n_groups)
+    paths = cpcv_paths(n_groups, n_test_groups)
+    path_logits = np.empty((paths.shape[0], ds.n_bars, 3), dtype=np.float32)
+    for s, sp in enumerate(splits):
+        offset = 0  # sp.test is its groups' indices, concatenated in group order
+        for g in sp.test_groups:
+            seg = results[s][0][offset : offset + len(groups[g])]
+            offset += len(groups[g])
+            path_logits[np.flatnonzero(paths[:, g] == s)[:, None], groups[g]] = seg
+    return RetrainCPCV("retraining", [sp.test_groups for sp in splits], paths, path_logits, groups,
+                       [results[s][1] for s in range(len(splits))], time.perf_counter() - t0, workers)
