@@ -434,7 +434,9 @@ def retrain_cpcv(
     on its training groups, purged by the dataset's label horizon and embargoed, and predicts its
     test groups. The paths of ``hifa.cpcv_paths`` then give every bar a prediction from a model
     that never saw it. Each worker runs torch on ``max(1, cores // workers)`` threads; results do
-    not depend on the number of workers (each split has its own seed-fixed run).
+    not depend on the number of workers (each split has its own seed-fixed run). Workers are
+    spawned, so a script that calls this with ``workers > 1`` needs the usual
+    ``if __name__ == "__main__":`` guard.
     """
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
