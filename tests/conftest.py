@@ -112,3 +112,12 @@ def small_demo(tmp_path_factory):
     return {"root": root, "bars": bars, "bars_path": bars_path, "meta": {k: m for k, (_, m) in sets.items()},
             "train": load_dataset(paths["train"]), "test": load_dataset(paths["test"]),
             "train_path": paths["train"], "test_path": paths["test"]}
+
+
+def with_trained_lora(model, std: float = 0.05):
+    """Give every LoRA B non-zero weights (B starts at zero), so that the adapters change outputs."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+    return model

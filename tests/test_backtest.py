@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from flagcore.backtest import (
-    BacktestConfig, backtest, kelly_fraction, metrics, payoff_ratio, positions, simple_returns, strategy_returns,
+    BacktestConfig,
+    backtest,
+    kelly_fraction,
+    metrics,
+    payoff_ratio,
+    positions,
+    simple_returns,
+    strategy_returns,
 )
 from flagcore.errors import FlagcoreError
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL, reference_forward, reviewed_state_dict
+from conftest import SMALL, reference_forward, reviewed_state_dict, with_trained_lora
 
 from flagcore import load_checkpoint
 from flagcore.checkpoint import import_checkpoint, read_checkpoint, save_checkpoint
@@ -70,10 +70,7 @@ def test_full_size_reviewed_checkpoint_counts(tmp_path, capsys):
 
 def test_own_format_round_trip_is_exact(tmp_path):
     model = build_model(PRESETS["demo"], seed=5)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_()
+    with_trained_lora(model, 1.0)
     path = save_checkpoint(model, tmp_path / "ckpt.safetensors", feature_names=[f"f{i}" for i in range(49)],
                            padded_inputs=list(range(49, 60)), provenance={"loss": "ce", "seed": 5})
     loaded, info = read_checkpoint(path)

@@ -7,10 +7,22 @@ import pytest
 from flagcore.cli import main
 from flagcore.data import write_dataset
 from flagcore.features import (
-    MARKET_FEATURES, ORDER_FLOW_FEATURES, WARMUP, build_datasets, compute_features, read_ohlcv,
+    MARKET_FEATURES,
+    ORDER_FLOW_FEATURES,
+    WARMUP,
+    build_datasets,
+    compute_features,
+    read_ohlcv,
 )
 from flagcore.labels import (
-    BUY, HOLD, SELL, UNLABELLED, calibrate_width, fixed_horizon, hold_share_curve, triple_barrier,
+    BUY,
+    HOLD,
+    SELL,
+    UNLABELLED,
+    calibrate_width,
+    fixed_horizon,
+    hold_share_curve,
+    triple_barrier,
 )
 from flagcore.market import TEST_BARS, demo_market, stylised_facts
 

@@ -1,12 +1,25 @@
 import numpy as np
 import pytest
 from sklearn.metrics import (
-    balanced_accuracy_score, cohen_kappa_score, confusion_matrix as sk_confusion, f1_score, matthews_corrcoef,
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    f1_score,
+    matthews_corrcoef,
+)
+from sklearn.metrics import (
+    confusion_matrix as sk_confusion,
 )
 
 from flagcore.diagnostics import (
-    action_distribution, classification_metrics, collapse_verdict, confusion_matrix, diagnose, feature_shift,
-    logit_stats, population_stability_index, reliability_curve,
+    action_distribution,
+    classification_metrics,
+    collapse_verdict,
+    confusion_matrix,
+    diagnose,
+    feature_shift,
+    logit_stats,
+    population_stability_index,
+    reliability_curve,
 )
 from flagcore.errors import FlagcoreError
 

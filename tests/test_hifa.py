@@ -8,8 +8,14 @@ from skfolio.model_selection import CombinatorialPurgedCV
 
 from flagcore.errors import FlagcoreError
 from flagcore.hifa import (
-    cpcv_paths, cpcv_splits, deflated_sharpe_ratio, expected_max_sharpe, permutation_test,
-    probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_moments,
+    cpcv_paths,
+    cpcv_splits,
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    permutation_test,
+    probabilistic_sharpe_ratio,
+    probability_of_backtest_overfitting,
+    sharpe_moments,
 )
 
 

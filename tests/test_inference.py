@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_frame
+from conftest import make_frame, with_trained_lora
 
 from flagcore.checkpoint import save_checkpoint
 from flagcore.cli import main
@@ -17,10 +17,7 @@ from flagcore.model import PRESETS, build_model
 @pytest.fixture(scope="module")
 def model():
     m = build_model(PRESETS["demo"], seed=7)
-    with torch.no_grad():
-        for n, p in m.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    with_trained_lora(m, 0.05)
     return m.eval()
 
 

@@ -1,11 +1,17 @@
 import pytest
 import torch
+from conftest import with_trained_lora
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
 from flagcore.errors import FlagcoreError
 from flagcore.model import (
-    PRESETS, FlagTraderConfig, base_network, build_model, count_parameters, merged_copy,
+    PRESETS,
+    FlagTraderConfig,
+    base_network,
+    build_model,
+    count_parameters,
+    merged_copy,
 )
 
 
@@ -63,10 +69,7 @@ def test_post_ln_block_order():
 
 def test_merged_copy_matches_adapter_path_and_leaves_model_untouched():
     model = build_model(PRESETS["demo"], seed=1)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    with_trained_lora(model, 0.05)
     model.eval()
     x = torch.randn(4, 32, 60)
     merged = merged_copy(model)
@@ -102,10 +105,7 @@ def test_forward_refuses_wrong_width_and_long_windows():
 
 def test_last_position_path_equals_full_forward():
     model = build_model(PRESETS["demo"], seed=2)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.1)
+    with_trained_lora(model, 0.1)
     model.eval()
     net = base_network(model)
     x = torch.randn(5, 32, 60)

@@ -4,8 +4,14 @@ import pytest
 from flagcore.backtest import BacktestConfig
 from flagcore.errors import FlagcoreError
 from flagcore.solutions import (
-    agreement, ensemble_rule, evaluate_actions, hold_flip_thresholds, logit_adjustment, perfect_foresight_actions,
-    probability_average, threshold_rule,
+    agreement,
+    ensemble_rule,
+    evaluate_actions,
+    hold_flip_thresholds,
+    logit_adjustment,
+    perfect_foresight_actions,
+    probability_average,
+    threshold_rule,
 )
 
 ACTIONS = ["SELL", "HOLD", "BUY"]
