@@ -3,13 +3,30 @@
 import streamlit as st
 
 import flagcore
+from app_common import store
+from flagcore.views import run_label
 
 st.set_page_config(page_title="flagcore", page_icon=":material/fact_check:", layout="wide")
 
-pages = [
-    st.Page("pages/status.py", title="Validation status", icon=":material/verified:", default=True),
-    st.Page("pages/model_health.py", title="Model health", icon=":material/monitor_heart:"),
-]
+runs = store().list_runs()
+if runs.empty:
+    pages = [st.Page("pages/welcome.py", title="Get started", icon=":material/rocket_launch:", default=True)]
+else:
+    pages = [
+        st.Page("pages/status.py", title="Validation status", icon=":material/verified:", default=True),
+        st.Page("pages/model_health.py", title="Model health", icon=":material/monitor_heart:"),
+        st.Page("pages/logits.py", title="Logit analysis", icon=":material/bar_chart:"),
+        st.Page("pages/solutions.py", title="Solution comparison", icon=":material/tune:"),
+        st.Page("pages/hifa.py", title="HIFA criteria", icon=":material/rule:"),
+        st.Page("pages/reviews.py", title="Reviews", icon=":material/how_to_reg:"),
+    ]
 nav = st.navigation(pages)
-st.sidebar.caption(f"flagcore {flagcore.__version__}")
+st.sidebar.title("flagcore")
+st.sidebar.caption(f"validation review, version {flagcore.__version__}")
+if not runs.empty:
+    labels = {int(r["run_id"]): run_label(r) for _, r in runs.iterrows()}
+    if st.session_state.get("run") not in labels:
+        st.session_state.pop("run", None)
+    st.sidebar.selectbox("Run", list(labels), format_func=labels.get, key="run", bind="query-params",
+                         help="the evaluation run every page shows; it is kept in the URL")
 nav.run()

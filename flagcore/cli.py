@@ -347,6 +347,225 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- store commands
+
+
+def _store(args: argparse.Namespace):
+    from flagcore.store import Store
+
+    return Store(args.store)
+
+
+class _Stages:
+    """One progress bar per pipeline stage on stderr (nothing with --quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar, self.stage = quiet, None, None
+
+    def __call__(self, stage: str, frac: float) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=100, desc=stage, file=sys.stderr, leave=False,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+        self.bar.n = int(max(0.0, min(1.0, frac)) * 100)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _settings(args: argparse.Namespace):
+    from flagcore.backtest import BacktestConfig
+    from flagcore.hifa import load_criteria
+    from flagcore.pipeline import EvaluateSettings
+
+    bt = BacktestConfig(sizing=args.sizing, kelly_fraction=args.kelly_fraction, fee_bps=args.fee_bps,
+                        slippage_bps=args.slippage_bps, hold=args.hold)
+    return EvaluateSettings(hold_threshold=args.hold_threshold, tau=args.tau, backtest=bt,
+                            criteria=load_criteria(args.criteria), device=args.device)
+
+
+def _run_line(res: dict) -> str:
+    inf = res["inference"]
+    return (f"run {res['run_id']} {'reused' if res['reused'] else 'written'} in {res['seconds']:.1f}s "
+            f"(inference: {inf['computed']} computed, {inf['cached']} from the store cache)")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flagcore.pipeline import evaluate
+
+    store = _store(args)
+    stages = _Stages(args.quiet)
+    try:
+        res = evaluate(args.checkpoint, args.data, store=store, train_data=args.train, partner=args.partner,
+                       retrained=args.retrained or (), name=args.name, settings=_settings(args), progress=stages)
+    finally:
+        stages.close()
+    lines = [_run_line(res)] + _runs_lines(store, [res["run_id"]])
+    _emit({**res, "store": str(store.path)}, args.json, lines)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flagcore.demo import build_demo
+
+    store = _store(args)
+    stages = _Stages(args.quiet)
+    try:
+        res = build_demo(store, quick=args.quick, root=args.root, progress=stages, device=args.device)
+    finally:
+        stages.close()
+    lines = [f"demo {'(quick) ' if args.quick else ''}ready in {res['seconds']:.0f}s: " + ", ".join(
+        f"{k} {v}" for k, v in res["steps"].items()), f"store {store.path}, run {res['run_id']}"]
+    lines += _runs_lines(store, [res["run_id"]])
+    _emit({**res, "store": str(store.path)}, args.json, lines)
+    return 0
+
+
+def runs_json(store) -> list[dict]:
+    """Every run with its options: action shares, trades, Sharpe and the HIFA criteria."""
+    import pandas as pd
+
+    from flagcore.store import from_json
+
+    out = []
+    runs = store.list_runs()
+    if runs.empty:
+        return out
+    hifa = store.query("SELECT run_id, option, criterion, value, threshold, rule, passed FROM hifa_criteria")
+    opts = store.query("SELECT * FROM option_results ORDER BY run_id, ordinal")
+    for _, r in runs.iterrows():
+        summary = from_json(r["summary"])
+        run = {"run_id": int(r["run_id"]), "name": r["name"], "created_at": r["created_at"].isoformat(),
+               "model_id": r["model_id"], "dataset_id": r["dataset_id"],
+               "collapse": (summary.get("collapse") or {}), "n_trials": summary.get("n_trials"),
+               "pbo": summary.get("pbo"),
+               "latest_review": None if pd.isna(r["latest_verdict"])
+               else {"verdict": r["latest_verdict"], "reviewer": r["latest_reviewer"]},
+               "options": {}}
+        for _, o in opts[opts["run_id"] == r["run_id"]].iterrows():
+            crit = hifa[(hifa["run_id"] == r["run_id"]) & (hifa["option"] == o["option"])]
+            run["options"][o["option"]] = {
+                "title": o["title"],
+                "action_shares": {"SELL": o["share_sell"], "HOLD": o["share_hold"], "BUY": o["share_buy"]},
+                "trades": int(o["trades"]), "sharpe": o["sharpe"], "sharpe_defined": bool(o["sharpe_defined"]),
+                "total_return": o["total_return"], "accuracy": None if pd.isna(o["accuracy"]) else o["accuracy"],
+                "hifa": {c["criterion"]: {"value": c["value"], "threshold": c["threshold"], "rule": c["rule"],
+                                          "passed": bool(c["passed"])} for _, c in crit.iterrows()},
+                "hifa_passed_all": bool(len(crit) and crit["passed"].all()),
+            }
+        out.append(run)
+    return out
+
+
+def _runs_lines(store, only: list[int] | None = None) -> list[str]:
+    lines = []
+    for run in runs_json(store):
+        if only is not None and run["run_id"] not in only:
+            continue
+        col = run["collapse"]
+        review = run["latest_review"]
+        lines.append(f"run {run['run_id']}: {run['name']} ({run['created_at'][:16]}), baseline "
+                     f"{'COLLAPSED' if col.get('collapsed') else 'not collapsed'}; {run['n_trials']} trials; "
+                     f"review: {review['verdict'] + ' by ' + review['reviewer'] if review else 'none'}")
+        lines.append(f"  {'option':<32} {'SELL':>6} {'HOLD':>6} {'BUY':>6} {'trades':>6} {'Sharpe':>7}  HIFA")
+        for o in run["options"].values():
+            sh = o["action_shares"]
+            marks = " ".join(("PASS" if c["passed"] else "fail") for c in o["hifa"].values())
+            lines.append(f"  {o['title']:<32} {sh['SELL']:>6.1%} {sh['HOLD']:>6.1%} {sh['BUY']:>6.1%} "
+                         f"{o['trades']:>6} {o['sharpe']:>7.2f}  {marks}")
+    return lines
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = _store(args)
+    data = runs_json(store)
+    lines = _runs_lines(store) if data else [f"no runs in {store.path}; run `flagcore demo` or `flagcore evaluate`"]
+    if args.json:
+        _emit({"store": str(store.path), "runs": data}, True, [])
+    else:
+        _emit({}, False, lines)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flagcore.report import render_report
+
+    store = _store(args)
+    text = render_report(store, args.run, args.format)
+    if args.out:
+        out = Path(args.out)
+        if out.parent and not out.parent.exists():
+            raise FlagcoreError(f"{out}: the folder {out.parent} does not exist")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+        print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    store = _store(args)
+    comment = args.comment
+    if args.comment_file:
+        comment = Path(args.comment_file).read_text(encoding="utf-8")
+    rid = store.add_review(args.run, args.reviewer, args.verdict, comment or "")
+    _emit({"review_id": rid, "run_id": args.run}, args.json,
+          [f"review {rid} recorded on run {args.run}: {args.verdict} by {args.reviewer.strip()}"])
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flagcore.hifa import load_criteria
+    from flagcore.validate import rejudge, retrain_validation
+
+    store = _store(args)
+    run_id = args.run
+    if run_id is None:
+        runs = store.list_runs()
+        if runs.empty:
+            raise FlagcoreError(f"{store.path}: no runs to validate; run `flagcore demo` or `flagcore evaluate`")
+        run_id = int(runs["run_id"].iloc[0])
+    result = {"run_id": run_id}
+    if args.retrain:
+        stages = _Stages(args.quiet)
+        try:
+            result["retrain"] = retrain_validation(store, run_id, options=args.options, workers=args.workers,
+                                                   quick=args.quick_retrain, progress=stages)
+        finally:
+            stages.close()
+    table = rejudge(store, run_id, load_criteria(args.criteria) if args.criteria else None)
+    result["criteria"] = table
+    lines = [f"HIFA criteria, run {run_id} (CPCV mode: {table['cpcv_mode']}; {table['n_trials']} trials)"]
+    lines.append(f"  {'option':<32} {'CPCV mean Sharpe':>18} {'deflated Sharpe':>18} {'DSR prob.':>9} "
+                 f"{'perm. p':>8}  verdict")
+    def cell(c, k, fmt):
+        return f"{fmt.format(c[k]['value'])} {'PASS' if c[k]['passed'] else 'fail'}"
+
+    for o in table["options"]:
+        c = o["criteria"]
+
+        lines.append(f"  {o['title']:<32} {cell(c, 'cpcv_mean_sharpe', '{:>13.2f}')} {cell(c, 'deflated_sharpe', '{:>13.2f}')} "
+                     f"{o['dsr_probability']:>9.3f} {cell(c, 'permutation_p', '{:>8.4f}')}  "
+                     f"{'PASS' if o['passed_all'] else 'FAIL'}"
+                     + (f"  retraining CPCV mean Sharpe {o['retrain_cpcv_mean_sharpe']:.2f}"
+                        if o.get("retrain_cpcv_mean_sharpe") is not None else ""))
+    lines.append(f"  thresholds: CPCV mean Sharpe >= {table['criteria']['cpcv_mean_sharpe_min']}, deflated Sharpe >= "
+                 f"{table['criteria']['deflated_sharpe_min']} (DSR probability bar "
+                 f"{table['criteria']['dsr_probability_min']}), permutation p < {table['criteria']['permutation_p_max']}")
+    _emit(result, args.json, lines)
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -468,6 +687,76 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", choices=["full", "demo"], required=True)
     s.add_argument("--out", required=True, metavar="PATH")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true", help="print JSON")
+    def store_arg(sp):
+        sp.add_argument("--store", metavar="PATH",
+                        help="DuckDB result store (default $FLAGCORE_STORE or data/flagcore.duckdb)")
+
+    def evaluation_args(sp):
+        sp.add_argument("--hold-threshold", type=float, default=0.95, help="option 3's threshold (default 0.95)")
+        sp.add_argument("--tau", type=float, default=1.0, help="logit adjustment strength (default 1)")
+        sp.add_argument("--sizing", choices=["kelly", "unit"], default="kelly")
+        sp.add_argument("--kelly-fraction", type=float, default=0.5)
+        sp.add_argument("--fee-bps", type=float, default=4.0)
+        sp.add_argument("--slippage-bps", type=float, default=2.0)
+        sp.add_argument("--hold", choices=["flat", "keep"], default="flat", help="what HOLD means for the position")
+        sp.add_argument("--criteria", metavar="TOML", help="HIFA thresholds ([hifa] table; default the seed's)")
+
+    s = add("evaluate", cmd_evaluate, "Evaluate a checkpoint on a dataset: diagnostics, every option, backtests, "
+            "HIFA; written to the store as one run.")
+    s.add_argument("--checkpoint", required=True, metavar="CKPT", help="the model under review (plain CE baseline)")
+    s.add_argument("--data", required=True, metavar="FILE", help="evaluation dataset")
+    s.add_argument("--train", metavar="FILE", help="training dataset: label prior, payoff ratios, feature shift")
+    s.add_argument("--partner", metavar="FILE_OR_CKPT", help="ensemble partner: a CGDT checkpoint or a predictions file")
+    s.add_argument("--retrained", action="append", metavar="[ROLE=]PATH",
+                   help="a retrained checkpoint or predictions file (repeatable); role from its training loss "
+                        "unless given, e.g. walk_forward=preds.parquet")
+    s.add_argument("--name", help="run name (default: the dataset's file name)")
+    evaluation_args(s)
+    s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    store_arg(s)
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add("demo", cmd_demo, "Build the embedded demo end to end and evaluate it into the store (idempotent).")
+    s.add_argument("--quick", action="store_true", help="small market and short training (under a minute)")
+    s.add_argument("--root", metavar="DIR", help="where demo artifacts go (default data/demo)")
+    s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    store_arg(s)
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add("runs", cmd_runs, "List the stored runs with their options and HIFA verdicts.")
+    store_arg(s)
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add("report", cmd_report, "Write a run's findings report (Markdown or HTML) from the store.")
+    s.add_argument("--run", type=int, required=True, metavar="ID")
+    s.add_argument("--format", choices=["md", "html"], default="md")
+    s.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    store_arg(s)
+
+    s = add("review", cmd_review, "Record a review (sign-off) of a run; reviews are append-only.")
+    s.add_argument("--run", type=int, required=True, metavar="ID")
+    s.add_argument("--reviewer", required=True)
+    s.add_argument("--verdict", required=True, choices=["approve", "reject", "needs-work"])
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--comment", default="")
+    g.add_argument("--comment-file", metavar="FILE", help="read the comment from a file")
+    store_arg(s)
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add("validate", cmd_validate, "The HIFA criteria table of a stored run, per option; --retrain adds "
+            "retraining CPCV.")
+    s.add_argument("--run", type=int, metavar="ID", help="default: the newest run")
+    s.add_argument("--criteria", metavar="TOML", help="judge the stored values against these thresholds")
+    s.add_argument("--retrain", action="store_true",
+                   help="retraining CPCV: retrain the trainable options on every split (takes minutes)")
+    s.add_argument("--options", metavar="LIST", help="with --retrain: comma-separated options (default: all trainable)")
+    s.add_argument("--workers", type=int, default=2, help="with --retrain: worker processes (default 2)")
+    s.add_argument("--quick-retrain", action="store_true", help="with --retrain: fewer windows per epoch")
+    store_arg(s)
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true", help="print JSON")
     return p
 

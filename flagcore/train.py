@@ -412,6 +412,24 @@ class RetrainCPCV:
     workers: int
 
 
+def worker_init(threads: int) -> None:
+    """Initialiser of spawned training workers: torch threads, and exit when the parent dies
+    (killed or interrupted), so no orphan keeps training."""
+    import os
+    import threading
+
+    torch.set_num_threads(threads)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _cpcv_split_worker(task: tuple) -> tuple:
     """One split, in a worker process: train on its training index, predict its test bars."""
     s, ds, model_config, cfg, train_idx, test_idx, threads = task
@@ -462,7 +480,8 @@ def retrain_cpcv(
             if progress:
                 progress(len(results), len(tasks))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=worker_init,
+                                 initargs=(threads,)) as pool:
             for fut in as_completed([pool.submit(_cpcv_split_worker, t) for t in tasks]):
                 s, logits, prov = fut.result()
                 results[s] = (logits, prov)

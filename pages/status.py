@@ -1,14 +1,32 @@
 import streamlit as st
 
+from app_common import current_run, store
+from flagcore.views import runs_overview
+
 st.title("Validation status")
-st.info(
-    "No evaluation runs yet: the result store and the embedded demo are not built in this "
-    "version. Meanwhile the command line checks models and data:"
-)
-st.code(
-    "flagcore info --preset full\n"
-    "flagcore import their_checkpoint.pt --out data/imported\n"
-    "flagcore check-data --data bars.csv\n"
-    "flagcore predict --checkpoint data/imported --data bars.csv --out data/predictions.parquet",
-    language="bash",
-)
+st.caption("Every evaluation run in the store. A run passes HIFA when an option meets all three criteria: "
+           "CPCV mean Sharpe, deflated Sharpe and permutation p-value. The perfect-foresight labels are "
+           "shown as an upper bound and never count as a passing option.")
+overview = runs_overview(store())
+st.dataframe(overview, hide_index=True, width="stretch",
+             column_config={"baseline HOLD share": st.column_config.NumberColumn(format="percent")})
+rid = current_run()
+if rid is not None:
+    st.subheader(f"Run {rid}")
+    row = overview[overview["run"] == rid].iloc[0]
+    c = st.columns(4)
+    c[0].metric("Baseline", row["baseline"])
+    c[1].metric("Baseline HOLD share", f"{row['baseline HOLD share']:.2%}")
+    c[2].metric("Best option HIFA", row["best HIFA"], help=row["best option"])
+    c[3].metric("Latest review", row["latest review"])
+    q = {"run": str(rid)}
+    links = st.columns(5)
+    links[0].page_link("pages/model_health.py", label="Model health", query_params=q)
+    links[1].page_link("pages/logits.py", label="Logit analysis", query_params=q)
+    links[2].page_link("pages/solutions.py", label="Solution comparison", query_params=q)
+    links[3].page_link("pages/hifa.py", label="HIFA criteria", query_params=q)
+    links[4].page_link("pages/reviews.py", label="Reviews and sign-off", query_params=q)
+    from flagcore.views import hifa_badges
+    st.dataframe(hifa_badges(store(), rid), hide_index=True, width="stretch")
+st.caption("New runs: `flagcore evaluate --checkpoint CKPT --data FILE [--train FILE] [--partner CGDT] "
+           "[--retrained CKPT ...]`; refresh the page to see them.")

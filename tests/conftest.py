@@ -121,3 +121,15 @@ def with_trained_lora(model, std: float = 0.05):
             if "lora_B" in name:
                 p.normal_(0, std)
     return model
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """``flagcore demo --quick`` built once: its store, run id and artifact folder."""
+    from flagcore.demo import build_demo
+    from flagcore.store import Store
+
+    base = tmp_path_factory.mktemp("quick_demo")
+    store = Store(base / "store.duckdb")
+    res = build_demo(store, quick=True, root=base / "demo")
+    return {"store": store, "run_id": res["run_id"], "root": base / "demo" / "quick", "result": res}

@@ -1,3 +1,6 @@
+"""AppTest smoke tests of every page on the quick demo, the slider and a review round trip."""
+
+import json
 from pathlib import Path
 
 import pytest
@@ -13,16 +16,125 @@ def clear_caches():
     st.cache_resource.clear()
 
 
-def test_landing_page_renders_without_exceptions():
+@pytest.fixture
+def demo_app(quick_demo, monkeypatch):
+    monkeypatch.setenv("FLAGCORE_STORE", str(quick_demo["store"].path))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    return at
+
+
+def _page(at, page):
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _metrics(at) -> dict:
+    """label -> value of the first metric with that label (pages with two panels repeat labels)."""
+    out = {}
+    for m in at.metric:
+        out.setdefault(m.label, m.value)
+    return out
+
+
+def _charts(at) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def test_empty_store_offers_to_build_the_demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAGCORE_STORE", str(tmp_path / "empty.duckdb"))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
+    assert at.title[0].value == "Get started"
+    assert at.button[0].label == "Build the demo"
+    assert "flagcore demo --quick" in at.code[0].value
+    assert not (tmp_path / "empty.duckdb").exists()  # looking does not create a store
+
+
+def test_status_page_lists_the_run_with_its_verdicts(demo_app, quick_demo):
+    at = demo_app
     assert at.title[0].value == "Validation status"
+    runs = at.dataframe[0].value
+    row = runs[runs["run"] == quick_demo["run_id"]].iloc[0]
+    assert row["baseline"] == "COLLAPSED" and row["baseline HIFA"] == "0/3"
+    assert _metrics(at)["Baseline"] == "COLLAPSED"
+    badges = at.dataframe[1].value
+    base = badges[badges["option"] == "Baseline (plain CE)"].iloc[0]
+    assert base["Permutation p"] == "FAIL 1.0000" and base["passed"] == "0/3"
+    assert at.sidebar.selectbox[0].value == quick_demo["run_id"]
 
 
-def test_model_health_shows_the_seed_parameter_counts():
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("pages/model_health.py").run()
+def test_model_health_shows_parameters_shift_and_verdict(demo_app):
+    at = _page(demo_app, "pages/model_health.py")
+    assert _metrics(at)["Total parameters"] == "126,723"
+    presets = at.dataframe[0].value
+    assert int(presets.loc["full", "total_params"]) == 87_955_971
+    assert int(presets.loc["full", "trainable_params"]) == 2_938_371
+    assert any("11 of 60 model inputs are zero padding" in m.value for m in at.markdown)
+    assert any("COLLAPSED" in e.value for e in at.error)
+    at.button[0].click().run()  # the load and forward-pass check
     assert not at.exception
-    df = at.dataframe[0].value
-    assert int(df.loc["full", "total_params"]) == 87_955_971
-    assert int(df.loc["full", "trainable_params"]) == 2_938_371
+    assert any("matches the stored run" in s.value for s in at.success)
+
+
+def test_logit_analysis_reproduces_the_seed_tables(demo_app, quick_demo):
+    at = _page(demo_app, "pages/logits.py")
+    m = _metrics(at)
+    d = quick_demo["store"].diagnostics(quick_demo["run_id"])
+    assert m["HOLD"] == f"{d['action_distribution']['counts']['HOLD']:,}"
+    assert m["Accuracy"] == f"{d['metrics']['accuracy']:.2%}"
+    assert m["Majority-class baseline (HOLD)"] == f"{d['metrics']['majority_baseline']:.2%}"
+    logit_table = at.dataframe[0].value
+    assert abs(logit_table.loc["HOLD", "mean"] - d["logits"]["HOLD"]["mean"]) < 1e-9
+    titles = [c["layout"]["title"]["text"] for c in _charts(at)]
+    assert any(t.startswith("Reliability (ECE") for t in titles) and "Confusion matrix" in titles
+    at.selectbox(key="logit_model").set_value("opt1_class_weights").run()
+    assert not at.exception and at.metric[1].value != m["HOLD"]
+
+
+def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
+    from flagcore.live import load_live_inputs, threshold_view
+
+    at = _page(demo_app, "pages/solutions.py")
+    table = at.dataframe[0].value
+    assert len(table) == len(quick_demo["store"].option_results(quick_demo["run_id"]))
+    slider = at.slider(key="threshold")
+    assert slider.value == 0.95
+    before = _metrics(at)
+    slider.set_value(0.5).run()
+    assert not at.exception
+    after = _metrics(at)
+    want = threshold_view(load_live_inputs(quick_demo["store"], quick_demo["run_id"]), 0.5)
+    assert after["Trades"] == f"{want['trades']:,}" != before["Trades"]
+    assert after["Sharpe"].startswith(f"{want['sharpe']:.2f}") and after["Sharpe"] != before["Sharpe"]
+    assert at.slider(key="tau").value == 1.0
+
+
+def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
+    at = _page(demo_app, "pages/hifa.py")
+    summary = quick_demo["store"].run(quick_demo["run_id"])["summary"]
+    assert _metrics(at)["Trials counted"] == str(summary["n_trials"])
+    crit = at.dataframe[0].value
+    assert list(crit["criterion"]) == ["CPCV mean Sharpe", "Deflated Sharpe", "Permutation p"]
+    assert list(crit["result"]) == ["FAIL", "FAIL", "FAIL"]  # the baseline
+    titles = [c["layout"]["title"]["text"] for c in _charts(at)]
+    assert "CPCV path Sharpe ratios" in titles and any(t.startswith("Permutation null (p = 1.0000)") for t in titles)
+
+
+def test_review_round_trip_stores_text_verbatim(demo_app, quick_demo):
+    at = _page(demo_app, "pages/reviews.py")
+    comment = "<script>alert('x')</script> looks collapsed"
+    at.text_input[0].input("Rita Reviewer")
+    at.radio[0].set_value("reject")
+    at.text_area[0].input(comment)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("recorded" in s.value for s in at.success)
+    hist = at.dataframe[0].value
+    assert hist.iloc[0]["comment"] == comment and hist.iloc[0]["reviewer"] == "Rita Reviewer"
+    df = quick_demo["store"].reviews(quick_demo["run_id"])
+    assert (df["comment"] == comment).sum() == 1
+    at.text_input[0].input(" ")
+    at.button[0].click().run()
+    assert any("name is required" in e.value for e in at.error)

@@ -1,0 +1,107 @@
+"""What the dashboard's sliders recompute: option 3 at any HOLD threshold, logit adjustment at any tau.
+
+Everything comes from a stored run's logits, closes and settings (``load_live_inputs``, one
+query per table), and the recompute is vectorised numpy: the threshold rule, Kelly sizing with the
+payoff ratio re-estimated on the training period at that threshold, the backtest, a block
+permutation p-value and the three HIFA criteria. At the run's own threshold it gives the stored
+option 3 numbers, except the CPCV criterion: stored option 3 refits the threshold per split, while
+a threshold chosen by hand is fixed, so every CPCV path is the plain backtest and the CPCV mean
+Sharpe equals the Sharpe. Choosing a threshold is one more trial, which the deflated Sharpe counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flagcore.backtest import BacktestConfig, simple_returns
+from flagcore.errors import FlagcoreError
+
+
+@dataclass
+class LiveInputs:
+    run_id: int
+    test: dict  # compare_options' inputs for the evaluation period
+    train: dict | None  # and for the training period (payoff ratios, prior)
+    cfg: BacktestConfig
+    criteria: dict
+    n_trials: int
+    trial_sharpe_variance: float
+    thresholds: list[float]  # the swept grid: values on it are trials already counted
+    taus: list[float]
+
+
+def load_live_inputs(store, run_id: int) -> LiveInputs:
+    """The arrays a slider needs, read once from the store."""
+    run = store.run(run_id)
+    st, summary = run["settings"], run["summary"]
+    p = store.predictions(run_id, "baseline", "test")
+    if p.empty:
+        raise FlagcoreError(f"run {run_id} has no stored baseline logits")
+    logits = p[["logit_sell", "logit_hold", "logit_buy"]].to_numpy(np.float64)
+    test = {"logits": {"baseline": logits}, "labels": p["label"].to_numpy(np.int64), "close": p["close"].to_numpy(),
+            "periods_per_year": float(summary["periods_per_year"])}
+    train = None
+    q = store.predictions(run_id, "baseline", "train")
+    if not q.empty:
+        y = q["label"].to_numpy(np.int64)
+        known = y[y >= 0]
+        train = {"logits": {"baseline": q[["logit_sell", "logit_hold", "logit_buy"]].to_numpy(np.float64)},
+                 "labels": y, "close": q["close"].to_numpy(), "periods_per_year": test["periods_per_year"],
+                 "prior": np.maximum(np.bincount(known, minlength=3) / max(known.size, 1), 1e-6)}
+    return LiveInputs(int(run_id), test, train, BacktestConfig(**st["backtest"]), st["criteria"],
+                      int(summary["n_trials"]), float(summary["trial_sharpe_variance"]),
+                      list(st["thresholds"]), list(st["taus"]))
+
+
+def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permutations: int, seed: int) -> dict:
+    from flagcore.hifa import hifa_verdict, permutation_test
+    from flagcore.solutions import compare_options
+
+    kw = {"hold_threshold": value} if option == "opt3_threshold" else {"tau": value}
+    if option == "logit_adjust" and (inp.train is None or "prior" not in inp.train):
+        raise FlagcoreError("logit adjustment needs the training period's label prior; the run has none")
+    res = compare_options(inp.test, inp.train, cfg=inp.cfg, options=[option], **kw)[option]
+    bt = res["backtest"]
+    r = simple_returns(inp.test["close"])
+    held = bt["positions"][:-1]
+    perm = permutation_test(held, r, n_permutations, block=int(inp.criteria["permutation_block"]), seed=seed,
+                            costs=held * r - bt["returns"])
+    on_grid = any(abs(value - g) < 1e-12 for g in grid)
+    n_trials = inp.n_trials + (0 if on_grid else 1)
+    # a hand-picked value is fixed, not fitted: every CPCV path is the plain backtest
+    sd = bt["returns"].std(ddof=1)
+    sr = float(bt["returns"].mean() / sd) if sd > 1e-15 else 0.0
+    verdict = hifa_verdict(cpcv_path_sharpes=[sr], returns=bt["returns"], n_trials=n_trials,
+                           trial_sharpes=_trial_sharpes(inp.trial_sharpe_variance, n_trials),
+                           permutation_p=perm.p_value, periods_per_year=inp.test["periods_per_year"],
+                           criteria=inp.criteria)
+    verdict["cpcv_mean_sharpe"]["inputs"]["mode"] = "fixed value: every path is the plain backtest"
+    return {"option": option, "value": value, "action_shares": res["action_shares"],
+            "action_counts": res["action_counts"], "accuracy": res.get("accuracy"),
+            "balanced_accuracy": res.get("balanced_accuracy"), "trades": int(bt["trades"]),
+            "total_return": float(bt["total_return"]), "sharpe": float(bt["sharpe"]),
+            "sharpe_defined": bool(bt["sharpe_defined"]), "max_drawdown": float(bt["max_drawdown"]),
+            "equity": bt["equity"], "permutation_p": perm.p_value, "n_permutations": n_permutations,
+            "n_trials": n_trials, "on_grid": on_grid, "hifa": verdict}
+
+
+def _trial_sharpes(variance: float, n: int) -> np.ndarray:
+    # hifa_verdict reads only the variance of the trial Sharpes: two values with that variance
+    s = np.sqrt(max(variance, 0.0) / 2.0)
+    return np.array([-s, s]) if n > 1 and variance > 0 else np.zeros(1)
+
+
+def threshold_view(inp: LiveInputs, hold_threshold: float, *, n_permutations: int = 1000, seed: int = 0) -> dict:
+    """Option 3 at ``hold_threshold``: shares, trades, return, Sharpe, p-value, HIFA criteria."""
+    if not 0.0 <= hold_threshold <= 1.0:
+        raise FlagcoreError(f"hold_threshold must lie in [0, 1], got {hold_threshold!r}")
+    return _view(inp, "opt3_threshold", float(hold_threshold), inp.thresholds, n_permutations, seed)
+
+
+def tau_view(inp: LiveInputs, tau: float, *, n_permutations: int = 1000, seed: int = 0) -> dict:
+    """Post-hoc logit adjustment at ``tau``, the same figures as ``threshold_view``."""
+    if tau < 0:
+        raise FlagcoreError(f"tau must be >= 0, got {tau!r}")
+    return _view(inp, "logit_adjust", float(tau), inp.taus, n_permutations, seed)

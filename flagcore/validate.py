@@ -1,0 +1,143 @@
+"""``flagcore validate``: the HIFA table of a stored run, and retraining CPCV added to it.
+
+``rejudge`` reads the stored criteria and, given other thresholds, judges the same values
+against them (the values do not depend on the thresholds; settings that change a value, such as
+the number of permutations, need a new ``flagcore evaluate``).
+
+``retrain_validation`` is the second CPCV mode: each trainable option's model is retrained on
+every split's purged, embargoed training groups of the training timeline and predicts its test
+groups (``train.retrain_cpcv``); each path is backtested with the option's stored sizing and
+payoff ratio. Its path Sharpes are appended to the run with mode ``retraining``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from flagcore.errors import FlagcoreError
+from flagcore.store import Store, from_json, insert_frame, to_json
+
+TRAINABLE = ("baseline", "opt1_class_weights", "opt2_focal", "logit_adjusted_loss", "oversample", "multitask")
+VALUE_SETTINGS = ("n_permutations", "permutation_block", "cpcv_groups", "cpcv_test_groups")
+RETRAIN_MODE = "retraining"
+
+
+def rejudge(store: Store, run_id: int, criteria: dict | None = None) -> dict:
+    """Per option: each criterion's stored value judged against ``criteria`` (default: the run's)."""
+    run = store.run(run_id)
+    stored = run["settings"]["criteria"]
+    crit = dict(stored)
+    if criteria is not None:
+        changed = [k for k in VALUE_SETTINGS if criteria.get(k, stored.get(k)) != stored.get(k)]
+        if changed:
+            raise FlagcoreError(f"{changed[0]} differs from run {run_id}'s ({stored.get(changed[0])}); it changes the "
+                                f"values themselves, so evaluate again with these criteria")
+        crit.update(criteria)
+    limits = {"cpcv_mean_sharpe": ("cpcv_mean_sharpe_min", ">="), "deflated_sharpe": ("deflated_sharpe_min", ">="),
+              "permutation_p": ("permutation_p_max", "<")}
+    opts = store.option_results(run_id)
+    hifa = store.hifa(run_id)
+    paths = store.cpcv_paths(run_id)
+    out = []
+    for _, o in opts.iterrows():
+        rows = hifa[hifa["option"] == o["option"]]
+        table = {}
+        dsr_p = None
+        for _, r in rows.iterrows():
+            key, rule = limits[r["criterion"]]
+            thr = float(crit[key])
+            passed = r["value"] >= thr if rule == ">=" else r["value"] < thr
+            table[r["criterion"]] = {"value": float(r["value"]), "threshold": thr, "rule": rule,
+                                     "passed": bool(passed), "inputs": r["inputs"]}
+            if r["criterion"] == "deflated_sharpe":
+                dsr_p = r["inputs"].get("dsr_probability")
+        rp = paths[(paths["option"] == o["option"]) & (paths["mode"] == RETRAIN_MODE)]
+        out.append({"option": o["option"], "title": o["title"], "criteria": table, "dsr_probability": dsr_p,
+                    "passed_all": bool(table) and all(v["passed"] for v in table.values()),
+                    "retrain_cpcv_mean_sharpe": float(rp["sharpe"].mean()) if len(rp) else None,
+                    "retrain_paths": int(len(rp))})
+    modes = sorted(set(paths["mode"])) if len(paths) else []
+    return {"run_id": run_id, "criteria": crit, "n_trials": run["summary"]["n_trials"],
+            "cpcv_mode": " and ".join(modes) or "none", "options": out}
+
+
+def _train_config(provenance: dict, quick: bool):
+    from flagcore.train import TrainConfig
+
+    raw = dict(provenance.get("train_config") or {})
+    if not raw:
+        raise FlagcoreError("the checkpoint records no training configuration to retrain with")
+    for k in ("class_weights", "focal_alpha"):
+        if isinstance(raw.get(k), list):
+            raw[k] = tuple(raw[k])
+    if quick:
+        raw["windows_per_epoch"] = min(raw.get("windows_per_epoch") or 2000, 2000)
+        raw["epochs"] = min(int(raw.get("epochs", 2)), 2)
+    return TrainConfig(**raw)
+
+
+def retrain_validation(store: Store, run_id: int, *, options: str | None = None, workers: int = 2,
+                       quick: bool = False, progress: Callable[[str, float], None] | None = None) -> dict:
+    """Retraining CPCV for the run's trainable options; appends their path Sharpes to the store."""
+    import pandas as pd
+
+    from flagcore.backtest import BacktestConfig, backtest
+    from flagcore.data import load_dataset, periods_per_year
+    from flagcore.diagnostics import softmax
+    from flagcore.model import FlagTraderConfig
+    from flagcore.train import retrain_cpcv
+
+    run = store.run(run_id)
+    if not run.get("train_dataset_id"):
+        raise FlagcoreError(f"run {run_id} was evaluated without --train; retraining CPCV needs the training data")
+    rec = store.dataset(run["train_dataset_id"])
+    ds = load_dataset(rec["source"])
+    if ds.content_hash != rec["dataset_id"]:
+        raise FlagcoreError(f"{rec['source']}: changed since run {run_id} was evaluated (content hash differs)")
+    models = store.run_models(run_id)
+    models = models[(models["kind"] == "flag-trader") & models["role"].isin(TRAINABLE)]
+    wanted = [o.strip() for o in options.split(",")] if options else list(models["role"])
+    unknown = [o for o in wanted if o not in set(models["role"])]
+    if unknown:
+        raise FlagcoreError(f"option {unknown[0]!r} has no retrainable checkpoint in run {run_id}; choose from "
+                            f"{', '.join(models['role'])}")
+    done = set(store.query("SELECT DISTINCT option FROM cpcv_paths WHERE run_id = ? AND mode = ?",
+                           [int(run_id), RETRAIN_MODE])["option"])
+    crit = run["settings"]["criteria"]
+    bt_cfg = BacktestConfig(**run["settings"]["backtest"])
+    results = store.option_results(run_id).set_index("option")
+    ppy = periods_per_year(ds.timestamps) or 8760.0
+    summary = {}
+    for i, role in enumerate(wanted):
+        if role in done:
+            summary[role] = {"skipped": "already in the store"}
+            continue
+        m = models[models["role"] == role].iloc[0]
+        mcfg = FlagTraderConfig.from_dict(from_json(m["config"]))
+        tcfg = _train_config(from_json(m["provenance"]), quick)
+        def prog(done_splits, total, role=role, i=i):
+            if progress:
+                progress(f"retraining CPCV {role}", (i + done_splits / total) / len(wanted))
+
+        res = retrain_cpcv(ds, mcfg, tcfg, n_groups=int(crit["cpcv_groups"]),
+                           n_test_groups=int(crit["cpcv_test_groups"]), embargo=int(ds.label_horizon or 0),
+                           workers=workers, progress=prog)
+        payoff = results.loc[role, "metrics"].get("payoff_ratio") or 1.0
+        sharpes = []
+        for p in range(res.path_logits.shape[0]):
+            probs = softmax(res.path_logits[p].astype(np.float64))
+            bt = backtest(probs.argmax(1), ds.close, ppy, confidence=probs.max(1), cfg=bt_cfg, payoff=payoff)
+            sharpes.append(bt["sharpe"])
+        rows = pd.DataFrame({"run_id": int(run_id), "option": role, "mode": RETRAIN_MODE,
+                             "path": np.arange(len(sharpes)), "sharpe": np.asarray(sharpes)})
+        info = {"seconds": round(res.seconds, 1), "workers": res.workers, "splits": len(res.test_groups),
+                "paths": len(sharpes), "mean_sharpe": float(np.mean(sharpes)), "payoff_ratio": payoff,
+                "bars": ds.n_bars, "train_config": from_json(m["provenance"]).get("train_config"), "quick": quick}
+        with store.write() as con:
+            insert_frame(con, "cpcv_paths", rows)
+            con.execute("INSERT INTO diagnostics VALUES (?, ?, ?, ?)",
+                        [int(run_id), role, "retrain_cpcv", to_json(info)])
+        summary[role] = info
+    return summary

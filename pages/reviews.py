@@ -1,0 +1,38 @@
+import streamlit as st
+
+import app_common as ac
+from flagcore.report import render_report
+from flagcore.store import VERDICTS
+
+st.title("Reviews and sign-off")
+rid = ac.require_run()
+store = ac.store()
+st.caption("Reviews are append-only: each records the reviewer, the verdict, the comment, the time and the HIFA "
+           "verdicts of the run at that moment. Nothing is edited or deleted.")
+with st.form("review", clear_on_submit=True):
+    reviewer = st.text_input("Reviewer", max_chars=200)
+    verdict = st.radio("Verdict", VERDICTS, horizontal=True)
+    comment = st.text_area("Comment", max_chars=20_000)
+    if st.form_submit_button("Sign off", type="primary"):
+        try:
+            review_id = store.add_review(rid, reviewer, verdict, comment)
+        except ac.FlagcoreError as e:
+            st.error(str(e))
+        else:
+            st.success(f"Review {review_id} recorded.")
+
+history = store.reviews(rid)
+st.subheader(f"History of run {rid}")
+if history.empty:
+    st.info("No reviews yet.")
+else:
+    shown = history[["review_id", "created_at", "reviewer", "verdict", "comment"]].sort_values("review_id",
+                                                                                              ascending=False)
+    st.dataframe(shown, hide_index=True, width="stretch")
+
+st.subheader("Findings report")
+c = st.columns(2)
+c[0].download_button("Download Markdown", render_report(store, rid, "md"), file_name=f"flagcore-run-{rid}.md",
+                     mime="text/markdown")
+c[1].download_button("Download HTML", render_report(store, rid, "html"), file_name=f"flagcore-run-{rid}.html",
+                     mime="text/html")

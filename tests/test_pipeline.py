@@ -1,0 +1,159 @@
+"""The evaluate pipeline and the quick demo, through the store and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flagcore.cli import main
+from flagcore.pipeline import EvaluateSettings, evaluate
+from flagcore.store import RUN_TABLES, Store
+
+
+def _counts(store: Store) -> dict:
+    return {t: int(store.query(f"SELECT count(*) AS n FROM {t}")["n"].iloc[0])
+            for t in RUN_TABLES + ("runs", "datasets", "models", "reviews", "inference_cache")}
+
+
+def test_quick_demo_reproduces_the_collapse(quick_demo, capsys):
+    assert main(["runs", "--json", "--store", str(quick_demo["store"].path)]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    run = next(r for r in runs if r["run_id"] == quick_demo["run_id"])
+    base = run["options"]["baseline"]
+    assert run["collapse"]["collapsed"] is True
+    assert base["action_shares"]["HOLD"] >= 0.95
+    assert base["trades"] == 0 and base["sharpe"] == 0.0 and base["sharpe_defined"] is False
+    assert set(base["hifa"]) == {"cpcv_mean_sharpe", "deflated_sharpe", "permutation_p"}
+    assert not any(c["passed"] for c in base["hifa"].values())
+    assert base["hifa"]["permutation_p"]["value"] == 1.0
+    trading = [k for k, o in run["options"].items() if o["trades"] > 0 and k != "opt5_labels"]
+    assert len(trading) >= 3, trading
+    # the labels as a signal are the upper bound: they beat every model
+    best_model = max(o["total_return"] for k, o in run["options"].items() if k != "opt5_labels")
+    assert run["options"]["opt5_labels"]["total_return"] > best_model
+    for o in run["options"].values():
+        assert abs(sum(o["action_shares"].values()) - 1) < 1e-9
+
+
+def test_stored_run_is_complete_and_consistent(quick_demo):
+    s, rid = quick_demo["store"], quick_demo["run_id"]
+    opts = s.option_results(rid)
+    summary = s.run(rid)["summary"]
+    n = summary["evaluated_bars"]
+    for option in opts["option"]:
+        p = s.predictions(rid, option)
+        assert len(p) == n
+        # equity is the compounded net return, bar by bar
+        r = p["net_return"].to_numpy()[:-1]
+        assert np.allclose(p["equity"].to_numpy()[1:], np.cumprod(1 + r))
+        row = opts[opts["option"] == option].iloc[0]
+        assert np.isclose(p["equity"].iloc[-1] - 1, row["total_return"])
+        assert np.isclose((p["action"] == 1).mean(), row["share_hold"])
+    # the trials the deflated Sharpe counted: options (labels excepted) and every other swept value
+    sweeps = s.sweeps(rid)
+    n_opts = int((opts["option"] != "opt5_labels").sum())
+    assert summary["n_trials"] == n_opts + len(sweeps) - 2
+    h = s.hifa(rid)
+    assert (h.loc[h["criterion"] == "deflated_sharpe", "inputs"].map(lambda d: d["n_trials"]) == summary["n_trials"]).all()
+    paths = s.cpcv_paths(rid)
+    assert set(paths["mode"]) == {"post-hoc"}
+    assert (paths.groupby("option").size() == 5).all()  # N=6, k=2: five paths
+    null = s.permutation_null(rid, "opt2_focal")
+    assert null["null_sharpes"].shape == (10000,) and 0 < null["p_value"] <= 1
+    d = s.diagnostics(rid)
+    assert d["collapse"]["collapsed"] and sum(r["padding"] for r in d["feature_shift"]) == 11
+
+
+def test_second_evaluate_reuses_cached_inference(quick_demo):
+    s, root = quick_demo["store"], quick_demo["root"]
+    before = _counts(s)
+    fast = EvaluateSettings(criteria={**EvaluateSettings().resolved_criteria(), "n_permutations": 200})
+    res = evaluate(root / "models" / "ce", root / "test.parquet", store=s, train_data=root / "train.parquet",
+                   retrained=[str(root / "models" / "weighted")], name="again", settings=fast)
+    assert res["inference"] == {"computed": 0, "cached": 4}
+    assert not res["reused"] and res["run_id"] > quick_demo["run_id"]
+    after = _counts(s)
+    assert after["runs"] == before["runs"] + 1
+    assert after["inference_cache"] == before["inference_cache"]  # nothing new was inferred
+    opts = s.option_results(res["run_id"])
+    assert "opt1_class_weights" in set(opts["option"]) and "cgdt" not in set(opts["option"])
+
+
+@pytest.mark.parametrize("table", ["run_models", "option_results", "predictions", "sweeps"])
+def test_a_failure_mid_write_leaves_the_store_as_before(quick_demo, table, monkeypatch):
+    from flagcore import pipeline
+
+    s, root = quick_demo["store"], quick_demo["root"]
+    captured = {}
+    real = pipeline.write_run
+    monkeypatch.setattr(pipeline, "write_run", lambda store, run, **kw: captured.setdefault("run", run) and 0)
+    fast = EvaluateSettings(criteria={**EvaluateSettings().resolved_criteria(), "n_permutations": 100})
+    evaluate(root / "models" / "ce", root / "test.parquet", store=s, settings=fast)
+    before = _counts(s)
+    with pytest.raises(RuntimeError, match="injected"):
+        real(s, captured["run"], fail_after=table)
+    assert _counts(s) == before
+
+
+def test_demo_is_idempotent(quick_demo):
+    from flagcore.demo import build_demo
+
+    res = build_demo(quick_demo["store"], quick=True, root=quick_demo["root"].parent)
+    assert res["run_id"] == quick_demo["run_id"]
+    assert set(res["steps"].values()) == {"reused"}
+
+
+def test_report_and_review_through_the_cli(quick_demo, tmp_path, capsys):
+    st, rid = str(quick_demo["store"].path), str(quick_demo["run_id"])
+    comment = "<script>alert('x')</script> | '; DROP TABLE reviews; --"
+    assert main(["review", "--store", st, "--run", rid, "--reviewer", "Ann", "--verdict", "needs-work",
+                 "--comment", comment]) == 0
+    out = tmp_path / "r.html"
+    assert main(["report", "--store", st, "--run", rid, "--format", "html", "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert "Collapse diagnosis" in html and "HIFA validation" in html
+    capsys.readouterr()
+    assert main(["report", "--store", st, "--run", rid]) == 0
+    md = capsys.readouterr().out
+    assert "| Baseline (plain CE) |" in md and "COLLAPSED" in md and "needs-work" in md
+    assert "\\| '; DROP TABLE reviews" in md  # table cells escape the pipe
+    df = quick_demo["store"].reviews(int(rid))
+    assert df["comment"].iloc[-1] == comment
+
+
+def test_validate_prints_the_criteria_table(quick_demo, tmp_path, capsys):
+    st = str(quick_demo["store"].path)
+    assert main(["validate", "--store", st, "--run", str(quick_demo["run_id"])]) == 0
+    out = capsys.readouterr().out
+    assert "CPCV mode: post-hoc" in out and "Baseline (plain CE)" in out and "FAIL" in out
+    lenient = tmp_path / "c.toml"
+    lenient.write_text("[hifa]\ncpcv_mean_sharpe_min = -100\ndeflated_sharpe_min = -100\npermutation_p_max = 1.01\n")
+    assert main(["validate", "--store", st, "--run", str(quick_demo["run_id"]), "--criteria", str(lenient),
+                 "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)["criteria"]
+    assert all(o["passed_all"] for o in table["options"])
+    strict = tmp_path / "s.toml"
+    strict.write_text("[hifa]\nn_permutations = 50\n")
+    assert main(["validate", "--store", st, "--criteria", str(strict)]) == 1
+    assert "evaluate again" in capsys.readouterr().err
+
+
+def test_evaluate_errors_are_one_line(quick_demo, tmp_path, capsys):
+    root, st = quick_demo["root"], str(tmp_path / "s.duckdb")
+    assert main(["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(tmp_path / "none.parquet"),
+                 "--store", st, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.parquet" in err
+    assert main(["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(root / "test.parquet"),
+                 "--retrained", "bogus=" + str(root / "models" / "focal"), "--store", st, "--quiet"]) == 1
+    assert "unknown role 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "s.duckdb").exists() or Store(st).list_runs().empty
+
+
+def test_write_run_needs_a_baseline():
+    from flagcore.errors import FlagcoreError
+    from flagcore.pipeline import compute_run
+
+    with pytest.raises(FlagcoreError, match="baseline"):
+        compute_run({}, None)

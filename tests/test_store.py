@@ -1,0 +1,179 @@
+"""The DuckDB store: schema and migrations, reviews, locking between processes."""
+
+import multiprocessing as mp
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from flagcore.errors import FlagcoreError
+from flagcore.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreBusy, migrate
+
+
+def _add_run(store: Store, name: str = "r") -> int:
+    with store.write() as con:
+        return con.execute("INSERT INTO runs (name, settings, summary) VALUES (?, '{}', '{}') RETURNING run_id",
+                           [name]).fetchall()[0][0]
+
+
+def test_new_store_has_current_schema(tmp_path):
+    s = Store(tmp_path / "sub" / "x.duckdb")
+    assert not s.exists()
+    s.ensure()
+    assert s.schema_version() == SCHEMA_VERSION == MIGRATIONS[-1][0]
+    tables = set(s.query("SELECT table_name FROM information_schema.tables")["table_name"])
+    for t in ("datasets", "models", "runs", "predictions", "option_results", "diagnostics", "cpcv_paths",
+              "hifa_criteria", "permutation_nulls", "sweeps", "reviews", "inference_cache", "run_bars"):
+        assert t in tables
+
+
+def test_migration_from_version_1_keeps_data(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    assert migrate(con, target=1) == 1
+    con.execute("INSERT INTO runs (name, settings, summary) VALUES ('old run', '{}', '{}')")
+    con.close()
+    s = Store(path)
+    assert s.schema_version() == 1
+    s.ensure()
+    assert s.schema_version() == SCHEMA_VERSION
+    df = s.query("SELECT name, request_key FROM runs")
+    assert df["name"].tolist() == ["old run"] and df["request_key"].isna().all()
+
+
+def test_a_newer_store_is_refused(tmp_path):
+    s = Store(tmp_path / "x.duckdb")
+    s.ensure()
+    with s.write() as con:
+        con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(FlagcoreError, match="v99 is newer"):
+        Store(s.path).ensure()
+
+
+def test_reading_a_missing_store_says_how_to_fill_it(tmp_path):
+    s = Store(tmp_path / "none.duckdb")
+    with pytest.raises(FlagcoreError, match="flagcore demo"):
+        s.run(1)
+    assert s.list_runs().empty
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    s = Store(tmp_path / "x.duckdb")
+    _add_run(s, "kept")
+    with pytest.raises(RuntimeError):
+        with s.write() as con:
+            con.execute("INSERT INTO runs (name) VALUES ('lost')")
+            raise RuntimeError("boom")
+    assert s.query("SELECT name FROM runs")["name"].tolist() == ["kept"]
+
+
+def test_reviews_are_appended_verbatim_with_a_snapshot(tmp_path):
+    s = Store(tmp_path / "x.duckdb")
+    rid = _add_run(s)
+    with s.write() as con:
+        con.execute("INSERT INTO hifa_criteria VALUES (?, 'baseline', 'permutation_p', 1.0, 0.05, '<', false, '{}')",
+                    [rid])
+    hostile = "'); DROP TABLE reviews; -- <script>alert(1)</script> " + "x" * 5000
+    a = s.add_review(rid, "  <b>Ann</b> ", "reject", hostile)
+    b = s.add_review(rid, "Bob", "approve", "")
+    assert b > a
+    df = s.reviews(rid)
+    assert df["reviewer"].tolist() == ["<b>Ann</b>", "Bob"]
+    assert df["comment"].iloc[0] == hostile
+    assert df["hifa_snapshot"].iloc[0] == [{"option": "baseline", "criterion": "permutation_p", "value": 1.0,
+                                            "threshold": 0.05, "passed": False}]
+    # nothing in the API changes or removes a review
+    assert not [m for m in dir(Store) if any(w in m for w in ("update", "delete", "remove", "edit"))]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"reviewer": " ", "verdict": "approve"}, "name is required"),
+    ({"reviewer": "a", "verdict": "ok"}, "verdict must be one of"),
+    ({"reviewer": "a" * 201, "verdict": "approve"}, "at most 200"),
+])
+def test_bad_reviews_are_refused_and_nothing_is_written(tmp_path, kw, match):
+    s = Store(tmp_path / "x.duckdb")
+    rid = _add_run(s)
+    with pytest.raises(FlagcoreError, match=match):
+        s.add_review(rid, **kw)
+    with pytest.raises(FlagcoreError, match="no run 99"):
+        s.add_review(99, "a", "approve")
+    assert s.reviews(rid).empty
+
+
+def _hold_lock(path: str, seconds: float, ready) -> None:
+    con = duckdb.connect(path)
+    ready.set()
+    time.sleep(seconds)
+    con.close()
+
+
+def test_a_writer_waits_for_a_lock_and_then_succeeds(tmp_path):
+    s = Store(tmp_path / "x.duckdb", busy_timeout=30)
+    rid = _add_run(s)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(s.path), 1.5, ready))
+    p.start()
+    assert ready.wait(30)
+    t0 = time.monotonic()
+    s.add_review(rid, "ann", "approve")
+    waited = time.monotonic() - t0
+    p.join()
+    assert waited > 0.3  # it really met the lock
+    assert len(s.reviews(rid)) == 1
+
+
+def test_a_store_that_stays_busy_gives_one_clear_line(tmp_path):
+    s = Store(tmp_path / "x.duckdb", busy_timeout=0.5)
+    rid = _add_run(s)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(s.path), 4, ready))
+    p.start()
+    assert ready.wait(30)
+    with pytest.raises(StoreBusy, match="busy") as e:
+        s.add_review(rid, "ann", "approve")
+    assert "\n" not in str(e.value)
+    p.join()
+    assert s.reviews(rid).empty
+
+
+_WRITER = """
+import sys
+from flagcore.store import Store
+s = Store(sys.argv[1], busy_timeout=60)
+for i in range(int(sys.argv[3])):
+    s.add_review(1, sys.argv[2], "approve", f"{sys.argv[2]} {i}")
+"""
+_READER = """
+import sys, time
+from flagcore.store import Store
+s = Store(sys.argv[1], busy_timeout=60)
+t = time.time()
+n = 0
+while time.time() - t < 4:
+    s.list_runs(); s.reviews(1); n += 1
+print(n)
+"""
+
+
+def test_two_writers_and_a_reader_at_once(tmp_path):
+    s = Store(tmp_path / "x.duckdb")
+    _add_run(s)
+    n = 15
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(s.path), w, str(n)], stderr=subprocess.PIPE,
+                              text=True) for w in ("ann", "bob")]
+    reader = subprocess.Popen([sys.executable, "-c", _READER, str(s.path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err
+    assert int(out) > 0
+    df = s.reviews(1)
+    for w in ("ann", "bob"):  # every write present exactly once
+        assert sorted(df.loc[df["reviewer"] == w, "comment"]) == sorted(f"{w} {i}" for i in range(n))
