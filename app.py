@@ -25,8 +25,12 @@ st.sidebar.title("flagcore")
 st.sidebar.caption(f"validation review, version {flagcore.__version__}")
 if not runs.empty:
     labels = {int(r["run_id"]): run_label(r) for _, r in runs.iterrows()}
-    if st.session_state.get("run") not in labels:
+    wanted = st.session_state.get("run")
+    if wanted not in labels:  # first visit, a run id from a shared link, or a run that is gone
         st.session_state.pop("run", None)
-    st.sidebar.selectbox("Run", list(labels), format_func=labels.get, key="run", bind="query-params",
+        q = st.query_params.get("run", "")
+        wanted = int(q) if q.isdigit() and int(q) in labels else next(iter(labels))
+    st.sidebar.selectbox("Run", list(labels), index=list(labels).index(wanted), format_func=labels.get, key="run",
                          help="the evaluation run every page shows; it is kept in the URL")
+    st.query_params["run"] = str(st.session_state["run"])  # always in the URL, so any view can be shared
 nav.run()

@@ -20,8 +20,12 @@ def store_key() -> str:
 
 
 def current_run() -> int | None:
+    """The run chosen in the sidebar; else the one in the URL (a shared link, or a page run on its own)."""
     v = st.session_state.get("run")
-    return None if v is None else int(v)
+    if v is None:
+        q = st.query_params.get("run", "")
+        return int(q) if q.isdigit() else None
+    return int(v)
 
 
 def require_run() -> int:

@@ -116,7 +116,9 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
             continue
         m = models[models["role"] == role].iloc[0]
         mcfg = FlagTraderConfig.from_dict(from_json(m["config"]))
-        tcfg = _train_config(from_json(m["provenance"]), quick)
+        prov = from_json(m["provenance"]) or {}
+        prov = prov.get("provenance", prov)  # a flagcore checkpoint's training record sits one level down
+        tcfg = _train_config(prov, quick)
         def prog(done_splits, total, role=role, i=i):
             if progress:
                 progress(f"retraining CPCV {role}", (i + done_splits / total) / len(wanted))
@@ -134,7 +136,7 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
                              "path": np.arange(len(sharpes)), "sharpe": np.asarray(sharpes)})
         info = {"seconds": round(res.seconds, 1), "workers": res.workers, "splits": len(res.test_groups),
                 "paths": len(sharpes), "mean_sharpe": float(np.mean(sharpes)), "payoff_ratio": payoff,
-                "bars": ds.n_bars, "train_config": from_json(m["provenance"]).get("train_config"), "quick": quick}
+                "bars": ds.n_bars, "train_config": prov.get("train_config"), "quick": quick}
         with store.write() as con:
             insert_frame(con, "cpcv_paths", rows)
             con.execute("INSERT INTO diagnostics VALUES (?, ?, ?, ?)",

@@ -25,10 +25,15 @@ history = store.reviews(rid)
 st.subheader(f"History of run {rid}")
 if history.empty:
     st.info("No reviews yet.")
-else:
-    shown = history[["review_id", "created_at", "reviewer", "verdict", "comment"]].sort_values("review_id",
-                                                                                              ascending=False)
-    st.dataframe(shown, hide_index=True, width="stretch")
+for _, r in history.sort_values("review_id", ascending=False).iterrows():
+    with st.container(border=True, key=f"review-{int(r['review_id'])}"):
+        passed = sum(1 for c in r["hifa_snapshot"] or [] if c["passed"])
+        st.caption(f"Review {int(r['review_id'])}, {r['created_at']:%Y-%m-%d %H:%M} UTC: {r['verdict']}; "
+                   f"{passed} of {len(r['hifa_snapshot'] or [])} HIFA criteria passed at the time")
+        # user text is shown with st.text: never interpreted as Markdown or HTML
+        st.text(f"Reviewer: {r['reviewer']}")
+        if r["comment"]:
+            st.text(r["comment"])
 
 st.subheader("Findings report")
 c = st.columns(2)

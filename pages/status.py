@@ -30,3 +30,32 @@ if rid is not None:
     st.dataframe(hifa_badges(store(), rid), hide_index=True, width="stretch")
 st.caption("New runs: `flagcore evaluate --checkpoint CKPT --data FILE [--train FILE] [--partner CGDT] "
            "[--retrained CKPT ...]`; refresh the page to see them.")
+
+with st.expander("Evaluate a checkpoint on a dataset"):
+    from flagcore.views import browsable_files, inside_roots
+
+    files = browsable_files()
+    st.caption("Files under the configured folders (`FLAGCORE_FILES`, default `data/`). Inference is cached in "
+               "the store, so a checkpoint and dataset already evaluated are not run again.")
+    if not files["checkpoints"] or not files["datasets"]:
+        st.info("No checkpoints or datasets found under the configured folders.")
+    else:
+        ckpt = st.selectbox("Checkpoint (the model under review)", files["checkpoints"], key="eval_ckpt")
+        data = st.selectbox("Evaluation data", files["datasets"], key="eval_data")
+        train = st.selectbox("Training data (prior, payoff ratios, feature shift)", [None] + files["datasets"],
+                             format_func=lambda p: "none" if p is None else p, key="eval_train")
+        if st.button("Evaluate", key="eval_go"):
+            from flagcore.pipeline import evaluate
+
+            chosen = [p for p in (ckpt, data, train) if p is not None]
+            if not all(inside_roots(p) for p in chosen):
+                st.error("Only files under the configured folders can be evaluated.")
+            else:
+                bar = st.progress(0.0, text="starting")
+                try:
+                    res = evaluate(ckpt, data, store=store(), train_data=train,
+                                   progress=lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage))
+                except Exception as e:  # noqa: BLE001 - the user sees one line, the server keeps running
+                    st.error((str(e).strip().splitlines() or [type(e).__name__])[0])
+                else:
+                    st.success(f"Run {res['run_id']} written; refresh the page to see it in the list.")

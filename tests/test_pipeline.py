@@ -157,3 +157,27 @@ def test_write_run_needs_a_baseline():
 
     with pytest.raises(FlagcoreError, match="baseline"):
         compute_run({}, None)
+
+
+def test_validate_retrain_adds_a_labelled_cpcv_mode(quick_demo, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy.duckdb"  # retraining appends to the run: work on a copy
+    shutil.copy(quick_demo["store"].path, copy)
+    args = ["validate", "--store", str(copy), "--run", str(quick_demo["run_id"]), "--retrain", "--options",
+            "baseline", "--quick-retrain", "--quiet", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    info = out["retrain"]["baseline"]
+    assert info["splits"] == 15 and info["paths"] == 5 and info["quick"] is True
+    paths = Store(copy).cpcv_paths(quick_demo["run_id"])
+    retrained = paths[(paths["option"] == "baseline") & (paths["mode"] == "retraining")]
+    assert len(retrained) == 5 and np.isfinite(retrained["sharpe"]).all()
+    assert np.isclose(retrained["sharpe"].mean(), info["mean_sharpe"])
+    base = next(o for o in out["criteria"]["options"] if o["option"] == "baseline")
+    assert base["retrain_paths"] == 5 and out["criteria"]["cpcv_mode"] == "post-hoc and retraining"
+    assert main(args) == 0  # a second call does not retrain or append again
+    assert json.loads(capsys.readouterr().out)["retrain"]["baseline"] == {"skipped": "already in the store"}
+    assert len(Store(copy).cpcv_paths(quick_demo["run_id"])) == len(paths)
+    assert main(["validate", "--store", str(copy), "--retrain", "--options", "cgdt", "--quiet"]) == 1
+    assert "no retrainable checkpoint" in capsys.readouterr().err

@@ -1,0 +1,172 @@
+"""The dashboard in Debian's chromium, driven by Playwright, against a real ``streamlit run`` server
+on the quick demo.
+
+Without chromium or playwright these tests skip, unless FLAGCORE_REQUIRE_BROWSER=1 (set by
+.ci/run, which installs both), where they fail instead. (Fixtures live here, not in a conftest,
+because the other tests import helpers from tests/conftest.py by module name.)
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("FLAGCORE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed"
+    if not Path(CHROMIUM).exists():
+        return f"no chromium at {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def server(quick_demo, tmp_path_factory):
+    why = _missing()
+    if why:
+        if os.environ.get("FLAGCORE_REQUIRE_BROWSER"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "FLAGCORE_STORE": str(quick_demo["store"].path)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not come up: {log.read_text()[-2000:]}")
+    yield {"url": url, "log": log, "store": quick_demo["store"], "run_id": quick_demo["run_id"]}
+    proc.terminate()
+    proc.wait(timeout=20)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    dialogs = []
+    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    pg.dialogs = dialogs
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture
+def settle():
+    return _settle
+
+
+def _settle(page, timeout: float = 60_000) -> None:
+    """Wait for the app to finish its run: script not running, no skeletons left."""
+    page.wait_for_timeout(250)  # past the widget debounce
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0",
+                           timeout=timeout)
+
+
+
+CHARTED = ("Model health", "Logit analysis", "Solution comparison", "HIFA criteria")
+PAGES = ["Validation status", "Model health", "Logit analysis", "Solution comparison", "HIFA criteria", "Reviews"]
+
+
+def _no_exception(page):
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_every_page_from_the_sidebar(server, page, settle):
+    page.goto(server["url"])
+    settle(page)
+    nav = page.locator("[data-testid='stSidebarNav']")
+    for title in PAGES:
+        nav.get_by_text(title, exact=True).click()
+        settle(page)
+        _no_exception(page)
+        assert page.locator("[data-testid='stMain'] h1").first.inner_text().startswith(title.split()[0])
+        assert f"run={server['run_id']}" in page.url  # the run picker lives in the URL
+        if title in CHARTED:
+            page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=30_000)  # drawn, not just placed
+
+
+def _metric(page, label: str) -> str:
+    box = page.locator("[data-testid='stMetric']").filter(has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text()
+
+
+def test_slider_moves_the_numbers(server, page, settle):
+    page.goto(f"{server['url']}/solutions?run={server['run_id']}")
+    settle(page)
+    before = (_metric(page, "Trades"), _metric(page, "Sharpe"))
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    for _ in range(5):
+        slider.press("PageDown")
+    settle(page)
+    _no_exception(page)
+    value = page.locator("[data-testid='stSliderThumbValue']").first.inner_text()
+    assert value != "0.950"
+    after = (_metric(page, "Trades"), _metric(page, "Sharpe"))
+    assert after != before
+    assert re.search(r"threshold=0\.\d+", page.url)
+
+
+def test_a_shared_url_reopens_the_threshold(server, page, settle):
+    page.goto(f"{server['url']}/solutions?run={server['run_id']}&threshold=0.5")
+    settle(page)
+    _no_exception(page)
+    assert page.locator("[data-testid='stSliderThumbValue']").first.inner_text() == "0.500"
+
+
+def test_review_with_script_is_shown_as_text(server, page, settle):
+    page.goto(f"{server['url']}/reviews?run={server['run_id']}")
+    settle(page)
+    comment = "<script>alert('pwned')</script> baseline collapsed"
+    page.get_by_label("Reviewer").fill("Browser Reviewer")
+    page.get_by_text("needs-work", exact=True).click()
+    page.get_by_label("Comment").fill(comment)
+    page.get_by_role("button", name="Sign off").click()
+    settle(page)
+    _no_exception(page)
+    assert page.get_by_text(comment, exact=True).first.is_visible()
+    assert page.get_by_text("Reviewer: Browser Reviewer").first.is_visible()
+    assert page.dialogs == []  # no script ran
+    df = server["store"].reviews(server["run_id"])
+    assert (df["comment"] == comment).sum() == 1
