@@ -309,7 +309,12 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
     """
     full_train = full_train if full_train is not None else train
     from flagcore.diagnostics import diagnose, feature_shift
-    from flagcore.hifa import hifa_verdict, permutation_test, posthoc_cpcv, probability_of_backtest_overfitting
+    from flagcore.hifa import (
+        hifa_verdict,
+        permutation_test,
+        posthoc_cpcv,
+        probability_of_backtest_overfitting,
+    )
     from flagcore.solutions import agreement, compare_options, label_analysis
 
     s = settings or EvaluateSettings()

@@ -8,6 +8,7 @@ escaped in HTML and in Markdown table cells.
 from __future__ import annotations
 
 import html
+
 import numpy as np
 
 from flagcore.store import Store
