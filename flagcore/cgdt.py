@@ -329,12 +329,17 @@ class CGDT(nn.Module):
 
 
 def market_returns(close: np.ndarray, vol_span: int = 168) -> np.ndarray:
-    """``log(close_{t+1}/close_t) / sigma_t`` per bar (0 at the last bar): a long position's reward."""
+    """``log(close_{t+1}/close_t) / sigma_t`` per bar (0 at the last bar): a long position's reward.
+
+    NaN at the first bars, where no causal volatility exists yet (see ``labels.ewm_volatility``);
+    a zero volatility (constant prices) is replaced by the largest one seen.
+    """
     from flagcore.labels import ewm_volatility
 
     close = np.asarray(close, np.float64)
     sigma = ewm_volatility(close, span=vol_span)
-    sigma = np.where(sigma > 0, sigma, np.max(sigma) if (sigma > 0).any() else 1.0)
+    pos = np.isfinite(sigma) & (sigma > 0)
+    sigma = np.where(np.isfinite(sigma) & ~pos, np.max(sigma[pos]) if pos.any() else 1.0, sigma)
     m = np.zeros(close.size)
     m[:-1] = np.diff(np.log(close)) / sigma[:-1]
     return m
@@ -351,9 +356,10 @@ def rewards_to_go(
     close = np.asarray(close, np.float64)
     labels = np.asarray(labels)
     n = close.size
-    known = labels != UNLABELLED
+    mret = market_returns(close, vol_span)
+    known = (labels != UNLABELLED) & np.isfinite(mret)  # a bar without a causal volatility has no reward
     pos = np.where(known, np.asarray(POSITION)[np.where(known, labels, 1).astype(np.int64)], 0.0)
-    r = pos * market_returns(close, vol_span)
+    r = pos * np.where(known, mret, 0.0)
     c = np.concatenate([[0.0], np.cumsum(r)])
     k = np.concatenate([[0], np.cumsum(known)])
     R = np.full(n, np.nan)
@@ -376,7 +382,7 @@ def action_returns(
     move. ``R_t(a_t) = R_t``. NaN where ``valid`` is false.
     """
     R, valid = rewards_to_go(close, labels, horizon, vol_span)
-    m = market_returns(close, vol_span)
+    m = np.nan_to_num(market_returns(close, vol_span))  # NaN only where valid is false anyway
     pos = np.asarray(POSITION)
     taken = pos[np.where(valid, labels, 1).astype(np.int64)]
     return R[:, None] + (pos[None, :] - taken[:, None]) * m[:, None], valid

@@ -22,16 +22,19 @@ METHODS = ("triple-barrier", "fixed-horizon")
 
 
 def ewm_volatility(close: np.ndarray, span: int = 168) -> np.ndarray:
-    """EWM standard deviation of 1-bar log returns up to and including each bar (per bar)."""
+    """EWM standard deviation of 1-bar log returns up to and including each bar (per bar).
+
+    Strictly causal: before ``min(span, 24)`` returns exist, the expanding standard deviation of
+    the returns so far; NaN at the first two bars, which have fewer than two returns (a label there
+    stays unresolved rather than borrow a later bar's volatility).
+    """
     import pandas as pd
 
     r = pd.Series(np.log(np.asarray(close, float))).diff()
     vol = r.ewm(span=span, min_periods=min(span, 24)).std().to_numpy().copy()
-    # before enough history: the expanding std, then the first valid value
-    first = np.flatnonzero(np.isfinite(vol))
-    if first.size == 0:
-        raise FlagcoreError(f"need more than {min(span, 24)} bars to estimate volatility")
-    vol[: first[0]] = vol[first[0]]
+    early = r.expanding(min_periods=2).std().to_numpy()
+    warm = ~np.isfinite(vol)
+    vol[warm] = early[warm]
     return vol
 
 
@@ -46,8 +49,8 @@ def _validate(close, sigma, horizon, width):
         raise FlagcoreError(f"barrier width must be > 0, got {width!r}")
     if not (np.isfinite(close).all() and (close > 0).all()):
         raise FlagcoreError("close prices must be positive and finite")
-    if not (np.isfinite(sigma).all() and (sigma >= 0).all()):
-        raise FlagcoreError("volatility must be non-negative and finite")
+    if np.isinf(sigma).any() or (sigma < 0).any():
+        raise FlagcoreError("volatility must be non-negative and finite (NaN where unknown)")
     return close, sigma
 
 
@@ -73,6 +76,7 @@ def triple_barrier(close, sigma, horizon: int, width: float) -> np.ndarray:
     lab = np.full(n - horizon, HOLD, dtype=np.int8)
     lab[first_up < first_down] = BUY
     lab[first_down < first_up] = SELL
+    lab[~np.isfinite(sigma[: n - horizon])] = UNLABELLED  # no causal volatility yet
     labels[: n - horizon] = lab
     return labels
 
@@ -88,6 +92,7 @@ def fixed_horizon(close, sigma, horizon: int, width: float) -> np.ndarray:
     lab = np.full(n - horizon, HOLD, dtype=np.int8)
     lab[ret > barrier] = BUY
     lab[ret < -barrier] = SELL
+    lab[~np.isfinite(barrier)] = UNLABELLED
     labels[: n - horizon] = lab
     return labels
 

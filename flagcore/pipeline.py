@@ -585,6 +585,14 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
     test = load_dataset(data, state_dim=cfg.state_dim)
     if test.close is None:
         raise FlagcoreError(f"{data}: needs a 'close' column to backtest")
+    if test.n_bars < cfg.window:
+        raise FlagcoreError(f"{data}: {test.n_bars} bars, fewer than the model's window of {cfg.window}")
+    crit, h = s.resolved_criteria(), int(test.label_horizon or 0)
+    # every CPCV group must outlast its purge and embargo, and the permutation test needs two blocks
+    need = max(2 * int(crit["permutation_block"]), int(crit["cpcv_groups"]) * (2 * h + 2), 50)
+    if test.n_bars - test.eval_index < need:
+        raise FlagcoreError(f"{data}: {test.n_bars - test.eval_index} evaluated bars; the backtest and its "
+                            f"validation need at least {need} (label horizon {h})")
     train = full_train = None
     if train_data is not None:
         full_train = load_dataset(train_data, state_dim=cfg.state_dim)

@@ -183,6 +183,9 @@ def train_model(
         )
     y_all = torch.as_tensor(ds.labels.astype(np.int64))
     shares = np.bincount(ds.labels[train_ends], minlength=3) / len(train_ends)
+    if (shares > 0).sum() < 2:
+        only = ("SELL", "HOLD", "BUY")[int(shares.argmax())]
+        raise FlagcoreError(f"{ds.source}: every training label is {only}; a classifier needs at least two classes")
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -75,7 +75,7 @@ def test_rewards_to_go_match_a_direct_sum():
     r = [(-1, 0, 1)[labels[t]] * np.log(close[t + 1] / close[t]) / sigma[t] if labels[t] >= 0 else 0.0
          for t in range(n - 1)]
     for t in range(n):
-        ok = t + H <= n - 1 and all(labels[t : t + H] >= 0)
+        ok = t + H <= n - 1 and all(labels[t : t + H] >= 0) and np.isfinite(r[t : t + H]).all()
         assert valid[t] == ok, t
         if ok:
             assert R[t] == pytest.approx(sum(r[t : t + H]), abs=1e-12)
@@ -91,7 +91,7 @@ def test_counterfactual_returns_change_only_the_first_reward():
     labels = rng.integers(0, 3, size=n).astype(np.int8)
     RA, valid = action_returns(close, labels, H, vol_span=10)
     R, valid2 = rewards_to_go(close, labels, H, vol_span=10)
-    assert np.array_equal(valid, valid2) and valid.sum() == n - H
+    assert np.array_equal(valid, valid2) and valid.sum() == n - H - 2 and not valid[:2].any()  # no causal sigma at bars 0, 1
     t = np.flatnonzero(valid)
     np.testing.assert_allclose(RA[t, labels[t]], R[t], atol=1e-12)  # the action taken: R_t itself
     m = market_returns(close, vol_span=10)

@@ -1,0 +1,150 @@
+"""`flagcore evaluate` killed with SIGKILL at random moments, and the dashboard read by several
+sessions while CLI processes write runs and reviews."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flagcore.store import Store
+
+FLAGCORE = [sys.executable, "-m", "flagcore"]
+
+
+def _fast_criteria(tmp: Path) -> Path:
+    p = tmp / "fast.toml"
+    p.write_text("[hifa]\nn_permutations = 2000\n")
+    return p
+
+
+def _check_complete(store: Store, n_bars: int) -> None:
+    """Every stored run is whole: its options, their per-bar predictions and criteria."""
+    for rid in store.list_runs()["run_id"]:
+        opts = store.option_results(int(rid))
+        assert len(opts) >= 1
+        n = store.query("SELECT count(*) AS n FROM predictions WHERE run_id = ? AND period = 'test'",
+                        [int(rid)])["n"].iloc[0]
+        assert n == len(opts) * n_bars
+        assert len(store.hifa(int(rid))) == 3 * len(opts)
+
+
+def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
+    store_path = tmp_path / "store.duckdb"
+    shutil.copy(quick_demo["store"].path, store_path)
+    store = Store(store_path)
+    rid0 = quick_demo["run_id"]
+    store.add_review(rid0, "Ann", "reject", "before the crashes")
+    n_bars = store.run(rid0)["summary"]["evaluated_bars"]
+    root = quick_demo["root"]
+    cmd = FLAGCORE + ["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(root / "test.parquet"),
+                      "--retrained", str(root / "models" / "weighted"), "--store", str(store_path), "--quiet",
+                      "--criteria", str(_fast_criteria(tmp_path))]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    full = time.perf_counter() - t
+    runs_before = set(store.list_runs()["run_id"])
+    rng = np.random.default_rng(7)
+    finished = 0
+    for _ in range(10):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.05) * full)  # most kills land late: during the work or the write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        finished += proc.returncode == 0
+        runs = set(store.list_runs()["run_id"])  # the store opens after every kill
+        assert runs_before <= runs and len(runs - runs_before) <= 1
+        runs_before = runs
+        _check_complete(store, n_bars)
+    reviews = store.reviews(rid0)
+    assert reviews["comment"].tolist() == ["before the crashes"]
+    assert len(store.option_results(rid0)) == len(Store(quick_demo["store"].path).option_results(rid0))
+    assert finished < 10  # at least one kill hit a running evaluate
+
+
+def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path):
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        if os.environ.get("FLAGCORE_REQUIRE_BROWSER"):
+            pytest.fail("no chromium")
+        pytest.skip("no chromium")
+    import socket
+    import urllib.request
+
+    store_path = tmp_path / "store.duckdb"
+    shutil.copy(quick_demo["store"].path, store_path)
+    store = Store(store_path)
+    root = quick_demo["root"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "server.log"
+    env = {**os.environ, "FLAGCORE_STORE": str(store_path)}
+    app = Path(__file__).resolve().parents[2] / "app.py"
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+                                   "--server.port", str(port), "--server.address", "127.0.0.1",
+                                   "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                                  cwd=app.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.2)
+        writers = [subprocess.Popen(FLAGCORE + ["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data",
+                                                str(root / "test.parquet"), "--store", str(store_path), "--quiet",
+                                                "--name", f"concurrent-{i}", "--criteria",
+                                                str(_fast_criteria(tmp_path))], stderr=subprocess.PIPE, text=True)
+                   for i in range(2)]
+        reviewers = [subprocess.Popen(FLAGCORE + ["review", "--store", str(store_path), "--run",
+                                                  str(quick_demo["run_id"]), "--reviewer", f"r{i}", "--verdict",
+                                                  "needs-work", "--comment", f"comment {i}"],
+                                      stderr=subprocess.PIPE, text=True) for i in range(6)]
+        pages = ["", "solutions", "hifa", "reviews"]
+        loads = 0
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                                  "--disable-dev-shm-usage"])
+            sessions = [b.new_page() for _ in range(3)]
+            t0 = time.time()
+            while time.time() - t0 < 45 or any(w.poll() is None for w in writers + reviewers):
+                for i, pg in enumerate(sessions):
+                    pg.goto(f"{url}/{pages[(loads + i) % len(pages)]}?run={quick_demo['run_id']}")
+                    pg.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']",
+                                         timeout=120_000)
+                    assert pg.locator("[data-testid='stException']").count() == 0
+                    loads += 1
+                if time.time() - t0 > 240:
+                    break
+            for w in writers + reviewers:
+                _, err = w.communicate(timeout=300)
+                assert w.returncode == 0, err
+            # a refresh shows the new runs
+            new_ids = store.query("SELECT run_id FROM runs WHERE name LIKE 'concurrent-%'")["run_id"].tolist()
+            assert len(new_ids) == 2
+            pg = sessions[0]
+            for rid in new_ids:
+                pg.goto(f"{url}/?run={rid}")
+                pg.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
+                assert pg.get_by_text(f"Run {rid}", exact=True).count() == 1
+            b.close()
+        assert loads >= 20
+        df = store.reviews(quick_demo["run_id"])
+        for i in range(6):  # every write present once
+            assert (df["comment"] == f"comment {i}").sum() == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    text = log.read_text()
+    assert "Traceback" not in text and "Error" not in text, text[-3000:]
