@@ -1,8 +1,8 @@
 """Plotly figure builders for the dashboard: plain functions of arrays and tables, no streamlit.
 
 Long series are thinned to at most ``MAX_POINTS`` points per trace (every k-th bar, the last
-always kept) so a page stays light in the browser; the numbers shown beside a chart come from the
-full series.
+always kept) and drawn as SVG, so a page stays light in the browser (WebGL traces are slow where
+the browser has no GPU); the numbers shown beside a chart come from the full series.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 CLASSES = ("SELL", "HOLD", "BUY")
 CLASS_COLORS = {"SELL": "#d62728", "HOLD": "#7f7f7f", "BUY": "#2ca02c"}
-MAX_POINTS = 2000
+MAX_POINTS = 1000  # per trace: SVG stays quick to draw, even without a GPU
 
 
 def _thin(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
@@ -21,6 +21,12 @@ def _thin(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
         return np.arange(n)
     idx = np.arange(0, n, int(np.ceil(n / max_points)))
     return idx if idx[-1] == n - 1 else np.append(idx, n - 1)
+
+
+def _utc_naive(ts) -> np.ndarray:
+    """UTC wall times as datetime64 (plotly serialises these fast; tz-aware objects are slow)."""
+    idx = pd.DatetimeIndex(ts)
+    return (idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx).to_numpy()
 
 
 def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
@@ -59,11 +65,12 @@ def confidence_histogram(confidence: np.ndarray, title: str = "Confidence of the
 
 def logits_over_time(timestamps, logits: np.ndarray, title: str = "Logits over time") -> go.Figure:
     x = np.asarray(logits)
-    ts = pd.DatetimeIndex(timestamps)
+    ts = _utc_naive(timestamps)
     k = _thin(len(ts))
-    fig = go.Figure([go.Scattergl(x=ts[k], y=x[k, j], name=c, mode="lines", line=dict(color=CLASS_COLORS[c], width=1))
+    fig = go.Figure([go.Scatter(x=ts[k], y=x[k, j], name=c, mode="lines", line=dict(color=CLASS_COLORS[c], width=1))
                      for j, c in enumerate(CLASSES)])
     fig.update_yaxes(title="logit")
+    fig.update_xaxes(title="UTC")
     return _layout(fig, title)
 
 
@@ -110,12 +117,15 @@ def feature_shift(rows: list[dict], title: str = "Train vs test feature shift (P
 
 def equity_curves(df: pd.DataFrame, titles: dict[str, str] | None = None, title: str = "Equity curves") -> go.Figure:
     """``df`` with columns option, timestamp, equity (one row per bar and option)."""
-    fig = go.Figure()
-    for opt, g in df.groupby("option", sort=False):
-        k = _thin(len(g))
-        fig.add_trace(go.Scattergl(x=g["timestamp"].to_numpy()[k], y=g["equity"].to_numpy()[k], mode="lines",
-                                   name=(titles or {}).get(opt, opt), line=dict(width=1.5)))
+    traces = []
+    ts_all, eq_all = _utc_naive(df["timestamp"]), df["equity"].to_numpy()
+    for opt, rows in df.groupby("option", sort=False).indices.items():
+        k = rows[_thin(len(rows))]
+        traces.append(go.Scatter(x=ts_all[k], y=eq_all[k], mode="lines", name=(titles or {}).get(opt, opt),
+                                   line=dict(width=1.5)))
+    fig = go.Figure(traces)
     fig.update_yaxes(title="equity (start = 1)", type="log")
+    fig.update_xaxes(title="UTC")
     return _layout(fig, title)
 
 

@@ -1,3 +1,7 @@
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,3 +137,37 @@ def quick_demo(tmp_path_factory):
     store = Store(base / "store.duckdb")
     res = build_demo(store, quick=True, root=base / "demo")
     return {"store": store, "run_id": res["run_id"], "root": base / "demo" / "quick", "result": res}
+
+
+# ----------------------------------------------------------------------------- browser (Playwright + chromium)
+
+CHROMIUM = os.environ.get("FLAGCORE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def require_browser() -> None:
+    """Skip without playwright or chromium, or fail when FLAGCORE_REQUIRE_BROWSER is set (CI)."""
+    why = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        why = "playwright is not installed"
+    if why is None and not Path(CHROMIUM).exists():
+        why = f"no chromium at {CHROMIUM} (apt-get install chromium)"
+    if why:
+        if os.environ.get("FLAGCORE_REQUIRE_BROWSER"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium for the session (Playwright's sync API allows one per thread)."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking"])
+        yield b
+        b.close()

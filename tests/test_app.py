@@ -175,3 +175,31 @@ def test_evaluate_from_the_dashboard_uses_only_configured_folders(quick_demo, mo
     assert not at.exception
     assert any("written" in s.value for s in at.success), [e.value for e in at.error]
     assert len(Store(copy).list_runs()) == before + 1
+
+
+def test_a_bad_file_in_the_dashboard_gives_one_line_and_writes_nothing(quick_demo, monkeypatch, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from flagcore.store import Store
+
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copytree(quick_demo["root"] / "models" / "ce", files / "ce")
+    bad = pd.read_parquet(quick_demo["root"] / "test.parquet")
+    bad.loc[5, "close"] = -1.0
+    bad.to_csv(files / "bad.csv", index=False)
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(quick_demo["store"].path, copy)
+    monkeypatch.setenv("FLAGCORE_STORE", str(copy))
+    monkeypatch.setenv("FLAGCORE_FILES", str(files))
+    before = len(Store(copy).list_runs())
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.selectbox(key="eval_data").set_value(str((files / "bad.csv").resolve()))
+    at.button(key="eval_go").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "bad.csv" in errors[0] and "non-positive price -1.0 at row 6" in errors[0]
+    assert "\n" not in errors[0]
+    assert len(Store(copy).list_runs()) == before

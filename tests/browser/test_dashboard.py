@@ -8,7 +8,6 @@ because the other tests import helpers from tests/conftest.py by module name.)
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,28 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import require_browser
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("FLAGCORE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed"
-    if not Path(CHROMIUM).exists():
-        return f"no chromium at {CHROMIUM} (apt-get install chromium)"
-    return None
-
-
 @pytest.fixture(scope="session")
 def server(quick_demo, tmp_path_factory):
-    why = _missing()
-    if why:
-        if os.environ.get("FLAGCORE_REQUIRE_BROWSER"):
-            pytest.fail(why)
-        pytest.skip(why)
+    require_browser()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -65,18 +48,6 @@ def server(quick_demo, tmp_path_factory):
     proc.wait(timeout=20)
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 @pytest.fixture
