@@ -108,7 +108,7 @@ def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
         contexts = [browser.new_context() for _ in range(3)]  # three separate browser sessions
         sessions = [c.new_page() for c in contexts]
         t0 = time.time()
-        while time.time() - t0 < 45 or any(w.poll() is None for w in writers + reviewers):
+        while time.time() - t0 < 60 or any(w.poll() is None for w in writers + reviewers):  # a minute at least
             for i, pg in enumerate(sessions):
                 pg.goto(f"{url}/{pages[(loads + i) % len(pages)]}?run={quick_demo['run_id']}")
                 pg.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']",
