@@ -110,6 +110,12 @@ def loaded_model(checkpoint: str, sha256: str):
     return model
 
 
+def plain(text) -> str:
+    """Text (paths, error messages) for st.error/st.success, which render Markdown: escaped so it
+    shows as itself."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~$:" else ch for ch in str(text))
+
+
 def pct(x) -> str:
     import math
 

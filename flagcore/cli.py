@@ -524,8 +524,19 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _criteria_in_file(path) -> dict:
+    """The HIFA settings a TOML file sets (validated), without the defaults it leaves out."""
+    import tomllib
+
     from flagcore.hifa import load_criteria
+
+    full = load_criteria(path)
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    return {k: full[k] for k in data.get("hifa", data)}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
     from flagcore.validate import rejudge, retrain_validation
 
     store = _store(args)
@@ -543,7 +554,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                                    quick=args.quick_retrain, progress=stages)
         finally:
             stages.close()
-    table = rejudge(store, run_id, load_criteria(args.criteria) if args.criteria else None)
+    table = rejudge(store, run_id, _criteria_in_file(args.criteria) if args.criteria else None)
     result["criteria"] = table
     lines = [f"HIFA criteria, run {run_id} (CPCV mode: {table['cpcv_mode']}; {table['n_trials']} trials)"]
     lines.append(f"  {'option':<32} {'CPCV mean Sharpe':>18} {'deflated Sharpe':>18} {'DSR prob.':>9} "

@@ -2,7 +2,9 @@
 
 ``evaluate`` does all the heavy work first (inference is cached in the store by checkpoint hash,
 dataset hash and inference settings), then writes the whole run in one transaction: an
-interrupted run leaves nothing behind and earlier runs untouched.
+interrupted run leaves no part of a run behind and earlier runs untouched. (Inference results
+enter the cache as they are computed, each in its own transaction: a cache entry is complete or
+absent, and an interrupted run's logits are reused by the next.)
 
 Trials for the deflated Sharpe: every option evaluated (the perfect-foresight labels excepted:
 they are an upper bound, not a candidate) plus every other value of the HOLD threshold and of the
@@ -144,7 +146,7 @@ def flag_trader_logits(store: Store, model, role: str, test, train, stats: dict,
     full = _cached_or_run(store, info.sha256, test, runner(test, "test"), settings, stats)
     tr = None
     if train is not None:
-        tr = _cached_or_run(store, info.sha256, train, runner(train, "train"), settings, stats)
+        tr = _cached_or_run(store, info.sha256, train, runner(train, "train"), settings, stats)[train.eval_index:]
     return ModelLogits(role, info.sha256, "flag-trader", str(path), rec, full[test.eval_index:], tr)
 
 
@@ -167,7 +169,7 @@ def cgdt_logits(store: Store, path, test, train, stats: dict, progress: Progress
 
     full = _cached_or_run(store, mid, test, runner(test, "test"), INFERENCE_SETTINGS, stats)
     tr = None if train is None else _cached_or_run(store, mid, train, runner(train, "train"), INFERENCE_SETTINGS,
-                                                   stats)
+                                                   stats)[train.eval_index:]
     return ModelLogits("cgdt", mid, "cgdt", str(path), rec, full[test.eval_index:], tr)
 
 
@@ -183,8 +185,8 @@ def file_logits(path, role: str, test, train) -> ModelLogits:
     probs_given = aligned.logits is not None
     te = aligned.logits.astype(np.float64) if probs_given else _one_hot_logits(aligned.action)
     tr = None
-    if train is not None and pf.timestamps.isin(train.timestamps).all() and len(pf.timestamps) >= train.n_bars:
-        a = pf.align(train.timestamps)
+    if train is not None and train.timestamps[train.eval_index:].isin(pf.timestamps).all():
+        a = pf.align(train.timestamps[train.eval_index:])
         tr = a.logits.astype(np.float64) if a.logits is not None else _one_hot_logits(a.action)
     mid = file_sha256(path)
     rec = _model_record(mid, "predictions", str(path), {}, 0, 0, {"bars": len(pf.timestamps),
@@ -246,7 +248,7 @@ def _period_inputs(models: dict[str, ModelLogits], ds, period: str, partner: Mod
         if any(m.train is None for r, m in models.items() if r == "baseline"):
             return None
         logits = {r: m.train for r, m in models.items() if m.train is not None}
-        sl = slice(0, None)
+        sl = slice(ds.eval_index, None)  # the stretch after its lead-in of history
     if ds.close is None:
         raise FlagcoreError(f"{ds.source}: needs a 'close' column to backtest")
     out = {"logits": logits, "labels": None if ds.labels is None else ds.labels[sl],
@@ -258,11 +260,16 @@ def _period_inputs(models: dict[str, ModelLogits], ds, period: str, partner: Mod
             if partner.probs_given:
                 from flagcore.diagnostics import softmax
                 out["partner_probs"] = softmax(x)
-    if period == "train" and ds.labels is not None:
-        known = ds.labels[ds.labels >= 0]
-        if known.size:
-            out["prior"] = np.maximum(np.bincount(known, minlength=3) / known.size, 1e-6)
     return out
+
+
+def label_prior(labels) -> np.ndarray | None:
+    """Class shares of the resolved labels (floored at 1e-6): the prior that logit adjustment divides out."""
+    y = np.asarray(labels)
+    known = y[y >= 0]
+    if known.size == 0:
+        return None
+    return np.maximum(np.bincount(known, minlength=3) / known.size, 1e-6)
 
 
 @dataclass
@@ -324,10 +331,9 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
         raise FlagcoreError("a run needs the baseline model's logits")
     te = _period_inputs(models, test, "test", partner)
     tr = _period_inputs(models, train, "train", partner) if train is not None else None
-    if tr is not None and full_train is not None and full_train.labels is not None:
-        known = full_train.labels[full_train.labels >= 0]
-        if known.size:
-            tr["prior"] = np.maximum(np.bincount(known, minlength=3) / known.size, 1e-6)
+    prior = None if full_train is None or full_train.labels is None else label_prior(full_train.labels)
+    if tr is not None and prior is not None:
+        tr["prior"] = prior
     progress("options", 0.0)
     base_kw = {"hold_threshold": s.hold_threshold, "tau": s.tau}
     options = compare_options(te, tr, cfg=cfg, **base_kw)
@@ -345,7 +351,9 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
     trial_returns += [row for row, v in zip(thr_R, s.thresholds, strict=True) if v != s.hold_threshold]
     if tau_R is not None:
         trial_returns += [row for row, v in zip(tau_R, s.taus, strict=True) if v != s.tau]
-    trial_matrix = np.vstack(trial_returns)  # (n_trials, T)
+    tried = len(trial_returns)
+    # a swept value that changes nothing repeats a strategy already counted: one trial, not two
+    trial_matrix = np.unique(np.vstack(trial_returns), axis=0)  # (n_trials, T)
     sd = trial_matrix.std(axis=1, ddof=1)
     trial_sharpes = np.where(sd > 1e-15, trial_matrix.mean(1) / np.where(sd > 1e-15, sd, 1.0), 0.0)
     n_trials = int(trial_matrix.shape[0])
@@ -403,20 +411,23 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
                                         else np.full(test.n_bars - e, -1)).astype(np.int8)})
     train_bars = None
     if tr is not None:
-        train_bars = pd.DataFrame({"period": "train", "bar": np.arange(train.n_bars, dtype=np.int32),
-                                   "timestamp": train.timestamps, "close": train.close,
-                                   "label": (train.labels if train.labels is not None
-                                             else np.full(train.n_bars, -1)).astype(np.int8)})
+        f = train.eval_index
+        m = train.n_bars - f
+        train_bars = pd.DataFrame({"period": "train", "bar": np.arange(m, dtype=np.int32),
+                                   "timestamp": train.timestamps[f:], "close": train.close[f:],
+                                   "label": (train.labels[f:] if train.labels is not None
+                                             else np.full(m, -1)).astype(np.int8)})
     base = options.get("baseline")
     summary = {
-        "n_trials": n_trials, "trial_sharpe_variance": float(trial_sharpes.var(ddof=1)) if n_trials > 1 else 0.0,
+        "n_trials": n_trials, "trials_tried": tried, "label_prior": None if prior is None else prior.tolist(),
+        "trial_sharpe_variance": float(trial_sharpes.var(ddof=1)) if n_trials > 1 else 0.0,
         "trials": {"options": [k for k in options if k not in NOT_A_TRIAL], "hold_thresholds": len(s.thresholds) - (
             s.hold_threshold in s.thresholds), "taus": (len(s.taus) - (s.tau in s.taus)) if tau_R is not None else 0},
         "pbo": pbo.pbo, "pbo_combinations": pbo.n_combinations, "pbo_blocks": pbo.n_blocks,
         "collapse": diags.get("baseline", {}).get("collapse"),
         "baseline_hold_share": None if base is None else base["action_shares"]["HOLD"],
         "periods_per_year": te["periods_per_year"], "evaluated_bars": int(test.n_bars - e),
-        "label_horizon": h, "options_passing_hifa": [k for k, o in options.items() if o["hifa"]["passed_all"]],
+        "label_horizon": h, "options_passing_hifa": [k for k, o in options.items() if o["hifa"]["passed_all"] and k not in NOT_A_TRIAL],
         "payoff_sources": {k: o["payoff_source"] for k, o in options.items()},
         "payoff_period": None if train is None else {"bars": int(train.n_bars), "start": train.timestamps[0].isoformat(),
                                                      "end": train.timestamps[-1].isoformat()},
@@ -428,14 +439,15 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
                      models["baseline"].train)
 
 
-def recent(ds, bars: int):
-    """The last ``bars`` bars of a training dataset (all of it when shorter), marked for the cache."""
+def recent(ds, bars: int, history: int):
+    """The last ``bars`` bars of a training dataset, preceded by ``history`` bars that only give the
+    first windows their full history (``evaluation_start`` marks where the stretch begins)."""
     if bars < 1:
         raise FlagcoreError(f"payoff_bars must be >= 1, got {bars}")
-    if ds.n_bars <= bars:
-        return ds
-    start = ds.n_bars - bars
+    first = max(0, ds.n_bars - bars)
+    start = max(0, first - history)
     out = ds.slice(start, ds.n_bars)
+    out.evaluation_start = ds.timestamps[first]
     out.attrs = {**ds.attrs, "slice": f"{start}:{ds.n_bars}"}
     return out
 
@@ -589,7 +601,7 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
         raise FlagcoreError(f"{data}: {test.n_bars} bars, fewer than the model's window of {cfg.window}")
     crit, h = s.resolved_criteria(), int(test.label_horizon or 0)
     # every CPCV group must outlast its purge and embargo, and the permutation test needs two blocks
-    need = max(2 * int(crit["permutation_block"]), int(crit["cpcv_groups"]) * (2 * h + 2), 50)
+    need = 1 + max(2 * int(crit["permutation_block"]), 2 * s.pbo_blocks, int(crit["cpcv_groups"]) * (2 * h + 2))
     if test.n_bars - test.eval_index < need:
         raise FlagcoreError(f"{data}: {test.n_bars - test.eval_index} evaluated bars; the backtest and its "
                             f"validation need at least {need} (label horizon {h})")
@@ -599,7 +611,7 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
         check_disjoint(full_train, test)
         if full_train.close is None:
             raise FlagcoreError(f"{train_data}: needs a 'close' column to estimate payoff ratios")
-        train = recent(full_train, s.payoff_bars)
+        train = recent(full_train, s.payoff_bars, history=cfg.window - 1)
     stats = {"computed": 0, "cached": 0}
     models: dict[str, ModelLogits] = {}
     models["baseline"] = flag_trader_logits(store, base_model, "baseline", test, train, stats, s.device, progress)
@@ -630,6 +642,7 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
                                 f"or a predictions file")
         else:
             partner_m = file_logits(partner, "partner", test, train)
+            models["partner"] = partner_m  # recorded with the run; no option reads it by this name
     if reuse:
         key = request_key(models, test, full_train, partner_m, s)
         found = store.find_run(key)

@@ -101,7 +101,10 @@ def confusion_heatmap(matrix, title: str = "Confusion matrix") -> go.Figure:
 
 
 def feature_shift(rows: list[dict], title: str = "Train vs test feature shift (PSI)") -> go.Figure:
+    import html
+
     df = pd.DataFrame(rows)
+    df["name"] = df["name"].map(lambda n: html.escape(str(n)))  # plotly reads tags in labels: show names as text
     color = np.where(df["padding"], "#d62728", np.where(df["psi"] > 0.25, "#ff7f0e",
                                                         np.where(df["psi"] > 0.1, "#bcbd22", "#1f77b4")))
     fig = go.Figure(go.Bar(x=df["name"], y=df["psi"], marker_color=color,

@@ -111,8 +111,10 @@ def report_blocks(store: Store, run_id: int) -> list[tuple]:
                         f"Deflated Sharpe (>= {crit['deflated_sharpe_min']})",
                         f"Permutation p (below {crit['permutation_p_max']})"], rows))
     t = summary["trials"]
-    B.append(("p", f"Trials counted by the deflated Sharpe: {summary['n_trials']} ({len(t['options'])} options, "
-                   f"{t['hold_thresholds']} further HOLD thresholds, {t['taus']} further tau values); variance of "
+    B.append(("p", f"Trials counted by the deflated Sharpe: {summary['n_trials']} distinct strategies out of "
+                   f"{summary.get('trials_tried', summary['n_trials'])} tried ({len(t['options'])} options, "
+                   f"{t['hold_thresholds']} further HOLD thresholds, {t['taus']} further tau values; a value that "
+                   f"leaves the returns unchanged repeats a strategy and counts once); variance of "
                    f"their per-period Sharpe ratios {summary['trial_sharpe_variance']:.3g}. Probability of backtest "
                    f"overfitting over these trials: {summary['pbo']:.2f} ({summary['pbo_combinations']:,} "
                    f"combinations of {summary['pbo_blocks']} blocks). CPCV here is post hoc: the model is fixed and "
@@ -134,7 +136,10 @@ def report_blocks(store: Store, run_id: int) -> list[tuple]:
 
 
 def _md_cell(x) -> str:
-    return str(x).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+    """Text as Markdown that renders as itself: specials backslash-escaped, ``<`` as an entity."""
+    text = str(x).replace("\n", " ")
+    text = "".join("\\" + ch if ch in "\\`*_{}[]()#+!|~>$" else ch for ch in text)
+    return text.replace("<", "&lt;")
 
 
 def to_markdown(blocks: list[tuple]) -> str:

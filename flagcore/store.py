@@ -154,14 +154,41 @@ def from_json(value):
     return None if value is None else json.loads(value)
 
 
+_CURRENT: set[str] = set()  # store files (path, inode, mtime) this process has seen at SCHEMA_VERSION
+
+
 class Store:
     """A DuckDB result store at ``path`` (see the module docstring for the locking rules)."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout: float | None = None):
         self.path = Path(path) if path is not None else default_path()
-        env_timeout = os.environ.get("FLAGCORE_BUSY_TIMEOUT")
-        self.busy_timeout = float(busy_timeout if busy_timeout is not None else (env_timeout or 30.0))
-        self._schema_checked = False
+        if busy_timeout is None:
+            env_timeout = os.environ.get("FLAGCORE_BUSY_TIMEOUT", "30")
+            try:
+                busy_timeout = float(env_timeout)
+            except ValueError:
+                raise FlagcoreError(f"FLAGCORE_BUSY_TIMEOUT must be a number of seconds, got {env_timeout!r}") from None
+        self.busy_timeout = float(busy_timeout)
+
+    def _version_key(self) -> str | None:
+        # the file's identity and modification time: any write (a migration by a newer flagcore
+        # included) makes this process check the schema again, plain reads do not
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return f"{self.path.resolve()}:{st.st_ino}:{st.st_mtime_ns}"
+
+    @property
+    def _schema_checked(self) -> bool:
+        key = self._version_key()
+        return key is not None and key in _CURRENT
+
+    @_schema_checked.setter
+    def _schema_checked(self, value: bool) -> None:
+        key = self._version_key()
+        if key is not None and value:
+            _CURRENT.add(key)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"

@@ -84,7 +84,7 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
     import pandas as pd
 
     from flagcore.backtest import BacktestConfig, backtest
-    from flagcore.data import load_dataset, periods_per_year
+    from flagcore.data import load_dataset
     from flagcore.diagnostics import softmax
     from flagcore.model import FlagTraderConfig
     from flagcore.train import retrain_cpcv
@@ -93,7 +93,7 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
     if not run.get("train_dataset_id"):
         raise FlagcoreError(f"run {run_id} was evaluated without --train; retraining CPCV needs the training data")
     rec = store.dataset(run["train_dataset_id"])
-    ds = load_dataset(rec["source"])
+    ds = load_dataset(rec["source"], state_dim=int(rec["state_dim"]))
     if ds.content_hash != rec["dataset_id"]:
         raise FlagcoreError(f"{rec['source']}: changed since run {run_id} was evaluated (content hash differs)")
     models = store.run_models(run_id)
@@ -108,7 +108,7 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
     crit = run["settings"]["criteria"]
     bt_cfg = BacktestConfig(**run["settings"]["backtest"])
     results = store.option_results(run_id).set_index("option")
-    ppy = periods_per_year(ds.timestamps) or 8760.0
+    ppy = float(run["summary"]["periods_per_year"])  # annualised like the run's post-hoc paths
     summary = {}
     for i, role in enumerate(wanted):
         if role in done:
@@ -138,6 +138,11 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
                 "paths": len(sharpes), "mean_sharpe": float(np.mean(sharpes)), "payoff_ratio": payoff,
                 "bars": ds.n_bars, "train_config": prov.get("train_config"), "quick": quick}
         with store.write() as con:
+            again = con.execute("SELECT count(*) FROM cpcv_paths WHERE run_id = ? AND option = ? AND mode = ?",
+                                [int(run_id), role, RETRAIN_MODE]).fetchall()[0][0]
+            if again:  # another process stored this option's paths meanwhile: keep theirs, add nothing
+                summary[role] = {"skipped": "stored meanwhile by another process"}
+                continue
             insert_frame(con, "cpcv_paths", rows)
             con.execute("INSERT INTO diagnostics VALUES (?, ?, ?, ?)",
                         [int(run_id), role, "retrain_cpcv", to_json(info)])

@@ -21,8 +21,10 @@ st.caption(f"The seed's gate: CPCV mean Sharpe >= {crit['cpcv_mean_sharpe_min']}
            f"{crit['dsr_probability_min']}), permutation p < {crit['permutation_p_max']}.")
 c = st.columns(3)
 c[0].metric("Trials counted", summary["n_trials"],
-            help=f"{len(summary['trials']['options'])} options, {summary['trials']['hold_thresholds']} further HOLD "
-                 f"thresholds and {summary['trials']['taus']} further tau values: everything that was tried")
+            help=f"distinct strategies among the {summary.get('trials_tried', summary['n_trials'])} tried: "
+                 f"{len(summary['trials']['options'])} options, {summary['trials']['hold_thresholds']} further HOLD "
+                 f"thresholds and {summary['trials']['taus']} further tau values; a value that leaves the returns "
+                 f"unchanged repeats a strategy and counts once")
 c[1].metric("Probability of backtest overfitting", f"{summary['pbo']:.2f}",
             help=f"CSCV over the trials' returns, {summary['pbo_blocks']} blocks, "
                  f"{summary['pbo_combinations']:,} combinations")

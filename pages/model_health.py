@@ -45,7 +45,7 @@ if st.button("Run the check"):
     info = ac.run_info(path, rid)
     ds = ac.dataset(path, info["dataset_id"])
     if not Path(base["source"]).exists() or not Path(ds["source"]).exists():
-        st.error(f"The checkpoint {base['source']} or the dataset {ds['source']} is no longer on disk.")
+        st.error(ac.plain(f"The checkpoint {base['source']} or the dataset {ds['source']} is no longer on disk."))
     else:
         model = ac.loaded_model(base["source"], base["model_id"])
         stored = ac.predictions(path, rid, "baseline")

@@ -17,7 +17,7 @@ with st.form("review", clear_on_submit=True):
         try:
             review_id = store.add_review(rid, reviewer, verdict, comment)
         except ac.FlagcoreError as e:
-            st.error(str(e))
+            st.error(ac.plain(str(e)))
         else:
             st.success(f"Review {review_id} recorded.")
 
@@ -35,9 +35,17 @@ for _, r in history.sort_values("review_id", ascending=False).iterrows():
         if r["comment"]:
             st.text(r["comment"])
 
+
+
+@st.cache_data(ttl=ac.RUN_TTL, show_spinner=False)
+def report(path: str, run_id: int, fmt: str, latest_review: int) -> str:  # new review, new report
+    return render_report(ac.Store(path), run_id, fmt)
+
+
+latest = int(history["review_id"].max()) if not history.empty else 0
 st.subheader("Findings report")
 c = st.columns(2)
-c[0].download_button("Download Markdown", render_report(store, rid, "md"), file_name=f"flagcore-run-{rid}.md",
+c[0].download_button("Download Markdown", report(ac.store_key(), rid, "md", latest), file_name=f"flagcore-run-{rid}.md",
                      mime="text/markdown")
-c[1].download_button("Download HTML", render_report(store, rid, "html"), file_name=f"flagcore-run-{rid}.html",
-                     mime="text/html")
+c[1].download_button("Download HTML", report(ac.store_key(), rid, "html", latest),
+                     file_name=f"flagcore-run-{rid}.html", mime="text/html")

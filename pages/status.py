@@ -1,6 +1,7 @@
 import streamlit as st
 
 from app_common import current_run, store
+from app_common import plain as ac_plain
 from flagcore.views import runs_overview
 
 st.title("Validation status")
@@ -34,7 +35,7 @@ st.caption("New runs: `flagcore evaluate --checkpoint CKPT --data FILE [--train 
 with st.expander("Evaluate a checkpoint on a dataset"):
     from flagcore.views import browsable_files, inside_roots
 
-    files = browsable_files()
+    files = st.cache_data(ttl=30, show_spinner=False)(browsable_files)()
     st.caption("Files under the configured folders (`FLAGCORE_FILES`, default `data/`). Inference is cached in "
                "the store, so a checkpoint and dataset already evaluated are not run again.")
     if not files["checkpoints"] or not files["datasets"]:
@@ -56,6 +57,6 @@ with st.expander("Evaluate a checkpoint on a dataset"):
                     res = evaluate(ckpt, data, store=store(), train_data=train,
                                    progress=lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage))
                 except Exception as e:  # noqa: BLE001 - the user sees one line, the server keeps running
-                    st.error((str(e).strip().splitlines() or [type(e).__name__])[0])
+                    st.error(ac_plain((str(e).strip().splitlines() or [type(e).__name__])[0]))
                 else:
                     st.success(f"Run {res['run_id']} written; refresh the page to see it in the list.")

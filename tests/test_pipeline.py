@@ -52,7 +52,8 @@ def test_stored_run_is_complete_and_consistent(quick_demo):
     # the trials the deflated Sharpe counted: options (labels excepted) and every other swept value
     sweeps = s.sweeps(rid)
     n_opts = int((opts["option"] != "opt5_labels").sum())
-    assert summary["n_trials"] == n_opts + len(sweeps) - 2
+    assert summary["trials_tried"] == n_opts + len(sweeps) - 2
+    assert 1 < summary["n_trials"] < summary["trials_tried"]  # repeats (e.g. thresholds that flip nothing) count once
     h = s.hifa(rid)
     assert (h.loc[h["criterion"] == "deflated_sharpe", "inputs"].map(lambda d: d["n_trials"]) == summary["n_trials"]).all()
     paths = s.cpcv_paths(rid)
@@ -116,7 +117,7 @@ def test_report_and_review_through_the_cli(quick_demo, tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", "--store", st, "--run", rid]) == 0
     md = capsys.readouterr().out
-    assert "| Baseline (plain CE) |" in md and "COLLAPSED" in md and "needs-work" in md
+    assert "| Baseline \\(plain CE\\) |" in md and "COLLAPSED" in md and "needs-work" in md
     assert "\\| '; DROP TABLE reviews" in md  # table cells escape the pipe
     df = quick_demo["store"].reviews(int(rid))
     assert df["comment"].iloc[-1] == comment
