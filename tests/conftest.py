@@ -1,5 +1,11 @@
+import contextlib
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +147,7 @@ def quick_demo(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- browser (Playwright + chromium)
 
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FLAGCORE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -171,3 +178,35 @@ def browser():
             "--disable-background-networking"])
         yield b
         b.close()
+
+
+@contextlib.contextmanager
+def streamlit_server(store_path, log_path):
+    """A real ``streamlit run app.py`` on a free local port over ``store_path``; yields its URL and
+    on exit stops it and checks its log holds no traceback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "FLAGCORE_STORE": str(store_path)}
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"streamlit did not come up: {Path(log_path).read_text()[-2000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = Path(log_path).read_text()
+    assert "Traceback" not in text, text[-3000:]

@@ -3,51 +3,23 @@ on the quick demo.
 
 Without chromium or playwright these tests skip, unless FLAGCORE_REQUIRE_BROWSER=1 (set by
 .ci/run, which installs both), where they fail instead. (Fixtures live here, not in a conftest,
-because the other tests import helpers from tests/conftest.py by module name.)
+because the other tests import helpers from tests/conftest.py by module name; the server and
+the browser come from there.)
 """
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import require_browser
+from conftest import require_browser, streamlit_server
 
 ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def server(quick_demo, tmp_path_factory):
     require_browser()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "FLAGCORE_STORE": str(quick_demo["store"].path)}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not come up: {log.read_text()[-2000:]}")
-    yield {"url": url, "log": log, "store": quick_demo["store"], "run_id": quick_demo["run_id"]}
-    proc.terminate()
-    proc.wait(timeout=20)
-    text = log.read_text()
-    assert "Traceback" not in text, text[-3000:]
+    with streamlit_server(quick_demo["store"].path, log) as url:
+        yield {"url": url, "log": log, "store": quick_demo["store"], "run_id": quick_demo["run_id"]}
 
 
 @pytest.fixture

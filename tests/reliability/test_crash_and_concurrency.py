@@ -1,7 +1,6 @@
 """`flagcore evaluate` killed with SIGKILL at random moments, and the dashboard read by several
 sessions while CLI processes write runs and reviews."""
 
-import os
 import shutil
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from conftest import streamlit_server
 
 from flagcore.store import Store
 
@@ -68,32 +68,12 @@ def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
 
 
 def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
-    import socket
-    import urllib.request
-
     store_path = tmp_path / "store.duckdb"
     shutil.copy(quick_demo["store"].path, store_path)
     store = Store(store_path)
     root = quick_demo["root"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path / "server.log"
-    env = {**os.environ, "FLAGCORE_STORE": str(store_path)}
-    app = Path(__file__).resolve().parents[2] / "app.py"
-    with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-                                   "--server.port", str(port), "--server.address", "127.0.0.1",
-                                   "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                                  cwd=app.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
+    with streamlit_server(store_path, log) as url:
         writers = [subprocess.Popen(FLAGCORE + ["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data",
                                                 str(root / "test.parquet"), "--store", str(store_path), "--quiet",
                                                 "--name", f"concurrent-{i}", "--criteria",
@@ -134,8 +114,5 @@ def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
         df = store.reviews(quick_demo["run_id"])
         for i in range(6):  # every write present once
             assert (df["comment"] == f"comment {i}").sum() == 1
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     text = log.read_text()
-    assert "Traceback" not in text and "Error" not in text, text[-3000:]
+    assert "Error" not in text, text[-3000:]  # no traceback either: streamlit_server checks that
