@@ -56,7 +56,7 @@ class EvaluateSettings:
     criteria: dict | None = None  # HIFA thresholds (hifa.load_criteria); None: the seed's
     permutation_seed: int = 0
     pbo_blocks: int = 16
-    payoff_bars: int = 8766  # the training period's last year: payoff ratios and training-period signals
+    payoff_years: float = 1.0  # the training period's last year: payoff ratios and training-period signals
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -68,6 +68,8 @@ class EvaluateSettings:
             raise FlagcoreError("thresholds must be values in [0, 1]")
         if not self.taus or any(t < 0 for t in self.taus):
             raise FlagcoreError("taus must be values >= 0")
+        if not self.payoff_years > 0:
+            raise FlagcoreError(f"payoff_years must be > 0, got {self.payoff_years!r}")
 
     def resolved_criteria(self) -> dict:
         from flagcore.hifa import DEFAULT_CRITERIA
@@ -429,8 +431,9 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
         "periods_per_year": te["periods_per_year"], "evaluated_bars": int(test.n_bars - e),
         "label_horizon": h, "options_passing_hifa": [k for k, o in options.items() if o["hifa"]["passed_all"] and k not in NOT_A_TRIAL],
         "payoff_sources": {k: o["payoff_source"] for k, o in options.items()},
-        "payoff_period": None if train is None else {"bars": int(train.n_bars), "start": train.timestamps[0].isoformat(),
-                                                     "end": train.timestamps[-1].isoformat()},
+        "payoff_period": None if train is None else {  # after the lead-in that only gives windows history
+            "bars": int(train.n_bars - train.eval_index), "start": train.timestamps[train.eval_index].isoformat(),
+            "end": train.timestamps[-1].isoformat()},
     }
     key = request_key(models, test, full_train, partner, s)
     return RunResult(name or Path(test.source).stem, s.to_dict(), summary, models, test_bars, train_bars, options,
@@ -443,7 +446,7 @@ def recent(ds, bars: int, history: int):
     """The last ``bars`` bars of a training dataset, preceded by ``history`` bars that only give the
     first windows their full history (``evaluation_start`` marks where the stretch begins)."""
     if bars < 1:
-        raise FlagcoreError(f"payoff_bars must be >= 1, got {bars}")
+        raise FlagcoreError(f"the payoff stretch needs at least one bar, got {bars}")
     first = max(0, ds.n_bars - bars)
     start = max(0, first - history)
     out = ds.slice(start, ds.n_bars)
@@ -588,7 +591,7 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
     import time
 
     from flagcore.checkpoint import is_cgdt, load_checkpoint
-    from flagcore.data import check_disjoint, load_dataset
+    from flagcore.data import check_disjoint, load_dataset, periods_per_year
 
     t0 = time.perf_counter()
     s = settings or EvaluateSettings()
@@ -611,7 +614,10 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
         check_disjoint(full_train, test)
         if full_train.close is None:
             raise FlagcoreError(f"{train_data}: needs a 'close' column to estimate payoff ratios")
-        train = recent(full_train, s.payoff_bars, history=cfg.window - 1)
+        # the bar count of payoff_years follows from the data's own spacing (hourly, daily, ...)
+        ppy = periods_per_year(full_train.timestamps)
+        bars = full_train.n_bars if ppy is None else max(1, round(ppy * s.payoff_years))
+        train = recent(full_train, bars, history=cfg.window - 1)
     stats = {"computed": 0, "cached": 0}
     models: dict[str, ModelLogits] = {}
     models["baseline"] = flag_trader_logits(store, base_model, "baseline", test, train, stats, s.device, progress)

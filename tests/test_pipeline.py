@@ -56,6 +56,10 @@ def test_stored_run_is_complete_and_consistent(quick_demo):
     assert 1 < summary["n_trials"] < summary["trials_tried"]  # repeats (e.g. thresholds that flip nothing) count once
     h = s.hifa(rid)
     assert (h.loc[h["criterion"] == "deflated_sharpe", "inputs"].map(lambda d: d["n_trials"]) == summary["n_trials"]).all()
+    # the payoff stretch is the training period's last year, counted in the data's own bars
+    train_rows = s.dataset(s.run(rid)["train_dataset_id"])["bars"]
+    year = round(summary["periods_per_year"])
+    assert len(s.bars(rid, "train")) == summary["payoff_period"]["bars"] == min(train_rows, year)
     paths = s.cpcv_paths(rid)
     assert set(paths["mode"]) == {"post-hoc"}
     assert (paths.groupby("option").size() == 5).all()  # N=6, k=2: five paths
