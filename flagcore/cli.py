@@ -398,6 +398,12 @@ def _run_line(res: dict) -> str:
             f"(inference: {inf['computed']} computed, {inf['cached']} from the store cache)")
 
 
+def _placement(args: argparse.Namespace):
+    from flagcore.tasks import Placement
+
+    return Placement(workers=args.workers, ray_address=args.ray_address, task_cpus=args.task_cpus)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from flagcore.pipeline import evaluate
 
@@ -405,7 +411,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     stages = _Stages(args.quiet)
     try:
         res = evaluate(args.checkpoint, args.data, store=store, train_data=args.train, partner=args.partner,
-                       retrained=args.retrained or (), name=args.name, settings=_settings(args), progress=stages)
+                       retrained=args.retrained or (), name=args.name, settings=_settings(args), progress=stages,
+                       placement=_placement(args))
     finally:
         stages.close()
     lines = [_run_line(res)] + _runs_lines(store, [res["run_id"]])
@@ -539,6 +546,7 @@ def _criteria_in_file(path) -> dict:
 def cmd_validate(args: argparse.Namespace) -> int:
     from flagcore.validate import rejudge, retrain_validation
 
+    placement = _placement(args) if args.retrain else None  # bad values fail before any work
     store = _store(args)
     run_id = args.run
     if run_id is None:
@@ -550,8 +558,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.retrain:
         stages = _Stages(args.quiet)
         try:
-            result["retrain"] = retrain_validation(store, run_id, options=args.options, workers=args.workers,
-                                                   quick=args.quick_retrain, progress=stages)
+            result["retrain"] = retrain_validation(store, run_id, options=args.options, quick=args.quick_retrain,
+                                                   progress=stages, placement=placement)
         finally:
             stages.close()
     table = rejudge(store, run_id, _criteria_in_file(args.criteria) if args.criteria else None)
@@ -699,6 +707,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="PATH")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print JSON")
+    def placement_args(sp, what: str, default_workers: int) -> None:
+        sp.add_argument("--workers", type=int, default=default_workers,
+                        help=f"local worker processes for {what} (default {default_workers})")
+        sp.add_argument("--ray-address", metavar="ADDR",
+                        help=f"run {what} as tasks on a Ray cluster: 'local', 'auto', host:port or "
+                             "ray://host:port (pip install 'flagcore[ray]')")
+        sp.add_argument("--task-cpus", type=int, default=1, help="with --ray-address: CPUs per task (default 1)")
+
     def store_arg(sp):
         sp.add_argument("--store", metavar="PATH",
                         help="DuckDB result store (default $FLAGCORE_STORE or data/flagcore.duckdb)")
@@ -725,6 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="run name (default: the dataset's file name)")
     evaluation_args(s)
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    placement_args(s, "the checkpoints' inference", default_workers=1)
     store_arg(s)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true", help="print JSON")
@@ -764,8 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retrain", action="store_true",
                    help="retraining CPCV: retrain the trainable options on every split (takes minutes)")
     s.add_argument("--options", metavar="LIST", help="with --retrain: comma-separated options (default: all trainable)")
-    s.add_argument("--workers", type=int, default=2, help="with --retrain: worker processes (default 2)")
     s.add_argument("--quick-retrain", action="store_true", help="with --retrain: fewer windows per epoch")
+    placement_args(s, "the retraining splits", default_workers=2)
     store_arg(s)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true", help="print JSON")

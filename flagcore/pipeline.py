@@ -112,12 +112,17 @@ def _model_record(model_id: str, kind: str, source: str, config: dict, total: in
             "total_parameters": total, "trainable_parameters": trainable, "provenance": provenance}
 
 
+def _cache_settings(settings: str, ds) -> str:
+    return f"{settings};bars={ds.attrs.get('slice', 'all')}"
+
+
 def _cached_or_run(store: Store, model_id: str, ds, run: Callable[[], tuple[np.ndarray, np.ndarray]],
                    settings: str, stats: dict) -> np.ndarray:
-    settings = f"{settings};bars={ds.attrs.get('slice', 'all')}"
+    settings = _cache_settings(settings, ds)
     cached = store.cached_logits(model_id, ds.content_hash, settings)
     if cached is not None and len(cached) == ds.n_bars:
-        stats["cached"] += 1
+        # prefetched by this evaluate's tasks: computed now, not found from an earlier run
+        stats["computed" if (model_id, ds.content_hash, settings) in stats.get("fresh", ()) else "cached"] += 1
         return cached[["logit_sell", "logit_hold", "logit_buy"]].to_numpy(np.float64)
     logits, short = run()
     store.put_inference(model_id, ds.content_hash, settings, np.asarray(logits, np.float64), short)
@@ -152,12 +157,17 @@ def flag_trader_logits(store: Store, model, role: str, test, train, stats: dict,
     return ModelLogits(role, info.sha256, "flag-trader", str(path), rec, full[test.eval_index:], tr)
 
 
-def cgdt_logits(store: Store, path, test, train, stats: dict, progress: Progress = _noop) -> ModelLogits:
-    from flagcore.cgdt import describe_cgdt, load_cgdt, predict_cgdt
+def _cgdt_id(path) -> str:
     from flagcore.checkpoint import file_sha256
 
+    return file_sha256(Path(path) / "model.safetensors" if Path(path).is_dir() else path)
+
+
+def cgdt_logits(store: Store, path, test, train, stats: dict, progress: Progress = _noop) -> ModelLogits:
+    from flagcore.cgdt import describe_cgdt, load_cgdt, predict_cgdt
+
     model = load_cgdt(path)
-    mid = file_sha256(Path(path) / "model.safetensors" if Path(path).is_dir() else path)
+    mid = _cgdt_id(path)
     d = describe_cgdt(model)
     n_params = int(d["policy_params"] + d["critic_params"])
     rec = _model_record(mid, "cgdt", str(path), d["config"], n_params, n_params,
@@ -194,6 +204,51 @@ def file_logits(path, role: str, test, train) -> ModelLogits:
     rec = _model_record(mid, "predictions", str(path), {}, 0, 0, {"bars": len(pf.timestamps),
                                                                  "has_logits": probs_given})
     return ModelLogits(role, mid, "predictions", str(path), rec, te, tr, probs_given)
+
+
+def _inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """One checkpoint on one dataset, wherever ``tasks.run_tasks`` puts it (a worker, a Ray node)."""
+    kind, path, ds, device, model_id = job
+    if kind == "cgdt":
+        from flagcore.cgdt import load_cgdt, predict_cgdt
+
+        found = _cgdt_id(path)
+        p = predict_cgdt(load_cgdt(path), ds)
+    else:
+        from flagcore.checkpoint import load_checkpoint
+        from flagcore.inference import predict
+
+        model = load_checkpoint(path)
+        found = model.checkpoint_info.sha256
+        p = predict(model, ds.features, device=device)
+    if found != model_id:
+        raise FlagcoreError(f"{path}: changed while it was being evaluated (content hash differs)")
+    return p.logits, p.short_history
+
+
+def prefetch_inference(store: Store, checkpoints: list[tuple[str, str, str, str]], datasets: list, stats: dict,
+                       placement, device=None, progress: Progress = _noop) -> None:
+    """The inference of many checkpoints as tasks (``tasks.run_tasks``): every (checkpoint,
+    dataset) pair not in the store's cache is computed where ``placement`` says and cached, so the
+    ``*_logits`` calls that follow read it. ``checkpoints``: ``(kind, path, model_id, settings)``."""
+    from flagcore.tasks import run_tasks
+
+    todo = []
+    for kind, path, model_id, settings in checkpoints:
+        for ds in datasets:
+            key = _cache_settings(settings, ds)
+            cached = store.cached_logits(model_id, ds.content_hash, key)
+            if cached is None or len(cached) != ds.n_bars:
+                todo.append((kind, path, ds, device, model_id, key))
+    if not todo:
+        return
+    label = f"inference: {len(todo)} tasks, {placement.describe()}"
+    results = run_tasks(_inference_task, [t[:5] for t in todo], placement=placement,
+                        progress=lambda d, n: progress(label, d / n))
+    fresh = stats.setdefault("fresh", set())
+    for (_, _, ds, _, model_id, key), (logits, short) in zip(todo, results):
+        store.put_inference(model_id, ds.content_hash, key, np.asarray(logits, np.float64), short)
+        fresh.add((model_id, ds.content_hash, key))
 
 
 def _one_hot_logits(actions: np.ndarray) -> np.ndarray:
@@ -582,11 +637,14 @@ def write_run(store: Store, run: RunResult, *, fail_after: str | None = None) ->
 
 
 def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, retrained=(), name: str | None = None,
-             settings: EvaluateSettings | None = None, progress: Progress = _noop, reuse: bool = False) -> dict:
+             settings: EvaluateSettings | None = None, progress: Progress = _noop, reuse: bool = False,
+             placement=None) -> dict:
     """``flagcore evaluate``: every option of one checkpoint on one dataset, written as one run.
 
     Returns ``{"run_id", "reused", "inference": {"computed", "cached"}, "seconds"}``. With
-    ``reuse`` an identical earlier request (same models, data and settings) returns its run.
+    ``reuse`` an identical earlier request (same models, data and settings) returns its run. With a
+    parallel ``placement`` (``tasks.Placement``: local workers or a Ray cluster) the checkpoints'
+    inference runs as tasks there; the run is the same as in one process.
     """
     import time
 
@@ -619,33 +677,49 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
         bars = full_train.n_bars if ppy is None else max(1, round(ppy * s.payoff_years))
         train = recent(full_train, bars, history=cfg.window - 1)
     stats = {"computed": 0, "cached": 0}
-    models: dict[str, ModelLogits] = {}
-    models["baseline"] = flag_trader_logits(store, base_model, "baseline", test, train, stats, s.device, progress)
+    # every checkpoint first, so that their inference can run as tasks side by side
+    specs = []  # (role, path, kind, loaded FLAG-TRADER or None)
     for spec in retrained:
         role, path = parse_retrained(str(spec))
-        if _is_checkpoint(path):
-            if is_cgdt(path):
-                m = cgdt_logits(store, path, test, train, stats, progress)
-            else:
-                rm = load_checkpoint(path)
-                role = role or _role_of_checkpoint(rm, path)
-                m = flag_trader_logits(store, rm, role, test, train, stats, s.device, progress)
-        else:
+        if not _is_checkpoint(path):
             if role is None:
                 raise FlagcoreError(f"--retrained {path}: a predictions file needs its role, as ROLE={path}")
+            specs.append((role, path, "file", None))
+        elif is_cgdt(path):
+            specs.append((role or "cgdt", path, "cgdt", None))
+        else:
+            rm = load_checkpoint(path)
+            specs.append((role or _role_of_checkpoint(rm, path), path, "flag-trader", rm))
+        if specs[-1][0] in ["baseline"] + [r for r, *_ in specs[:-1]]:
+            raise FlagcoreError(f"--retrained {path}: a second model for {specs[-1][0]!r}")
+    partner_is_cgdt = partner is not None and _is_checkpoint(partner) and is_cgdt(partner)
+    if partner is not None and not partner_is_cgdt and _is_checkpoint(partner):
+        raise FlagcoreError(f"--partner {partner}: a FLAG-TRADER checkpoint; the partner is a CGDT checkpoint "
+                            f"or a predictions file")
+    if placement is not None and placement.parallel:
+        jobs = [(kind, str(m.checkpoint_info.path), m.checkpoint_info.sha256,
+                 f"{INFERENCE_SETTINGS};window={m.checkpoint_info.config.window}")
+                for kind, m in [("flag-trader", base_model)] + [(k, m) for _, _, k, m in specs if k == "flag-trader"]]
+        jobs += [("cgdt", str(p), _cgdt_id(p), INFERENCE_SETTINGS)
+                 for p in [p for _, p, k, _ in specs if k == "cgdt"] + ([partner] if partner_is_cgdt else [])]
+        prefetch_inference(store, list(dict.fromkeys(jobs)), [test] + ([train] if train is not None else []),
+                           stats, placement, s.device, progress)
+    models: dict[str, ModelLogits] = {}
+    models["baseline"] = flag_trader_logits(store, base_model, "baseline", test, train, stats, s.device, progress)
+    for role, path, kind, rm in specs:
+        if kind == "cgdt":
+            m = cgdt_logits(store, path, test, train, stats, progress)
+        elif kind == "flag-trader":
+            m = flag_trader_logits(store, rm, role, test, train, stats, s.device, progress)
+        else:
             m = file_logits(path, role, test, train)
-        m.role = role or m.role
-        if m.role in models:
-            raise FlagcoreError(f"--retrained {path}: a second model for {m.role!r}")
-        models[m.role] = m
+        m.role = role
+        models[role] = m
     partner_m = None
     if partner is not None:
-        if _is_checkpoint(partner) and is_cgdt(partner):
+        if partner_is_cgdt:
             partner_m = cgdt_logits(store, partner, test, train, stats, progress)
             models.setdefault("cgdt", partner_m)
-        elif _is_checkpoint(partner):
-            raise FlagcoreError(f"--partner {partner}: a FLAG-TRADER checkpoint; the partner is a CGDT checkpoint "
-                                f"or a predictions file")
         else:
             partner_m = file_logits(partner, "partner", test, train)
             models["partner"] = partner_m  # recorded with the run; no option reads it by this name
@@ -653,11 +727,16 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
         key = request_key(models, test, full_train, partner_m, s)
         found = store.find_run(key)
         if found is not None:
-            return {"run_id": found, "reused": True, "inference": stats,
+            return {"run_id": found, "reused": True, "inference": _counts(stats),
                     "seconds": round(time.perf_counter() - t0, 2)}
     run = compute_run(models, test, train, partner=partner_m, settings=s, name=name, progress=progress,
                       full_train=full_train)
     progress("writing", 0.95)
     run_id = write_run(store, run)
     progress("done", 1.0)
-    return {"run_id": run_id, "reused": False, "inference": stats, "seconds": round(time.perf_counter() - t0, 2)}
+    return {"run_id": run_id, "reused": False, "inference": _counts(stats),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _counts(stats: dict) -> dict:
+    return {"computed": stats["computed"], "cached": stats["cached"]}

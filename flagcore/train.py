@@ -412,7 +412,7 @@ class RetrainCPCV:
     groups: list[np.ndarray]
     split_provenance: list[dict]
     seconds: float
-    workers: int
+    workers: str  # where the splits ran (tasks.Placement.describe)
 
 
 def worker_init(threads: int) -> None:
@@ -433,10 +433,10 @@ def worker_init(threads: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _cpcv_split_worker(task: tuple) -> tuple:
-    """One split, in a worker process: train on its training index, predict its test bars."""
-    s, ds, model_config, cfg, train_idx, test_idx, threads = task
-    torch.set_num_threads(threads)
+def _cpcv_split_task(shared: tuple, task: tuple) -> tuple:
+    """One split, wherever ``tasks.run_tasks`` puts it: train on its training index, predict its test bars."""
+    ds, model_config, cfg = shared
+    s, train_idx, test_idx = task
     from flagcore.inference import predict
 
     res = train_model(ds, model_config, cfg, train_index=train_idx, device="cpu")
@@ -446,7 +446,7 @@ def _cpcv_split_worker(task: tuple) -> tuple:
 
 def retrain_cpcv(
     ds: Dataset, model_config: FlagTraderConfig, cfg: TrainConfig | None = None, *, n_groups: int = 6,
-    n_test_groups: int = 2, embargo: int = 0, workers: int = 2,
+    n_test_groups: int = 2, embargo: int = 0, workers: int = 2, placement=None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RetrainCPCV:
     """CPCV with the model retrained on every split (AFML ch. 12), splits run in worker processes.
@@ -454,42 +454,25 @@ def retrain_cpcv(
     The whole timeline of ``ds`` is cut into ``n_groups`` groups; each of the C(N, k) splits trains
     on its training groups, purged by the dataset's label horizon and embargoed, and predicts its
     test groups. The paths of ``hifa.cpcv_paths`` then give every bar a prediction from a model
-    that never saw it. Each worker runs torch on ``max(1, cores // workers)`` threads; results do
-    not depend on the number of workers (each split has its own seed-fixed run). Workers are
-    spawned, so a script that calls this with ``workers > 1`` needs the usual
-    ``if __name__ == "__main__":`` guard.
+    that never saw it. The splits are tasks of ``tasks.run_tasks``: in this process, in ``workers``
+    local processes (each with ``max(1, cores // workers)`` torch threads) or, with a ``placement``
+    that names a Ray address, on a Ray cluster. Results do not depend on where the splits ran (each
+    split has its own seed-fixed run). Local workers are spawned, so a script that calls this with
+    ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
     """
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
     from flagcore.hifa import _groups, cpcv_paths, cpcv_splits
+    from flagcore.tasks import Placement, run_tasks
 
     cfg = cfg or TrainConfig()
     if ds.labels is None:
         raise FlagcoreError(f"{ds.source}: retraining CPCV needs labels")
-    if workers < 1:
-        raise FlagcoreError(f"workers must be >= 1, got {workers}")
+    placement = placement or Placement(workers=workers)
     h = ds.label_horizon or 0
     splits = cpcv_splits(ds.n_bars, n_groups, n_test_groups, purge=h, embargo=embargo)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    tasks = [(s, ds, model_config, cfg, sp.train, sp.test, threads) for s, sp in enumerate(splits)]
-    results: dict[int, tuple] = {}
     t0 = time.perf_counter()
-    if workers == 1:
-        for task in tasks:
-            s, logits, prov = _cpcv_split_worker(task)
-            results[s] = (logits, prov)
-            if progress:
-                progress(len(results), len(tasks))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=worker_init,
-                                 initargs=(threads,)) as pool:
-            for fut in as_completed([pool.submit(_cpcv_split_worker, t) for t in tasks]):
-                s, logits, prov = fut.result()
-                results[s] = (logits, prov)
-                if progress:
-                    progress(len(results), len(tasks))
+    done = run_tasks(_cpcv_split_task, [(s, sp.train, sp.test) for s, sp in enumerate(splits)],
+                     shared=(ds, model_config, cfg), placement=placement, progress=progress)
+    results = {s: (logits, prov) for s, logits, prov in done}
     groups = _groups(ds.n_bars, n_groups)
     paths = cpcv_paths(n_groups, n_test_groups)
     path_logits = np.empty((paths.shape[0], ds.n_bars, 3), dtype=np.float32)
@@ -500,4 +483,5 @@ def retrain_cpcv(
             offset += len(groups[g])
             path_logits[np.flatnonzero(paths[:, g] == s)[:, None], groups[g]] = seg
     return RetrainCPCV("retraining", [sp.test_groups for sp in splits], paths, path_logits, groups,
-                       [results[s][1] for s in range(len(splits))], time.perf_counter() - t0, workers)
+                       [results[s][1] for s in range(len(splits))], time.perf_counter() - t0,
+                       placement.describe())

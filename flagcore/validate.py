@@ -79,8 +79,12 @@ def _train_config(provenance: dict, quick: bool):
 
 
 def retrain_validation(store: Store, run_id: int, *, options: str | None = None, workers: int = 2,
-                       quick: bool = False, progress: Callable[[str, float], None] | None = None) -> dict:
-    """Retraining CPCV for the run's trainable options; appends their path Sharpes to the store."""
+                       quick: bool = False, progress: Callable[[str, float], None] | None = None,
+                       placement=None) -> dict:
+    """Retraining CPCV for the run's trainable options; appends their path Sharpes to the store.
+
+    The splits run where ``placement`` (``tasks.Placement``) says, or in ``workers`` local processes.
+    """
     import pandas as pd
 
     from flagcore.backtest import BacktestConfig, backtest
@@ -125,7 +129,7 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
 
         res = retrain_cpcv(ds, mcfg, tcfg, n_groups=int(crit["cpcv_groups"]),
                            n_test_groups=int(crit["cpcv_test_groups"]), embargo=int(ds.label_horizon or 0),
-                           workers=workers, progress=prog)
+                           workers=workers, placement=placement, progress=prog)
         payoff = results.loc[role, "metrics"].get("payoff_ratio") or 1.0
         sharpes = []
         for p in range(res.path_logits.shape[0]):

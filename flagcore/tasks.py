@@ -1,0 +1,193 @@
+"""Where flagcore's heavy tasks run: in this process, in a local pool of spawned workers, or on Ray.
+
+Retraining CPCV (one training run per split) and the inference of many checkpoints are lists of
+independent tasks. ``run_tasks`` runs ``fn(shared, item)`` for every item and returns the results in
+the items' order, wherever the tasks ran, so the caller's results do not depend on the choice:
+
+- ``workers == 1`` and no Ray address: in this process, one task after the other;
+- ``workers > 1``: a local pool of spawned processes, each with ``cores // workers`` torch threads;
+- ``ray_address``: tasks on a Ray cluster (``pip install 'flagcore[ray]'``). ``"local"`` starts a
+  Ray instance on this machine for the call; ``"auto"`` or ``"host:port"`` / ``"ray://host:10001"``
+  joins an existing cluster. Each task asks Ray for ``task_cpus`` CPUs and runs torch on that many
+  threads; the cluster's free CPUs decide how many run at once. flagcore itself is shipped to the
+  cluster with the tasks (Ray's ``py_modules``); torch and the other dependencies must be installed
+  on its nodes.
+
+``fn`` must be a module-level function (it is pickled by reference), and scripts that call this with
+``workers > 1`` need the usual ``if __name__ == "__main__":`` guard, since workers are spawned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from flagcore.errors import FlagcoreError
+
+RAY_HINT = "pip install 'flagcore[ray]'"
+
+_SHARED: Any = None  # the shared argument, set once per local worker by its initialiser
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where tasks run: ``workers`` local processes, or a Ray cluster when ``ray_address`` is set."""
+
+    workers: int = 1
+    ray_address: str | None = None
+    task_cpus: int = 1  # on Ray: CPUs (and torch threads) each task asks for
+
+    def __post_init__(self) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise FlagcoreError(f"workers must be a whole number >= 1, got {self.workers!r}")
+        if isinstance(self.task_cpus, bool) or not isinstance(self.task_cpus, int) or self.task_cpus < 1:
+            raise FlagcoreError(f"task CPUs must be a whole number >= 1, got {self.task_cpus!r}")
+        if self.ray_address is not None and not str(self.ray_address).strip():
+            raise FlagcoreError("--ray-address is empty; give 'local', 'auto', host:port or ray://host:port")
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1 or self.ray_address is not None
+
+    def describe(self) -> str:
+        if self.ray_address:
+            return f"ray ({self.ray_address}, {self.task_cpus} CPU per task)"
+        return "in process" if self.workers == 1 else f"{self.workers} local worker processes"
+
+
+def _local_init(threads: int, shared: Any) -> None:
+    global _SHARED
+    from flagcore.train import worker_init
+
+    worker_init(threads)
+    _SHARED = shared
+
+
+def _local_task(fn: Callable, item: Any) -> Any:
+    return fn(_SHARED, item)
+
+
+def _ray_task(fn: Callable, threads: int, shared: Any, item: Any) -> Any:
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(shared, item)
+
+
+def run_tasks(fn: Callable[[Any, Any], Any], items: Sequence, *, shared: Any = None,
+              placement: Placement | None = None,
+              progress: Callable[[int, int], None] | None = None) -> list:
+    """``[fn(shared, item) for item in items]``, run where ``placement`` says; results in order.
+
+    ``progress(done, total)`` is called as tasks finish. A task's error is raised here, after the
+    other tasks in flight are cancelled.
+    """
+    placement = placement or Placement()
+    items = list(items)
+    if not items:
+        return []
+    if placement.ray_address is not None:
+        return _run_ray(fn, items, shared, placement, progress)
+    if placement.workers == 1:
+        out = []
+        for item in items:
+            out.append(fn(shared, item))
+            if progress:
+                progress(len(out), len(items))
+        return out
+    return _run_local(fn, items, shared, placement.workers, progress)
+
+
+def _run_local(fn, items, shared, workers, progress) -> list:
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    results: dict[int, Any] = {}
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=get_context("spawn"),
+                             initializer=_local_init, initargs=(threads, shared)) as pool:
+        futures = {pool.submit(_local_task, fn, item): i for i, item in enumerate(items)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise f.exception()
+                results[futures[f]] = f.result()
+                if progress:
+                    progress(len(results), len(items))
+    return [results[i] for i in range(len(items))]
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A host:port address must accept a TCP connection: Ray itself retries an unreachable one for
+    minutes before it gives up."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise FlagcoreError(f"--ray-address {address}: expected 'local', 'auto', host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise FlagcoreError(f"--ray-address {address}: nothing answers at {host}:{port} ({e.strerror or e})") from None
+
+
+def _connect_ray(address: str):
+    """Join (or, for "local", start) a Ray cluster; returns (ray, started_here)."""
+    try:
+        import ray
+    except ImportError:
+        raise FlagcoreError(f"--ray-address {address}: Ray is not installed; {RAY_HINT}") from None
+    if ray.is_initialized():  # a notebook or script that already joined a cluster keeps it
+        return ray, False
+    import logging
+
+    import flagcore
+
+    kw: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
+                # the workers import this flagcore, whatever the nodes have installed
+                "runtime_env": {"py_modules": [str(Path(flagcore.__file__).parent)]}}
+    if address == "local":
+        kw.update(num_cpus=os.cpu_count() or 1, object_store_memory=256 * 1024**2)
+    elif address != "auto":
+        _reachable(address)
+    try:
+        ray.init(address=address, **kw)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError or ValueError here
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FlagcoreError(f"--ray-address {address}: cannot join the Ray cluster ({msg})") from None
+    return ray, True
+
+
+def _run_ray(fn, items, shared, placement: Placement, progress) -> list:
+    ray, started = _connect_ray(str(placement.ray_address))
+    try:
+        task = ray.remote(num_cpus=placement.task_cpus, max_retries=0)(_ray_task)
+        shared_ref = ray.put(shared)  # sent to the object store once, not with every task
+        refs = [task.remote(fn, placement.task_cpus, shared_ref, item) for item in items]
+        index = {r: i for i, r in enumerate(refs)}
+        results: dict[int, Any] = {}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                results[index[done[0]]] = ray.get(done[0])
+            except ray.exceptions.RayTaskError as e:
+                for r in pending:
+                    ray.cancel(r, force=True)
+                cause = getattr(e, "cause", None)  # the task's own exception, without Ray's wrapping
+                if isinstance(cause, Exception):
+                    raise cause from None
+                raise
+            if progress:
+                progress(len(results), len(items))
+        return [results[i] for i in range(len(items))]
+    finally:
+        if started:
+            ray.shutdown()

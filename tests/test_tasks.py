@@ -1,0 +1,122 @@
+"""Where heavy tasks run: in process, a local pool, a local Ray instance; the same results in each."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from flagcore.errors import FlagcoreError
+from flagcore.tasks import Placement, run_tasks
+
+
+def _affine(shared, item):
+    if item == "boom":
+        raise FlagcoreError("task boom failed")
+    return shared * item + os.getpid() * 0
+
+
+def require_ray():
+    """Skip without Ray, or fail when FLAGCORE_REQUIRE_RAY is set (CI installs flagcore[test], which has it)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("FLAGCORE_REQUIRE_RAY"):
+            pytest.fail("FLAGCORE_REQUIRE_RAY is set but ray is not installed: pip install 'flagcore[ray]'")
+        pytest.skip("ray is not installed (pip install 'flagcore[ray]')")
+
+
+@pytest.mark.parametrize("kw, match", [({"workers": 0}, "got 0"), ({"workers": True}, "got True"),
+                                        ({"workers": 1.5}, "got 1.5"), ({"task_cpus": 0}, "got 0"),
+                                        ({"ray_address": "  "}, "--ray-address is empty")])
+def test_placement_rejects_bad_values(kw, match):
+    with pytest.raises(FlagcoreError, match=match):
+        Placement(**kw)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_results_come_back_in_order_with_progress(workers):
+    calls = []
+    out = run_tasks(_affine, [5, 1, 4, 2], shared=3, placement=Placement(workers=workers),
+                    progress=lambda d, n: calls.append((d, n)))
+    assert out == [15, 3, 12, 6]
+    assert calls[-1] == (4, 4) and [d for d, _ in calls] == [1, 2, 3, 4]
+    assert run_tasks(_affine, [], placement=Placement(workers=workers)) == []
+
+
+def test_a_failed_task_raises_its_own_error_in_the_caller():
+    with pytest.raises(FlagcoreError, match="task boom failed"):
+        run_tasks(_affine, [1, "boom", 2], shared=1, placement=Placement(workers=2))
+
+
+def test_ray_address_without_ray_installed_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(FlagcoreError, match=r"--ray-address local: Ray is not installed; pip install 'flagcore\[ray\]'"):
+        run_tasks(_affine, [1], shared=1, placement=Placement(ray_address="local"))
+
+
+def test_cli_refuses_zero_workers(tmp_path, capsys):
+    from flagcore.cli import main
+
+    rc = main(["validate", "--store", str(tmp_path / "s.duckdb"), "--retrain", "--workers", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "workers must be a whole number >= 1, got 0" in err and len(err.splitlines()) == 1
+
+
+def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
+    """The splits as Ray tasks give the same path logits as the same splits in local processes."""
+    require_ray()
+    from flagcore.model import PRESETS
+    from flagcore.train import TrainConfig, retrain_cpcv
+
+    ds = small_demo["train"].slice(0, 3000)
+    cfg = TrainConfig(loss="weighted", epochs=1, windows_per_epoch=256, patience=1)
+    kw = {"n_groups": 4, "n_test_groups": 2, "embargo": 5}
+    pool = retrain_cpcv(ds, PRESETS["demo"], cfg, placement=Placement(workers=2), **kw)
+    calls = []
+    ray_res = retrain_cpcv(ds, PRESETS["demo"], cfg, placement=Placement(ray_address="local"),
+                           progress=lambda d, n: calls.append((d, n)), **kw)
+    assert ray_res.workers.startswith("ray (local") and pool.workers == "2 local worker processes"
+    assert calls[-1] == (6, 6) and len(ray_res.split_provenance) == 6
+    # one torch thread per task in both places: bit-for-bit the same training runs
+    np.testing.assert_array_equal(ray_res.path_logits, pool.path_logits)
+    assert [p["best_epoch"] for p in ray_res.split_provenance] == [p["best_epoch"] for p in pool.split_provenance]
+
+
+def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path):
+    """Batch inference of the demo's checkpoints as Ray tasks: the stored run equals the in-process one."""
+    require_ray()
+    from flagcore.pipeline import evaluate
+    from flagcore.store import Store
+
+    root = quick_demo["root"]
+    models = root / "models"
+    store = Store(tmp_path / "ray.duckdb")
+    res = evaluate(models / "ce", root / "test.parquet", store=store, train_data=root / "train.parquet",
+                   partner=models / "cgdt" / "cgdt.safetensors",
+                   retrained=[str(models / "weighted"), str(models / "focal")],
+                   placement=Placement(ray_address="local"))
+    # 4 checkpoints (CE, weighted, focal, CGDT) on the test and training periods: 8 tasks, none cached
+    assert res["inference"] == {"computed": 8, "cached": 0}
+    want = quick_demo["store"].option_results(quick_demo["run_id"]).set_index("option")
+    got = store.option_results(res["run_id"]).set_index("option")
+    assert list(got.index) == list(want.index)
+    for col in ("trades", "sharpe", "share_hold", "total_return"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=0, atol=1e-9,
+                                   err_msg=col)
+    for option in ("baseline", "opt1_class_weights", "opt4_ensemble"):
+        a = store.predictions(res["run_id"], option)
+        b = quick_demo["store"].predictions(quick_demo["run_id"], option)
+        assert len(a) == len(b) > 0
+        np.testing.assert_array_equal(a["action"].to_numpy(), b["action"].to_numpy())
+        cols = ["logit_sell", "logit_hold", "logit_buy"]
+        np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("address, match", [("127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+                                            ("ray://127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+                                            ("no-port", "expected 'local', 'auto', host:port or ray://host:port")])
+def test_an_unreachable_ray_address_fails_at_once_with_one_line(address, match):
+    require_ray()
+    with pytest.raises(FlagcoreError, match=match):
+        run_tasks(_affine, [1], shared=1, placement=Placement(ray_address=address))
