@@ -132,7 +132,6 @@ def _task(task: tuple) -> str:
 def _run_tasks(tasks: dict[str, tuple], wf_task: tuple | None, workers: int, on_done: Callable[[int], None]) -> None:
     """Run the tasks, then walk-forward as soon as the class-weighted model it starts from exists."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from multiprocessing import get_context
 
     wf_start = None if wf_task is None else Path(wf_task[1]) / "model.safetensors"
     done = 0
@@ -143,10 +142,11 @@ def _run_tasks(tasks: dict[str, tuple], wf_task: tuple | None, workers: int, on_
             on_done(done)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
+    from flagcore.tasks import worker_context
     from flagcore.train import worker_init
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=worker_init,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=worker_init,
+                             initargs=(threads, os.getpid())) as pool:
         pending = {pool.submit(_task, t) for t in tasks.values()}
         if wf_task is not None and wf_start.exists():
             pending.add(pool.submit(_task, wf_task))

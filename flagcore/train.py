@@ -415,20 +415,25 @@ class RetrainCPCV:
     workers: str  # where the splits ran (tasks.Placement.describe)
 
 
-def worker_init(threads: int) -> None:
-    """Initialiser of spawned training workers: torch threads, and exit when the parent dies
-    (killed or interrupted), so no orphan keeps training."""
+def worker_init(threads: int, caller: int | None = None) -> None:
+    """Initialiser of training workers: torch threads, and exit when the process that asked for
+    the work (``caller``, by default the parent) dies, killed or interrupted, so no orphan keeps
+    training. Workers forked from a forkserver have the server as parent, not the caller."""
     import os
     import threading
 
     torch.set_num_threads(threads)
-    parent = os.getppid()
+    caller = caller or os.getppid()
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent:
+            try:
+                os.kill(caller, 0)
+            except ProcessLookupError:
                 os._exit(1)
+            except PermissionError:  # alive, owned by another user: cannot be ours, yet keep going
+                pass
 
     threading.Thread(target=watch, daemon=True).start()
 
@@ -457,7 +462,7 @@ def retrain_cpcv(
     that never saw it. The splits are tasks of ``tasks.run_tasks``: in this process, in ``workers``
     local processes (each with ``max(1, cores // workers)`` torch threads) or, with a ``placement``
     that names a Ray address, on a Ray cluster. Results do not depend on where the splits ran (each
-    split has its own seed-fixed run). Local workers are spawned, so a script that calls this with
+    split has its own seed-fixed run). Local workers are not forked from the caller, so a script that calls this with
     ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
     """
     from flagcore.hifa import _groups, cpcv_paths, cpcv_splits

@@ -120,3 +120,50 @@ def test_an_unreachable_ray_address_fails_at_once_with_one_line(address, match):
     require_ray()
     with pytest.raises(FlagcoreError, match=match):
         run_tasks(_affine, [1], shared=1, placement=Placement(ray_address=address))
+
+
+SLOW_TASK = '''
+import os, time
+def slow(folder, item):
+    open(os.path.join(folder, f"{os.getpid()}.pid"), "w").close()
+    time.sleep(120)
+'''
+CALLER = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import slowmod
+from flagcore.tasks import Placement, run_tasks
+if __name__ == "__main__":
+    run_tasks(slowmod.slow, [1, 2], shared=sys.argv[1], placement=Placement(workers=2))
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_exit_when_their_caller_is_killed(tmp_path):
+    """SIGKILL to the caller leaves no worker computing on (they are forked from a server, not the caller)."""
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "slowmod.py").write_text(SLOW_TASK)
+    (tmp_path / "caller.py").write_text(CALLER)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "caller.py"), str(tmp_path)])
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids), "workers outlived their caller"
