@@ -415,6 +415,23 @@ class RetrainCPCV:
     workers: str  # where the splits ran (tasks.Placement.describe)
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill(pid, 0)
+
+
 def worker_init(threads: int, caller: int | None = None) -> None:
     """Initialiser of training workers: torch threads, and exit when the process that asked for
     the work (``caller``, by default the parent) dies, killed or interrupted, so no orphan keeps
@@ -428,12 +445,8 @@ def worker_init(threads: int, caller: int | None = None) -> None:
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            try:
-                os.kill(caller, 0)
-            except ProcessLookupError:
+            if not _process_alive(caller):
                 os._exit(1)
-            except PermissionError:  # alive, owned by another user: cannot be ours, yet keep going
-                pass
 
     threading.Thread(target=watch, daemon=True).start()
 

@@ -161,9 +161,10 @@ def test_workers_exit_when_their_caller_is_killed(tmp_path):
         time.sleep(0.2)
     pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
     assert len(pids) == 2 and all(_alive(p) for p in pids)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signal.SIGKILL)  # not reaped until the end: a zombie caller counts as dead too
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(_alive(p) for p in pids), "workers outlived their caller"
+    gone = not any(_alive(p) for p in pids)
+    proc.wait()
+    assert gone, "workers outlived their caller"
