@@ -602,10 +602,78 @@ def write_markdown(res: dict) -> str:
               "settled with its charts drawn (target under 3 s each):", "", "| page | time |", "|---|---|"]
         L += [f"| {k} | {fmt_s(t, 's')} |" for k, t in res["pages"].items()]
         L.append("")
+    for path in sorted((ROOT / "benchmarks" / "results").glob("device-*.json")):
+        L += device_markdown(json.loads(path.read_text()), path.relative_to(ROOT))
     L += ["## Fixed after profiling", ""] + [f"- {h}" for h in HISTORY] + [""]
     if res.get("notes"):
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     return "\n".join(L)
+
+
+def device_markdown(d: dict, path: Path) -> list[str]:
+    """The figures of ``benchmarks/device.py`` from a lent GPU machine, kept in ``path``."""
+    m = d["machine"]
+    L = [f"## On a lent GPU machine: {m['gpu']}, {m['cores']} vCPUs", "",
+         f"Measured by `benchmarks/device.py` on {m['date']} (results in `{path}`; that machine is lent to some "
+         f"sessions only, so these figures are not rerun by `run.py`). Python {m['python']}, torch {m['torch']}.", ""]
+    g = d.get("gpu")
+    if g:
+        pk, sq = g["peak_ffn_b256_bf16"], g["peak_8192_bf16"]
+        L += ["### Inference on the GPU (bf16)", "",
+              f"bf16 GEMM peak measured in the same run: {pk['gflops'] / 1e3:,.0f} TFLOP/s for the feed-forward shape "
+              f"{pk['shape']}, {sq['gflops'] / 1e3:,.0f} TFLOP/s for {sq['shape']}.", "",
+              "| preset | dtype | batch | bars/s | achieved TFLOP/s | share of the feed-forward-shape peak | time per run |",
+              "|---|---|---|---|---|---|---|"]
+        for k in ("full_b64_bf16", "full_b256_bf16", "full_b1024_bf16", "full_b4096_bf16", "full_b256_fp32",
+                  "demo_b4096_bf16"):
+            r = g[k]
+            L.append(f"| {r['preset']} | {r['dtype']} | {r['batch']} | {r['bars_per_s']:,.0f} | {r['gflops'] / 1e3:,.1f} | "
+                     f"{r['gflops'] / pk['gflops']:.0%} | {fmt_s(r)} |")
+        a = g["predict_bf16_vs_fp32"]
+        b64 = g["full_b64_bf16"]
+        L += ["", f"Batch 256 and up reach {g['full_b256_bf16']['gflops'] / pk['gflops']:.0%} to "
+              f"{g['full_b4096_bf16']['gflops'] / pk['gflops']:.0%} of the peak. Batch 64 reaches "
+              f"{b64['gflops'] / pk['gflops']:.0%}: a forward pass of 64 windows takes "
+              f"{b64['median'] / 20 * 1e3:.1f} ms, and its matmuls have 4,096 rows (64 windows x 64 positions), too "
+              "few to keep the GPU's 132 multiprocessors busy, so the fixed cost of launching each of the pass's many "
+              "small kernels weighs more (not profiled: the device time ran out; CUDA graphs would be the next step). "
+              "`flagcore predict` uses batch 256 by default. The demo preset (d_model 64) is launch-bound on a GPU.",
+              "",
+              f"`flagcore.predict` end to end, the `full` preset on the seed's {g['predict_full_bars']:,} bars (batch "
+              f"512): bf16 {fmt_s(g['predict_full_bf16'], 's')}, fp32 {fmt_s(g['predict_full_fp32'], 's')}; the "
+              "first bf16 call includes CUDA's start-up. Besides the batches, each call merges LoRA into a copy of "
+              "the 88M-parameter model, moves it to the GPU and predicts the first 63 bars one short window at a "
+              f"time. bf16 against fp32 on the same model and bars: {a['actions_equal']:.1%} of actions equal, "
+              f"logits within {a['max_abs_logit_diff']:.3f}, confidence within {a['max_abs_confidence_diff']:.4f}.",
+              ""]
+    for key, title in (("scaleout_spawn", "spawned workers (before)"), ("scaleout", "workers forked from a "
+                                                                             "forkserver (after)")):
+        s = d.get(key)
+        if not s:
+            continue
+        t = s["retrain"]
+        base = t["workers_1"]["median"]
+        L += [f"### Retraining CPCV on {s['cores']} vCPUs, {title}", "",
+              f"{s['splits']} splits of the quick demo's training set ({s['bars']:,} bars), class-weighted loss, "
+              f"2 epochs of 2,000 windows per split ({s['machine_date']}):", "",
+              "| workers (torch threads each) | time | speed-up vs in process |", "|---|---|---|"]
+        for k, v in t.items():
+            w = int(k.split("_")[1])
+            L.append(f"| {w} ({max(1, s['cores'] // w)}) | {fmt_s(v, 's')} | {base / v['median']:.2f}x |")
+        diffs = s["max_logit_diff_vs_in_process"]
+        L += ["", f"Path logits against the in-process run: at most {max(diffs.values()):.1e} apart (torch's "
+              "summation order changes with the thread count).", ""]
+    if d.get("scaleout"):
+        L += ["On this machine more workers did not make retraining CPCV faster, with either start method: the "
+              "in-process run (16 threads, about 1.2 s per split) was as fast as any pool, and 15 one-thread workers "
+              "took longer. The forkserver removed the per-worker import of torch and peft (on the 2-core machine: 5 s "
+              "per pool before, 0.04 s per pool after the first), and the times hardly moved, so start-up is not "
+              "the cause. On the 2-core "
+              "machine two one-thread workers are 1.5x faster than one (table above), so the splits do run in "
+              "parallel; that 16 vCPUs gave no more suggests the virtual machine's CPUs do not deliver 16 cores of "
+              "throughput to small-matmul work (a CPU quota or shared physical cores). Not profiled further: the "
+              "session's device time ran out. The in-process run is the default (`--workers 1` for evaluate).", ""]
+    return L
 
 
 def main() -> None:
