@@ -168,3 +168,20 @@ def test_workers_exit_when_their_caller_is_killed(tmp_path):
     gone = not any(_alive(p) for p in pids)
     proc.wait()
     assert gone, "workers outlived their caller"
+
+
+def test_cli_evaluate_passes_its_ray_address_on(quick_demo, tmp_path, capsys):
+    """`flagcore evaluate --ray-address` reaches the task runner: an address where nothing answers is
+    reported in one line, and the store gets no run."""
+    require_ray()
+    from flagcore.cli import main
+    from flagcore.store import Store
+
+    root = quick_demo["root"]
+    store = tmp_path / "s.duckdb"
+    rc = main(["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(root / "test.parquet"),
+               "--retrained", str(root / "models" / "weighted"), "--ray-address", "127.0.0.1:1",
+               "--store", str(store), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1 and "--ray-address 127.0.0.1:1: nothing answers" in err
+    assert not store.exists() or Store(store).list_runs().empty
