@@ -216,7 +216,7 @@ def section_retrain(res: dict, quick_root: Path) -> None:
     import flagcore
     from flagcore.data import load_dataset
     from flagcore.model import preset
-    from flagcore.pipeline import INFERENCE_SETTINGS, _cgdt_id, prefetch_inference
+    from flagcore.pipeline import INFERENCE_SETTINGS, _cgdt_id, flag_trader_settings, prefetch_inference
     from flagcore.store import Store
     from flagcore.tasks import Placement, run_tasks
     from flagcore.train import TrainConfig, retrain_cpcv
@@ -258,7 +258,7 @@ def section_retrain(res: dict, quick_root: Path) -> None:
         jobs = []
         for m in ("ce", "weighted", "focal"):
             info = load_checkpoint(quick_root / "models" / m).checkpoint_info
-            jobs.append(("flag-trader", str(info.path), info.sha256, f"{INFERENCE_SETTINGS};window={info.config.window}"))
+            jobs.append(("flag-trader", str(info.path), info.sha256, flag_trader_settings(info)))
         cg = quick_root / "models" / "cgdt" / "cgdt.safetensors"
         jobs.append(("cgdt", str(cg), _cgdt_id(cg), INFERENCE_SETTINGS))
         tmp = Path(tempfile.mkdtemp(prefix="flagcore-scale-"))

@@ -130,6 +130,11 @@ def _cached_or_run(store: Store, model_id: str, ds, run: Callable[[], tuple[np.n
     return np.asarray(logits, np.float64)
 
 
+def flag_trader_settings(info) -> str:
+    """The inference-cache settings of a FLAG-TRADER checkpoint (its ``checkpoint_info``)."""
+    return f"{INFERENCE_SETTINGS};window={info.config.window}"
+
+
 def flag_trader_logits(store: Store, model, role: str, test, train, stats: dict, device=None,
                        progress: Progress = _noop) -> ModelLogits:
     """Logits of a FLAG-TRADER (from ``checkpoint.load_checkpoint``) on both periods, cached."""
@@ -141,7 +146,7 @@ def flag_trader_logits(store: Store, model, role: str, test, train, stats: dict,
     total, trainable = count_parameters(model)
     rec = _model_record(info.sha256, "flag-trader", str(path), info.config.to_dict(), total, trainable,
                         {"source_format": info.source_format, **info.meta.to_dict()})
-    settings = f"{INFERENCE_SETTINGS};window={info.config.window}"
+    settings = flag_trader_settings(info)
 
     def runner(ds, label):
         def run():
@@ -697,11 +702,11 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
         raise FlagcoreError(f"--partner {partner}: a FLAG-TRADER checkpoint; the partner is a CGDT checkpoint "
                             f"or a predictions file")
     if placement is not None and placement.parallel:
-        jobs = [(kind, str(m.checkpoint_info.path), m.checkpoint_info.sha256,
-                 f"{INFERENCE_SETTINGS};window={m.checkpoint_info.config.window}")
-                for kind, m in [("flag-trader", base_model)] + [(k, m) for _, _, k, m in specs if k == "flag-trader"]]
-        jobs += [("cgdt", str(p), _cgdt_id(p), INFERENCE_SETTINGS)
-                 for p in [p for _, p, k, _ in specs if k == "cgdt"] + ([partner] if partner_is_cgdt else [])]
+        flag_traders = [base_model] + [m for _, _, kind, m in specs if kind == "flag-trader"]
+        cgdts = [p for _, p, kind, _ in specs if kind == "cgdt"] + ([partner] if partner_is_cgdt else [])
+        jobs = [("flag-trader", str(m.checkpoint_info.path), m.checkpoint_info.sha256,
+                 flag_trader_settings(m.checkpoint_info)) for m in flag_traders]
+        jobs += [("cgdt", str(p), _cgdt_id(p), INFERENCE_SETTINGS) for p in cgdts]
         prefetch_inference(store, list(dict.fromkeys(jobs)), [test] + ([train] if train is not None else []),
                            stats, placement, s.device, progress)
     models: dict[str, ModelLogits] = {}
