@@ -21,9 +21,10 @@ the items' order, wherever the tasks ran, so the caller's results do not depend 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from flagcore.errors import FlagcoreError
 
