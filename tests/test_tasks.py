@@ -101,8 +101,12 @@ def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path
     want = quick_demo["store"].option_results(quick_demo["run_id"]).set_index("option")
     got = store.option_results(res["run_id"]).set_index("option")
     assert list(got.index) == list(want.index)
-    for col in ("trades", "sharpe", "share_hold", "total_return"):
-        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=0, atol=1e-9,
+    # Actions decide trades and shares: equal. Kelly sizes follow the probabilities, which another
+    # thread count sums in another order (logits within 1e-5 below): the Sharpe moves by as much.
+    for col in ("trades", "share_hold"):
+        np.testing.assert_array_equal(got[col].to_numpy(float), want[col].to_numpy(float), err_msg=col)
+    for col in ("sharpe", "total_return"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-4, atol=1e-4,
                                    err_msg=col)
     for option in ("baseline", "opt1_class_weights", "opt4_ensemble"):
         a = store.predictions(res["run_id"], option)
