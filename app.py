@@ -3,8 +3,8 @@
 import streamlit as st
 
 import flagcore
-from app_common import store
-from flagcore.views import run_label
+from flagcore.dashboard.state import store
+from flagcore.dashboard.views import run_label
 
 st.set_page_config(page_title="flagcore", page_icon=":material/fact_check:", layout="wide")
 

@@ -28,8 +28,8 @@ from run import _runs, bench_inference, gemm_peak, machine  # noqa: E402
 def gpu_section(res: dict, save) -> None:
     import torch
 
-    from flagcore.inference import predict
-    from flagcore.model import build_model, preset
+    from flagcore.models.inference import predict
+    from flagcore.models.flag_trader import build_model, preset
 
     bf16 = torch.bfloat16
     g = res.setdefault("gpu", {})
@@ -63,10 +63,10 @@ def gpu_section(res: dict, save) -> None:
 
 
 def scaleout_section(res: dict, save, train_path: Path, reps: int) -> None:
-    from flagcore.data import load_dataset
-    from flagcore.model import preset
-    from flagcore.tasks import Placement
-    from flagcore.train import TrainConfig, retrain_cpcv
+    from flagcore.data.dataset import load_dataset
+    from flagcore.models.flag_trader import preset
+    from flagcore.training.tasks import Placement
+    from flagcore.training.train import TrainConfig, retrain_cpcv
 
     ds = load_dataset(train_path)
     cfg = TrainConfig(loss="weighted", epochs=2, windows_per_epoch=2000)

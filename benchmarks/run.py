@@ -109,7 +109,7 @@ def gemm_peak(m: int, k: int, n: int, reps: int = 5, device="cpu", dtype=None) -
 def bench_inference(name: str, batch: int, batches: int, reps: int, device="cpu", dtype=None) -> dict:
     import torch
 
-    from flagcore.model import base_network, build_model, flops_per_window, merged_copy, preset
+    from flagcore.models.flag_trader import base_network, build_model, flops_per_window, merged_copy, preset
 
     dtype = dtype or torch.float32
     cfg = preset(name)
@@ -153,8 +153,8 @@ def section_inference(res: dict) -> None:
 
 def demo_store(tmp: Path, quick: bool) -> tuple:
     """A demo store to read from: data/demo if built, else built here."""
-    from flagcore.demo import build_demo
-    from flagcore.store import Store
+    from flagcore.pipeline.demo import build_demo
+    from flagcore.store.store import Store
 
     root = ROOT / "data" / "demo"
     store = Store(tmp / ("quick.duckdb" if quick else "full.duckdb"))
@@ -163,7 +163,7 @@ def demo_store(tmp: Path, quick: bool) -> tuple:
 
 
 def section_slider(res: dict, store, run_id: int) -> None:
-    from flagcore.live import load_live_inputs, tau_view, threshold_view
+    from flagcore.dashboard.live import load_live_inputs, tau_view, threshold_view
 
     inp = load_live_inputs(store, run_id)
     rng = np.random.default_rng(0)
@@ -175,9 +175,9 @@ def section_slider(res: dict, store, run_id: int) -> None:
 
 
 def section_validation(res: dict, store, run_id: int) -> None:
-    from flagcore.hifa import hifa_verdict, permutation_test, posthoc_cpcv
-    from flagcore.live import load_live_inputs
-    from flagcore.pipeline import _sweep, default_thresholds
+    from flagcore.analysis.hifa import hifa_verdict, permutation_test, posthoc_cpcv
+    from flagcore.dashboard.live import load_live_inputs
+    from flagcore.pipeline.evaluate import _sweep, default_thresholds
 
     inp = load_live_inputs(store, run_id)
     grid = default_thresholds()
@@ -214,12 +214,12 @@ def section_retrain(res: dict, quick_root: Path) -> None:
     import torch
 
     import flagcore
-    from flagcore.data import load_dataset
-    from flagcore.model import preset
-    from flagcore.pipeline import INFERENCE_SETTINGS, _cgdt_id, flag_trader_settings, prefetch_inference
-    from flagcore.store import Store
-    from flagcore.tasks import Placement, run_tasks
-    from flagcore.train import TrainConfig, retrain_cpcv
+    from flagcore.data.dataset import load_dataset
+    from flagcore.models.flag_trader import preset
+    from flagcore.pipeline.evaluate import INFERENCE_SETTINGS, _cgdt_id, flag_trader_settings, prefetch_inference
+    from flagcore.store.store import Store
+    from flagcore.training.tasks import Placement, run_tasks
+    from flagcore.training.train import TrainConfig, retrain_cpcv
 
     ds = load_dataset(quick_root / "train.parquet")
     cfg = TrainConfig(loss="weighted", epochs=2, windows_per_epoch=2000)
@@ -250,8 +250,8 @@ def section_retrain(res: dict, quick_root: Path) -> None:
         out["retrain_max_diff_2_threads"] = float(np.abs(logits["in_process"] - logits["local_pool_2"]).max())
 
         # batch inference: the quick demo's checkpoints on its test and training sets, nothing cached
-        from flagcore.checkpoint import load_checkpoint
-        from flagcore.pipeline import recent
+        from flagcore.models.checkpoint import load_checkpoint
+        from flagcore.pipeline.evaluate import recent
 
         test = load_dataset(quick_root / "test.parquet")
         train = recent(ds, 8766, history=63)
@@ -288,14 +288,14 @@ def section_retrain(res: dict, quick_root: Path) -> None:
 
 
 def _infer_in_process(jobs, test, train) -> list:
-    from flagcore.pipeline import _inference_task
+    from flagcore.pipeline.evaluate import _inference_task
 
     return [_inference_task(None, (kind, path, d, None, mid))[0] for kind, path, mid, _ in jobs for d in (test, train)]
 
 
 def section_store(res: dict, full_root: Path, store, run_id: int, tmp: Path) -> None:
-    from flagcore import pipeline
-    from flagcore.store import Store
+    from flagcore.pipeline import evaluate as pipeline
+    from flagcore.store.store import Store
 
     captured = {}
     real = pipeline.write_run
@@ -331,7 +331,7 @@ def section_store(res: dict, full_root: Path, store, run_id: int, tmp: Path) -> 
     q["cpcv_paths"] = timed(lambda: s.cpcv_paths(run_id), 10)
     q["permutation_null"] = timed(lambda: s.permutation_null(run_id, "baseline"), 10)
     q["reviews"] = timed(lambda: s.reviews(run_id), 10)
-    q["live inputs (slider)"] = timed(lambda: __import__("flagcore.live").live.load_live_inputs(s, run_id), 5)
+    q["live inputs (slider)"] = timed(lambda: __import__("flagcore.dashboard.live").live.load_live_inputs(s, run_id), 5)
     a = np.asarray(ts)
     res["store"] = {"write": {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max()),
                               "reps": len(a)}, "options": len(run.options), "prediction_rows": rows,
@@ -346,8 +346,8 @@ def section_peers(res: dict) -> None:
     from skfolio.measures import probabilistic_sharpe_ratio as sk_psr
     from skfolio.model_selection import CombinatorialPurgedCV
 
-    from flagcore.backtest import metrics
-    from flagcore.hifa import (
+    from flagcore.analysis.backtest import metrics
+    from flagcore.analysis.hifa import (
         block_permutations,
         cpcv_splits,
         deflated_sharpe_ratio,

@@ -9,16 +9,16 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "FlagcoreError": "flagcore.errors",
-    "FlagTraderConfig": "flagcore.model",
-    "PRESETS": "flagcore.model",
-    "build_model": "flagcore.model",
-    "count_parameters": "flagcore.model",
-    "load_checkpoint": "flagcore.checkpoint",
-    "save_checkpoint": "flagcore.checkpoint",
-    "import_checkpoint": "flagcore.checkpoint",
-    "load_dataset": "flagcore.data",
-    "temporal_split": "flagcore.data",
-    "predict": "flagcore.inference",
+    "FlagTraderConfig": "flagcore.models.flag_trader",
+    "PRESETS": "flagcore.models.flag_trader",
+    "build_model": "flagcore.models.flag_trader",
+    "count_parameters": "flagcore.models.flag_trader",
+    "load_checkpoint": "flagcore.models.checkpoint",
+    "save_checkpoint": "flagcore.models.checkpoint",
+    "import_checkpoint": "flagcore.models.checkpoint",
+    "load_dataset": "flagcore.data.dataset",
+    "temporal_split": "flagcore.data.dataset",
+    "predict": "flagcore.models.inference",
 }
 
 __all__ = ["__version__", *_EXPORTS]

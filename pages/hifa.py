@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import app_common as ac
-from flagcore import plots
-from flagcore.views import criteria_table
+from flagcore.dashboard import state as ac
+from flagcore.dashboard import plots
+from flagcore.dashboard.views import criteria_table
 
 st.title("HIFA criteria")
 rid = ac.require_run()

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import app_common as ac
-from flagcore import plots
-from flagcore.views import model_logit_options
+from flagcore.dashboard import state as ac
+from flagcore.dashboard import plots
+from flagcore.dashboard.views import model_logit_options
 
 st.title("Logit analysis")
 rid = ac.require_run()

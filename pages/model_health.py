@@ -3,9 +3,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-import app_common as ac
-from flagcore import plots
-from flagcore.model import preset_table
+from flagcore.dashboard import state as ac
+from flagcore.dashboard import plots
+from flagcore.models.flag_trader import preset_table
 
 
 @st.cache_resource(show_spinner="Building the presets to count their parameters...")
@@ -40,7 +40,7 @@ st.subheader("Load and forward-pass check")
 st.caption("Loads the baseline checkpoint, runs it on the last bars of the evaluation data and compares "
            "the logits with the stored ones.")
 if st.button("Run the check"):
-    from flagcore.health import forward_check
+    from flagcore.dashboard.health import forward_check
 
     info = ac.run_info(path, rid)
     ds = ac.dataset(path, info["dataset_id"])

@@ -1,8 +1,8 @@
 import streamlit as st
 
-import app_common as ac
-from flagcore.report import render_report
-from flagcore.store import VERDICTS
+from flagcore.dashboard import state as ac
+from flagcore.dashboard.report import render_report
+from flagcore.store.store import VERDICTS
 
 st.title("Reviews and sign-off")
 rid = ac.require_run()

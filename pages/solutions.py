@@ -1,9 +1,9 @@
 import pandas as pd
 import streamlit as st
 
-import app_common as ac
-from flagcore import plots
-from flagcore.views import CRITERIA, options_table
+from flagcore.dashboard import state as ac
+from flagcore.dashboard import plots
+from flagcore.dashboard.views import CRITERIA, options_table
 
 st.title("Solution comparison")
 rid = ac.require_run()
@@ -56,7 +56,7 @@ sw = ac.sweeps(path, rid)
 
 @st.fragment
 def threshold_panel() -> None:
-    from flagcore.live import threshold_view
+    from flagcore.dashboard.live import threshold_view
 
     st.subheader("Option 3: the HOLD threshold")
     st.caption("Where the model says HOLD with confidence below the threshold, take its second-best action "
@@ -71,7 +71,7 @@ def threshold_panel() -> None:
 
 @st.fragment
 def tau_panel() -> None:
-    from flagcore.live import tau_view
+    from flagcore.dashboard.live import tau_view
 
     st.subheader("Logit adjustment (post hoc)")
     st.caption("argmax(logit - tau * log prior): tau = 0 is the plain argmax, tau = 1 the Bayes rule for "

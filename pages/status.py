@@ -1,8 +1,8 @@
 import streamlit as st
 
-from app_common import current_run, store
-from app_common import plain as ac_plain
-from flagcore.views import runs_overview
+from flagcore.dashboard.state import current_run, store
+from flagcore.dashboard.state import plain as ac_plain
+from flagcore.dashboard.views import runs_overview
 
 st.title("Validation status")
 st.caption("Every evaluation run in the store. A run passes HIFA when an option meets all three criteria: "
@@ -27,13 +27,13 @@ if rid is not None:
     links[2].page_link("pages/solutions.py", label="Solution comparison", query_params=q)
     links[3].page_link("pages/hifa.py", label="HIFA criteria", query_params=q)
     links[4].page_link("pages/reviews.py", label="Reviews and sign-off", query_params=q)
-    from flagcore.views import hifa_badges
+    from flagcore.dashboard.views import hifa_badges
     st.dataframe(hifa_badges(store(), rid), hide_index=True, width="stretch")
 st.caption("New runs: `flagcore evaluate --checkpoint CKPT --data FILE [--train FILE] [--partner CGDT] "
            "[--retrained CKPT ...]`; refresh the page to see them.")
 
 with st.expander("Evaluate a checkpoint on a dataset"):
-    from flagcore.views import browsable_files, inside_roots
+    from flagcore.dashboard.views import browsable_files, inside_roots
 
     files = st.cache_data(ttl=30, show_spinner=False)(browsable_files)()
     st.caption("Files under the configured folders (`FLAGCORE_FILES`, default `data/`). Inference is cached in "
@@ -46,7 +46,7 @@ with st.expander("Evaluate a checkpoint on a dataset"):
         train = st.selectbox("Training data (prior, payoff ratios, feature shift)", [None] + files["datasets"],
                              format_func=lambda p: "none" if p is None else p, key="eval_train")
         if st.button("Evaluate", key="eval_go"):
-            from flagcore.pipeline import evaluate
+            from flagcore.pipeline.evaluate import evaluate
 
             chosen = [p for p in (ckpt, data, train) if p is not None]
             if not all(inside_roots(p) for p in chosen):

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from app_common import store
+from flagcore.dashboard.state import store
 
 st.title("Get started")
 st.info(f"The result store `{store().path}` holds no runs yet. Build the embedded demo: a synthetic "
@@ -11,7 +11,7 @@ quick = st.toggle("Quick demo (about a minute; a smaller market)", value=True,
 st.caption("The same from a terminal:")
 st.code(f"flagcore demo{' --quick' if quick else ''} --store {store().path}", language="bash")
 if st.button("Build the demo", type="primary"):
-    from flagcore.demo import build_demo
+    from flagcore.pipeline.demo import build_demo
 
     bar = st.progress(0.0, text="starting")
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from flagcore.model import FlagTraderConfig
+from flagcore.models.flag_trader import FlagTraderConfig
 
 # A small architecture with every structural feature of the full one; r=8 with the reviewed
 # alpha of 16 gives LoRA scaling 2, so a wrong scaling cannot hide behind 1.0.
@@ -110,9 +110,9 @@ SMALL_TEST_BARS = 1500
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory):
     """A fast version of the embedded demo: bars, and train/test datasets written to Parquet."""
-    from flagcore.data import load_dataset, write_dataset
-    from flagcore.features import build_datasets
-    from flagcore.market import demo_market
+    from flagcore.data.dataset import load_dataset, write_dataset
+    from flagcore.data.features import build_datasets
+    from flagcore.data.market import demo_market
 
     root = tmp_path_factory.mktemp("demo")
     bars = demo_market(train_start=pd.Timestamp(SMALL_TRAIN_START, tz="UTC"), test_bars=SMALL_TEST_BARS)
@@ -136,8 +136,8 @@ def with_trained_lora(model, std: float = 0.05):
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
     """``flagcore demo --quick`` built once: its store, run id and artifact folder."""
-    from flagcore.demo import build_demo
-    from flagcore.store import Store
+    from flagcore.pipeline.demo import build_demo
+    from flagcore.store.store import Store
 
     base = tmp_path_factory.mktemp("quick_demo")
     store = Store(base / "store.duckdb")

@@ -96,7 +96,7 @@ def test_logit_analysis_reproduces_the_seed_tables(demo_app, quick_demo):
 
 
 def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
-    from flagcore.live import load_live_inputs, threshold_view
+    from flagcore.dashboard.live import load_live_inputs, threshold_view
 
     at = _page(demo_app, "pages/solutions.py")
     table = at.dataframe[0].value
@@ -143,8 +143,8 @@ def test_review_round_trip_stores_text_verbatim(demo_app, quick_demo):
 
 
 def test_evaluate_from_the_dashboard_uses_only_configured_folders(quick_demo, monkeypatch, tmp_path):
-    from flagcore.store import Store
-    from flagcore.views import browsable_files, inside_roots
+    from flagcore.store.store import Store
+    from flagcore.dashboard.views import browsable_files, inside_roots
 
     root = quick_demo["root"]
     outside = tmp_path / "outside"
@@ -182,7 +182,7 @@ def test_a_bad_file_in_the_dashboard_gives_one_line_and_writes_nothing(quick_dem
 
     import pandas as pd
 
-    from flagcore.store import Store
+    from flagcore.store.store import Store
 
     files = tmp_path / "files"
     files.mkdir()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flagcore.backtest import (
+from flagcore.analysis.backtest import (
     BacktestConfig,
     backtest,
     kelly_fraction,

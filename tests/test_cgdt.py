@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from flagcore.cgdt import (
+from flagcore.models.cgdt import (
     CGDT,
     FORMAT,
     CGDTConfig,
@@ -26,7 +26,7 @@ from flagcore.cgdt import (
     save_cgdt,
     train_cgdt,
 )
-from flagcore.data import load_dataset, write_dataset
+from flagcore.data.dataset import load_dataset, write_dataset
 from flagcore.errors import FlagcoreError
 
 SMALL = CGDTConfig(
@@ -38,8 +38,8 @@ TINY = dataclasses.replace(SMALL, critic_epochs=1, epochs=1, windows_per_epoch=5
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from flagcore.features import build_datasets
-    from flagcore.market import demo_market
+    from flagcore.data.features import build_datasets
+    from flagcore.data.market import demo_market
 
     bars = demo_market(test_bars=1500, train_start=pd.Timestamp("2023-01-01", tz="UTC"))
     out = build_datasets(bars, test_start="2025-01-01")
@@ -69,7 +69,7 @@ def test_rewards_to_go_match_a_direct_sum():
     labels[30] = -1  # unresolved: every bar whose horizon covers it has no return-to-go
     R, valid = rewards_to_go(close, labels, H, vol_span=10)
 
-    from flagcore.labels import ewm_volatility
+    from flagcore.data.labels import ewm_volatility
 
     sigma = ewm_volatility(close, span=10)
     r = [(-1, 0, 1)[labels[t]] * np.log(close[t + 1] / close[t]) / sigma[t] if labels[t] >= 0 else 0.0
@@ -233,8 +233,8 @@ def test_save_load_round_trip_is_exact(model, data, test_preds, tmp_path):
 
 
 def test_other_files_are_refused_naming_the_path(tmp_path, model):
-    from flagcore.checkpoint import save_checkpoint
-    from flagcore.model import FlagTraderConfig, build_model
+    from flagcore.models.checkpoint import save_checkpoint
+    from flagcore.models.flag_trader import FlagTraderConfig, build_model
 
     flag = save_checkpoint(
         build_model(FlagTraderConfig(d_model=16, num_layers=1, num_heads=2, ff_dim=32, max_length=8,
@@ -267,9 +267,9 @@ def test_other_files_are_refused_naming_the_path(tmp_path, model):
 def test_predict_command_reads_a_cgdt_checkpoint(model, data, tmp_path, capsys):
     import json
 
-    from flagcore.checkpoint import is_cgdt, load_checkpoint
-    from flagcore.cli import main
-    from flagcore.data import load_predictions
+    from flagcore.models.checkpoint import is_cgdt, load_checkpoint
+    from flagcore.cli.main import main
+    from flagcore.data.dataset import load_predictions
 
     path = save_cgdt(model, tmp_path / "cgdt.safetensors")
     assert is_cgdt(path)

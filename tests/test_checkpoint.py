@@ -5,10 +5,10 @@ import torch
 from conftest import SMALL, reference_forward, reviewed_state_dict, with_trained_lora
 
 from flagcore import load_checkpoint
-from flagcore.checkpoint import import_checkpoint, read_checkpoint, save_checkpoint
-from flagcore.cli import main
+from flagcore.models.checkpoint import import_checkpoint, read_checkpoint, save_checkpoint
+from flagcore.cli.main import main
 from flagcore.errors import FlagcoreError
-from flagcore.model import PRESETS, build_model
+from flagcore.models.flag_trader import PRESETS, build_model
 
 
 def _reviewed_file(tmp_path, layout, cfg=SMALL, seed=0, config=None):
@@ -183,13 +183,13 @@ def test_import_round_trip_keeps_source_hash(tmp_path):
     path, _ = _reviewed_file(tmp_path, "bare")
     out = import_checkpoint(path, tmp_path / "x.safetensors", num_heads=4)
     _, info = read_checkpoint(out)
-    from flagcore.checkpoint import file_sha256
+    from flagcore.models.checkpoint import file_sha256
     assert info.meta.provenance["source_sha256"] == file_sha256(path)
 
 
 def test_safetensors_header_length_starting_with_pickle_opcode(tmp_path):
     """A header length whose low byte is 0x80 (the pickle PROTO opcode) is still safetensors."""
-    from flagcore.checkpoint import _sniff
+    from flagcore.models.checkpoint import _sniff
     path = tmp_path / "x.safetensors"
     path.write_bytes(b"\x80\x17\x00\x00\x00\x00\x00\x00{\"__metadata__\": {}}")
     assert _sniff(path) == "safetensors"

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from flagcore.cli import build_parser, main
+from flagcore.cli.main import build_parser, main
 
 COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
@@ -38,7 +38,7 @@ def test_info_full_preset_in_a_real_process():
 
 
 def test_unexpected_errors_are_one_line(monkeypatch, capsys):
-    import flagcore.cli as cli
+    import flagcore.cli.main as cli
 
     def boom(args):
         raise ZeroDivisionError("division by zero")

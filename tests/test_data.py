@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from conftest import make_frame
 
-from flagcore.cli import main
-from flagcore.data import UNLABELLED, load_dataset, periods_per_year, temporal_split, write_dataset
+from flagcore.cli.main import main
+from flagcore.data.dataset import UNLABELLED, load_dataset, periods_per_year, temporal_split, write_dataset
 from flagcore.errors import FlagcoreError
 
 

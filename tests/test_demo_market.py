@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flagcore.cli import main
-from flagcore.data import write_dataset
-from flagcore.features import (
+from flagcore.cli.main import main
+from flagcore.data.dataset import write_dataset
+from flagcore.data.features import (
     MARKET_FEATURES,
     ORDER_FLOW_FEATURES,
     WARMUP,
@@ -14,7 +14,7 @@ from flagcore.features import (
     compute_features,
     read_ohlcv,
 )
-from flagcore.labels import (
+from flagcore.data.labels import (
     BUY,
     HOLD,
     SELL,
@@ -24,7 +24,7 @@ from flagcore.labels import (
     hold_share_curve,
     triple_barrier,
 )
-from flagcore.market import TEST_BARS, demo_market, stylised_facts
+from flagcore.data.market import TEST_BARS, demo_market, stylised_facts
 
 SHORT = dict(train_start=pd.Timestamp("2024-06-01", tz="UTC"), test_bars=500)
 
@@ -171,7 +171,7 @@ def test_features_command_on_a_user_csv_without_order_flow(tmp_path, capsys):
     d = s["datasets"]["all"]
     assert d["features"] == 49 and d["bars"] == len(bars) - WARMUP
     assert d["label_shares"]["HOLD"] == pytest.approx(0.6142, abs=0.01)
-    from flagcore.data import load_dataset
+    from flagcore.data.dataset import load_dataset
     ds = load_dataset(tmp_path / "f.parquet")
     assert ds.label_horizon == 24 and 2150 < ds.summary()["periods_per_year"] < 2250
     assert read_ohlcv(tmp_path / "user.csv").shape[0] == len(bars)

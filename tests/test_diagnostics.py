@@ -10,7 +10,7 @@ from sklearn.metrics import (
     confusion_matrix as sk_confusion,
 )
 
-from flagcore.diagnostics import (
+from flagcore.analysis.diagnostics import (
     action_distribution,
     classification_metrics,
     collapse_verdict,

@@ -5,7 +5,7 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
 from flagcore.errors import FlagcoreError
-from flagcore.model import (
+from flagcore.models.flag_trader import (
     PRESETS,
     FlagTraderConfig,
     base_network,

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flagcore.data import load_predictions
+from flagcore.data.dataset import load_predictions
 from flagcore.errors import FlagcoreError
 
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from flagcore.cli import main
-from flagcore.pipeline import EvaluateSettings, evaluate
-from flagcore.store import RUN_TABLES, Store
+from flagcore.cli.main import main
+from flagcore.pipeline.evaluate import EvaluateSettings, evaluate
+from flagcore.store.store import RUN_TABLES, Store
 
 
 def _counts(store: Store) -> dict:
@@ -86,7 +86,7 @@ def test_second_evaluate_reuses_cached_inference(quick_demo):
 
 @pytest.mark.parametrize("table", ["run_models", "option_results", "predictions", "sweeps"])
 def test_a_failure_mid_write_leaves_the_store_as_before(quick_demo, table, monkeypatch):
-    from flagcore import pipeline
+    from flagcore.pipeline import evaluate as pipeline
 
     s, root = quick_demo["store"], quick_demo["root"]
     captured = {}
@@ -101,7 +101,7 @@ def test_a_failure_mid_write_leaves_the_store_as_before(quick_demo, table, monke
 
 
 def test_demo_is_idempotent(quick_demo):
-    from flagcore.demo import build_demo
+    from flagcore.pipeline.demo import build_demo
 
     res = build_demo(quick_demo["store"], quick=True, root=quick_demo["root"].parent)
     assert res["run_id"] == quick_demo["run_id"]
@@ -158,7 +158,7 @@ def test_evaluate_errors_are_one_line(quick_demo, tmp_path, capsys):
 
 def test_write_run_needs_a_baseline():
     from flagcore.errors import FlagcoreError
-    from flagcore.pipeline import compute_run
+    from flagcore.pipeline.evaluate import compute_run
 
     with pytest.raises(FlagcoreError, match="baseline"):
         compute_run({}, None)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from flagcore.backtest import BacktestConfig
+from flagcore.analysis.backtest import BacktestConfig
 from flagcore.errors import FlagcoreError
-from flagcore.solutions import (
+from flagcore.analysis.remedies import (
     agreement,
     ensemble_rule,
     evaluate_actions,
@@ -85,7 +85,7 @@ def test_labels_as_signals_beat_a_model_and_random():
     rng = np.random.default_rng(2)
     n = 3000
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    from flagcore.labels import triple_barrier
+    from flagcore.data.labels import triple_barrier
     labels = triple_barrier(close, np.full(n, 0.01), 24, 1.0)
     foresight = evaluate_actions(perfect_foresight_actions(labels), labels, close, 8760,
                                  cfg=BacktestConfig(sizing="unit"))
@@ -96,8 +96,8 @@ def test_labels_as_signals_beat_a_model_and_random():
 
 
 def test_compare_options_gives_every_option_the_same_metrics():
-    from flagcore.labels import triple_barrier
-    from flagcore.solutions import OPTIONS, compare_options
+    from flagcore.data.labels import triple_barrier
+    from flagcore.analysis.remedies import OPTIONS, compare_options
     rng = np.random.default_rng(7)
 
     def period(n):

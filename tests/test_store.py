@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from flagcore.errors import FlagcoreError
-from flagcore.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreBusy, migrate
+from flagcore.store.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreBusy, migrate
 
 
 def _add_run(store: Store, name: str = "r") -> int:
@@ -143,14 +143,14 @@ def test_a_store_that_stays_busy_gives_one_clear_line(tmp_path):
 
 _WRITER = """
 import sys
-from flagcore.store import Store
+from flagcore.store.store import Store
 s = Store(sys.argv[1], busy_timeout=60)
 for i in range(int(sys.argv[3])):
     s.add_review(1, sys.argv[2], "approve", f"{sys.argv[2]} {i}")
 """
 _READER = """
 import sys, time
-from flagcore.store import Store
+from flagcore.store.store import Store
 s = Store(sys.argv[1], busy_timeout=60)
 t = time.time()
 n = 0

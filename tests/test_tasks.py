@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flagcore.errors import FlagcoreError
-from flagcore.tasks import Placement, run_tasks
+from flagcore.training.tasks import Placement, run_tasks
 
 
 def _affine(shared, item):
@@ -56,7 +56,7 @@ def test_ray_address_without_ray_installed_says_how_to_install(monkeypatch):
 
 
 def test_cli_refuses_zero_workers(tmp_path, capsys):
-    from flagcore.cli import main
+    from flagcore.cli.main import main
 
     rc = main(["validate", "--store", str(tmp_path / "s.duckdb"), "--retrain", "--workers", "0"])
     err = capsys.readouterr().err.strip()
@@ -66,8 +66,8 @@ def test_cli_refuses_zero_workers(tmp_path, capsys):
 def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
     """The splits as Ray tasks give the same path logits as the same splits in local processes."""
     require_ray()
-    from flagcore.model import PRESETS
-    from flagcore.train import TrainConfig, retrain_cpcv
+    from flagcore.models.flag_trader import PRESETS
+    from flagcore.training.train import TrainConfig, retrain_cpcv
 
     ds = small_demo["train"].slice(0, 3000)
     cfg = TrainConfig(loss="weighted", epochs=1, windows_per_epoch=256, patience=1)
@@ -86,8 +86,8 @@ def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
 def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path):
     """Batch inference of the demo's checkpoints as Ray tasks: the stored run equals the in-process one."""
     require_ray()
-    from flagcore.pipeline import evaluate
-    from flagcore.store import Store
+    from flagcore.pipeline.evaluate import evaluate
+    from flagcore.store.store import Store
 
     root = quick_demo["root"]
     models = root / "models"
@@ -136,7 +136,7 @@ CALLER = '''
 import sys
 sys.path.insert(0, sys.argv[1])
 import slowmod
-from flagcore.tasks import Placement, run_tasks
+from flagcore.training.tasks import Placement, run_tasks
 if __name__ == "__main__":
     run_tasks(slowmod.slow, [1, 2], shared=sys.argv[1], placement=Placement(workers=2))
 '''
@@ -178,8 +178,8 @@ def test_cli_evaluate_passes_its_ray_address_on(quick_demo, tmp_path, capsys):
     """`flagcore evaluate --ray-address` reaches the task runner: an address where nothing answers is
     reported in one line, and the store gets no run."""
     require_ray()
-    from flagcore.cli import main
-    from flagcore.store import Store
+    from flagcore.cli.main import main
+    from flagcore.store.store import Store
 
     root = quick_demo["root"]
     store = tmp_path / "s.duckdb"

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from flagcore.checkpoint import read_checkpoint
-from flagcore.cli import main
+from flagcore.models.checkpoint import read_checkpoint
+from flagcore.cli.main import main
 from flagcore.errors import FlagcoreError
-from flagcore.inference import predict
-from flagcore.model import PRESETS
-from flagcore.train import TrainConfig, focal_loss, train_model, walk_forward
+from flagcore.models.inference import predict
+from flagcore.models.flag_trader import PRESETS
+from flagcore.training.train import TrainConfig, focal_loss, train_model, walk_forward
 
 FAST = dict(epochs=3, windows_per_epoch=6144, patience=3)
 
@@ -157,7 +157,7 @@ def test_reviewed_per_position_loss_leaks_the_future(small_demo):
 
 
 def test_diagnose_command_shows_the_seed_picture_for_plain_ce(trained, small_demo, tmp_path, capsys):
-    from flagcore.checkpoint import save_checkpoint
+    from flagcore.models.checkpoint import save_checkpoint
     ckpt = save_checkpoint(trained["ce"].model, tmp_path / "ce.safetensors")
     rc = main(["diagnose", "--checkpoint", str(ckpt), "--data", str(small_demo["test_path"]),
                "--train", str(small_demo["train_path"]), "--json"])
@@ -175,8 +175,8 @@ def test_diagnose_command_shows_the_seed_picture_for_plain_ce(trained, small_dem
 
 def test_retraining_cpcv_in_worker_processes(small_demo):
     """Every bar on every path is predicted by a model trained without it; workers change nothing."""
-    from flagcore.hifa import cpcv_splits
-    from flagcore.train import retrain_cpcv
+    from flagcore.analysis.hifa import cpcv_splits
+    from flagcore.training.train import retrain_cpcv
 
     train = small_demo["train"]
     ds = train.slice(0, 4000)

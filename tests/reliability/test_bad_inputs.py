@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from flagcore.cli import main
-from flagcore.store import RUN_TABLES, Store
+from flagcore.cli.main import main
+from flagcore.store.store import RUN_TABLES, Store
 
 
 def _digest(store: Store) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from conftest import streamlit_server
 
-from flagcore.store import Store
+from flagcore.store.store import Store
 
 FLAGCORE = [sys.executable, "-m", "flagcore"]
 

@@ -5,9 +5,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flagcore.backtest import BacktestConfig, backtest
-from flagcore.data import load_dataset
-from flagcore.labels import ewm_volatility, triple_barrier
+from flagcore.analysis.backtest import BacktestConfig, backtest
+from flagcore.data.dataset import load_dataset
+from flagcore.data.labels import ewm_volatility, triple_barrier
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

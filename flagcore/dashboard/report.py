@@ -11,7 +11,7 @@ import html
 
 import numpy as np
 
-from flagcore.store import Store
+from flagcore.store.store import Store
 
 CLASSES = ("SELL", "HOLD", "BUY")
 CRITERIA = (("cpcv_mean_sharpe", "CPCV mean Sharpe"), ("deflated_sharpe", "Deflated Sharpe"),

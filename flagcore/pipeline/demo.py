@@ -55,10 +55,10 @@ def _noop(stage: str, frac: float) -> None:
 def build_demo(store, *, quick: bool = False, root: str | Path | None = None, progress: Progress = _noop,
                device: str | None = None, workers: int | None = None) -> dict:
     """Build (or reuse) every artifact of the demo and its evaluated run; returns what was done."""
-    from flagcore.data import write_dataset
-    from flagcore.features import build_datasets
-    from flagcore.market import TEST_START, demo_market
-    from flagcore.pipeline import EvaluateSettings, evaluate
+    from flagcore.data.dataset import write_dataset
+    from flagcore.data.features import build_datasets
+    from flagcore.data.market import TEST_START, demo_market
+    from flagcore.pipeline.evaluate import EvaluateSettings, evaluate
 
     plan = QUICK if quick else FULL
     workers = workers or max(1, min(2, os.cpu_count() or 1))
@@ -142,8 +142,8 @@ def _run_tasks(tasks: dict[str, tuple], wf_task: tuple | None, workers: int, on_
             on_done(done)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    from flagcore.tasks import worker_context
-    from flagcore.train import worker_init
+    from flagcore.training.tasks import worker_context
+    from flagcore.training.tasks import worker_init
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=worker_init,
                              initargs=(threads, os.getpid())) as pool:
@@ -163,10 +163,10 @@ def _run_tasks(tasks: dict[str, tuple], wf_task: tuple | None, workers: int, on_
 
 
 def _train(train_p: Path, out: Path, loss: str, plan: DemoPlan, device) -> None:
-    from flagcore.checkpoint import save_checkpoint
-    from flagcore.data import load_dataset
-    from flagcore.model import preset
-    from flagcore.train import TrainConfig, train_model
+    from flagcore.models.checkpoint import save_checkpoint
+    from flagcore.data.dataset import load_dataset
+    from flagcore.models.flag_trader import preset
+    from flagcore.training.train import TrainConfig, train_model
 
     mcfg = preset("demo")
     ds = load_dataset(train_p, state_dim=mcfg.state_dim)
@@ -179,10 +179,10 @@ def _train(train_p: Path, out: Path, loss: str, plan: DemoPlan, device) -> None:
 def _walk_forward(start: Path, test_p: Path, out: Path) -> None:
     import numpy as np
 
-    from flagcore.checkpoint import load_checkpoint
-    from flagcore.data import load_dataset, write_dataset
-    from flagcore.inference import from_logits, predictions_frame
-    from flagcore.train import walk_forward
+    from flagcore.models.checkpoint import load_checkpoint
+    from flagcore.data.dataset import load_dataset, write_dataset
+    from flagcore.models.inference import from_logits, predictions_frame
+    from flagcore.training.train import walk_forward
 
     model = load_checkpoint(start)
     ds = load_dataset(test_p, state_dim=model.checkpoint_info.config.state_dim)
@@ -195,8 +195,8 @@ def _walk_forward(start: Path, test_p: Path, out: Path) -> None:
 
 
 def _train_cgdt(train_p: Path, out: Path, plan: DemoPlan) -> None:
-    from flagcore.cgdt import CGDTConfig, save_cgdt, train_cgdt
-    from flagcore.data import load_dataset
+    from flagcore.models.cgdt import CGDTConfig, save_cgdt, train_cgdt
+    from flagcore.data.dataset import load_dataset
 
     cfg = CGDTConfig(epochs=plan.cgdt_epochs, windows_per_epoch=plan.cgdt_windows,
                      critic_epochs=plan.cgdt_critic_epochs)

@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from flagcore import __version__
-from flagcore.data import UNLABELLED, Dataset
+from flagcore.data.dataset import UNLABELLED, Dataset
 from flagcore.errors import FlagcoreError
-from flagcore.labels import ewm_volatility
-from flagcore.model import FlagTraderConfig, base_network, build_model
+from flagcore.data.labels import ewm_volatility
+from flagcore.models.flag_trader import FlagTraderConfig, base_network, build_model
 
 LOSSES = ("ce", "weighted", "focal", "logit_adjusted", "oversample", "multitask")
 SEED_CLASS_WEIGHTS = (1.0, 0.5, 1.0)
@@ -328,7 +328,7 @@ def walk_forward(
     """
     import copy
 
-    from flagcore.inference import predict
+    from flagcore.models.inference import predict
 
     if not 500 <= every <= 1000 and every != ds.n_bars:
         raise FlagcoreError(f"walk-forward step must lie in [500, 1000] bars, got {every}")
@@ -415,47 +415,11 @@ class RetrainCPCV:
     workers: str  # where the splits ran (tasks.Placement.describe)
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc: trust kill(pid, 0)
-
-
-def worker_init(threads: int, caller: int | None = None) -> None:
-    """Initialiser of training workers: torch threads, and exit when the process that asked for
-    the work (``caller``, by default the parent) dies, killed or interrupted, so no orphan keeps
-    training. Workers forked from a forkserver have the server as parent, not the caller."""
-    import os
-    import threading
-
-    torch.set_num_threads(threads)
-    caller = caller or os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if not _process_alive(caller):
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _cpcv_split_task(shared: tuple, task: tuple) -> tuple:
     """One split, wherever ``tasks.run_tasks`` puts it: train on its training index, predict its test bars."""
     ds, model_config, cfg = shared
     s, train_idx, test_idx = task
-    from flagcore.inference import predict
+    from flagcore.models.inference import predict
 
     res = train_model(ds, model_config, cfg, train_index=train_idx, device="cpu")
     logits = predict(res.model, ds.features, device="cpu").logits[test_idx]
@@ -478,8 +442,8 @@ def retrain_cpcv(
     split has its own seed-fixed run). Local workers are not forked from the caller, so a script that calls this with
     ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
     """
-    from flagcore.hifa import _groups, cpcv_paths, cpcv_splits
-    from flagcore.tasks import Placement, run_tasks
+    from flagcore.analysis.hifa import _groups, cpcv_paths, cpcv_splits
+    from flagcore.training.tasks import Placement, run_tasks
 
     cfg = cfg or TrainConfig()
     if ds.labels is None:

@@ -28,7 +28,7 @@ import torch
 from peft import PeftModel
 
 from flagcore.errors import FlagcoreError
-from flagcore.model import (
+from flagcore.models.flag_trader import (
     CLASS_NAMES,
     FlagTraderConfig,
     base_network,
@@ -163,7 +163,7 @@ def _read_flagcore(path: Path) -> tuple[dict, FlagTraderConfig, CheckpointMeta]:
     except (SafetensorError, OSError, ValueError) as e:
         raise FlagcoreError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
     if header.get("format") == CGDT_FORMAT:
-        raise FlagcoreError(f"{path}: a CGDT checkpoint, not FLAG-TRADER (read it with flagcore.cgdt.load_cgdt)")
+        raise FlagcoreError(f"{path}: a CGDT checkpoint, not FLAG-TRADER (read it with flagcore.models.cgdt.load_cgdt)")
     if header.get("format") != FORMAT:
         raise FlagcoreError(
             f"{path}: safetensors file without a flagcore header (format {header.get('format')!r})"
@@ -322,7 +322,7 @@ def _sniff(path: Path) -> str:
 
 
 def is_cgdt(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a CGDT checkpoint (flagcore.cgdt), judged by its safetensors header."""
+    """Whether ``path`` is a CGDT checkpoint (flagcore.models.cgdt), judged by its safetensors header."""
     from safetensors import SafetensorError, safe_open
 
     p = Path(path)

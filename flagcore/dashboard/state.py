@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from flagcore.errors import FlagcoreError  # noqa: F401 - pages catch it through this module
-from flagcore.store import Store, default_path
+from flagcore.store.store import Store, default_path
 
 RUN_TTL = 600  # a run's results never change once written; reviews are read uncached
 
@@ -93,7 +93,7 @@ def dataset(path: str, dataset_id: str):
 
 @st.cache_resource(show_spinner="Reading the run's logits...", max_entries=8)
 def live_inputs(path: str, run_id: int):
-    from flagcore.live import load_live_inputs
+    from flagcore.dashboard.live import load_live_inputs
 
     return load_live_inputs(Store(path), run_id)
 
@@ -101,7 +101,7 @@ def live_inputs(path: str, run_id: int):
 @st.cache_resource(show_spinner="Loading the checkpoint...", max_entries=4)
 def loaded_model(checkpoint: str, sha256: str):
     """A checkpoint in eval mode, shared by every session; used only under torch.inference_mode."""
-    from flagcore.checkpoint import load_checkpoint
+    from flagcore.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint).eval()
     if model.checkpoint_info.sha256 != sha256:

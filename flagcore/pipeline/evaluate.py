@@ -23,9 +23,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from flagcore.backtest import BacktestConfig, simple_returns
+from flagcore.analysis.backtest import BacktestConfig, simple_returns
 from flagcore.errors import FlagcoreError
-from flagcore.store import Store, insert_frame, to_json
+from flagcore.store.store import Store, insert_frame, to_json
 
 ROLE_BY_LOSS = {"ce": "baseline", "weighted": "opt1_class_weights", "focal": "opt2_focal",
                 "logit_adjusted": "logit_adjusted_loss", "oversample": "oversample", "multitask": "multitask"}
@@ -72,7 +72,7 @@ class EvaluateSettings:
             raise FlagcoreError(f"payoff_years must be > 0, got {self.payoff_years!r}")
 
     def resolved_criteria(self) -> dict:
-        from flagcore.hifa import DEFAULT_CRITERIA
+        from flagcore.analysis.hifa import DEFAULT_CRITERIA
 
         return dict(self.criteria or DEFAULT_CRITERIA)
 
@@ -138,8 +138,8 @@ def flag_trader_settings(info) -> str:
 def flag_trader_logits(store: Store, model, role: str, test, train, stats: dict, device=None,
                        progress: Progress = _noop) -> ModelLogits:
     """Logits of a FLAG-TRADER (from ``checkpoint.load_checkpoint``) on both periods, cached."""
-    from flagcore.inference import predict
-    from flagcore.model import count_parameters
+    from flagcore.models.inference import predict
+    from flagcore.models.flag_trader import count_parameters
 
     info = model.checkpoint_info
     path = info.path
@@ -163,13 +163,13 @@ def flag_trader_logits(store: Store, model, role: str, test, train, stats: dict,
 
 
 def _cgdt_id(path) -> str:
-    from flagcore.checkpoint import file_sha256
+    from flagcore.models.checkpoint import file_sha256
 
     return file_sha256(Path(path) / "model.safetensors" if Path(path).is_dir() else path)
 
 
 def cgdt_logits(store: Store, path, test, train, stats: dict, progress: Progress = _noop) -> ModelLogits:
-    from flagcore.cgdt import describe_cgdt, load_cgdt, predict_cgdt
+    from flagcore.models.cgdt import describe_cgdt, load_cgdt, predict_cgdt
 
     model = load_cgdt(path)
     mid = _cgdt_id(path)
@@ -193,8 +193,8 @@ def cgdt_logits(store: Store, path, test, train, stats: dict, progress: Progress
 def file_logits(path, role: str, test, train) -> ModelLogits:
     """Another model's predictions file (``flagcore predict`` / ``walk-forward`` output, or any
     file with timestamp and logits or actions), aligned to the evaluated bars."""
-    from flagcore.checkpoint import file_sha256
-    from flagcore.data import load_predictions
+    from flagcore.models.checkpoint import file_sha256
+    from flagcore.data.dataset import load_predictions
 
     pf = load_predictions(path)
     e = test.eval_index
@@ -215,13 +215,13 @@ def _inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
     """One checkpoint on one dataset, wherever ``tasks.run_tasks`` puts it (a worker, a Ray node)."""
     kind, path, ds, device, model_id = job
     if kind == "cgdt":
-        from flagcore.cgdt import load_cgdt, predict_cgdt
+        from flagcore.models.cgdt import load_cgdt, predict_cgdt
 
         found = _cgdt_id(path)
         p = predict_cgdt(load_cgdt(path), ds)
     else:
-        from flagcore.checkpoint import load_checkpoint
-        from flagcore.inference import predict
+        from flagcore.models.checkpoint import load_checkpoint
+        from flagcore.models.inference import predict
 
         model = load_checkpoint(path)
         found = model.checkpoint_info.sha256
@@ -236,7 +236,7 @@ def prefetch_inference(store: Store, checkpoints: list[tuple[str, str, str, str]
     """The inference of many checkpoints as tasks (``tasks.run_tasks``): every (checkpoint,
     dataset) pair not in the store's cache is computed where ``placement`` says and cached, so the
     ``*_logits`` calls that follow read it. ``checkpoints``: ``(kind, path, model_id, settings)``."""
-    from flagcore.tasks import run_tasks
+    from flagcore.training.tasks import run_tasks
 
     todo = []
     for kind, path, model_id, settings in checkpoints:
@@ -285,7 +285,7 @@ def _role_of_checkpoint(model, path) -> str:
 
 
 def _is_checkpoint(path) -> bool:
-    from flagcore.checkpoint import _sniff
+    from flagcore.models.checkpoint import _sniff
 
     p = Path(path)
     if p.is_dir():
@@ -300,7 +300,7 @@ def _is_checkpoint(path) -> bool:
 
 
 def _period_inputs(models: dict[str, ModelLogits], ds, period: str, partner: ModelLogits | None) -> dict | None:
-    from flagcore.data import periods_per_year
+    from flagcore.data.dataset import periods_per_year
 
     if period == "test":
         e = ds.eval_index
@@ -320,7 +320,7 @@ def _period_inputs(models: dict[str, ModelLogits], ds, period: str, partner: Mod
         if x is not None:
             out["partner_actions"] = x.argmax(1).astype(np.int8)
             if partner.probs_given:
-                from flagcore.diagnostics import softmax
+                from flagcore.analysis.diagnostics import softmax
                 out["partner_probs"] = softmax(x)
     return out
 
@@ -353,7 +353,7 @@ class RunResult:
 
 
 def _sweep(test: dict, train: dict | None, cfg: BacktestConfig, option: str, param: str, grid, base_kw) -> tuple:
-    from flagcore.solutions import compare_options
+    from flagcore.analysis.remedies import compare_options
 
     rows, returns = [], []
     for v in grid:
@@ -377,14 +377,14 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
     feature-shift reference.
     """
     full_train = full_train if full_train is not None else train
-    from flagcore.diagnostics import diagnose, feature_shift
-    from flagcore.hifa import (
+    from flagcore.analysis.diagnostics import diagnose, feature_shift
+    from flagcore.analysis.hifa import (
         hifa_verdict,
         permutation_test,
         posthoc_cpcv,
         probability_of_backtest_overfitting,
     )
-    from flagcore.solutions import agreement, compare_options, label_analysis
+    from flagcore.analysis.remedies import agreement, compare_options, label_analysis
 
     s = settings or EvaluateSettings()
     crit = s.resolved_criteria()
@@ -542,7 +542,7 @@ def request_key(models: dict[str, ModelLogits], test, train, partner, settings: 
 
 
 def _option_rows(run: RunResult) -> tuple[pd.DataFrame, ...]:
-    from flagcore.solutions import OPTIONS
+    from flagcore.analysis.remedies import OPTIONS
 
     order = {k: i for i, k in enumerate(OPTIONS)}
     res_rows, pred_frames, hifa_rows, cpcv_rows, perm_rows = [], [], [], [], []
@@ -598,7 +598,7 @@ def write_run(store: Store, run: RunResult, *, fail_after: str | None = None) ->
     """Write one run in one transaction; returns its id. ``fail_after`` (tests only) raises after
     the named table is written, to check that nothing of the run survives."""
     from flagcore import __version__
-    from flagcore.store import _now
+    from flagcore.store.store import _now
 
     res, preds, hifa_rows, cpcv_rows, perm_rows = _option_rows(run)
     bars = pd.concat([b for b in (run.test_bars, run.train_bars) if b is not None], ignore_index=True)
@@ -653,8 +653,8 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
     """
     import time
 
-    from flagcore.checkpoint import is_cgdt, load_checkpoint
-    from flagcore.data import check_disjoint, load_dataset, periods_per_year
+    from flagcore.models.checkpoint import is_cgdt, load_checkpoint
+    from flagcore.data.dataset import check_disjoint, load_dataset, periods_per_year
 
     t0 = time.perf_counter()
     s = settings or EvaluateSettings()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from flagcore.data import periods_per_year
+from flagcore.data.dataset import periods_per_year
 from flagcore.errors import FlagcoreError
 
 OHLCV = ("open", "high", "low", "close", "volume")
@@ -198,7 +198,7 @@ def read_ohlcv(path) -> pd.DataFrame:
     """Read and validate an OHLCV file (CSV or Parquet): clear errors naming file, column, row."""
     from pathlib import Path
 
-    from flagcore.data import _finite, _numeric, _read_table, _timestamps
+    from flagcore.data.dataset import _finite, _numeric, _read_table, _timestamps
 
     p = Path(path)
     df, _ = _read_table(p)
@@ -264,7 +264,7 @@ def build_datasets(
     ``evaluation_start`` marks the first evaluated bar). ``width=None`` calibrates the barrier
     width so that the HOLD share of the evaluated bars is ``target_hold``.
     """
-    from flagcore.labels import calibrate_width, ewm_volatility, make_labels, shares
+    from flagcore.data.labels import calibrate_width, ewm_volatility, make_labels, shares
 
     feats = compute_features(bars)
     close = bars["close"].to_numpy(float)

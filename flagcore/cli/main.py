@@ -46,11 +46,11 @@ def _progress(label: str, quiet: bool):
 
 def cmd_info(args: argparse.Namespace) -> int:
     if args.preset:
-        from flagcore.model import build_model, describe, preset
+        from flagcore.models.flag_trader import build_model, describe, preset
 
         info = {"preset": args.preset, **describe(build_model(preset(args.preset)))}
     else:
-        from flagcore.checkpoint import checkpoint_summary
+        from flagcore.models.checkpoint import checkpoint_summary
 
         info = checkpoint_summary(args.checkpoint, num_heads=args.num_heads)
     cfg = info["config"]
@@ -69,7 +69,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from flagcore.checkpoint import checkpoint_summary, import_checkpoint
+    from flagcore.models.checkpoint import checkpoint_summary, import_checkpoint
 
     out = import_checkpoint(args.source, args.out, num_heads=args.num_heads, window=args.window)
     info = checkpoint_summary(out)
@@ -80,14 +80,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _state_dim(args: argparse.Namespace) -> int:
     if getattr(args, "checkpoint", None):
-        from flagcore.checkpoint import read_checkpoint
+        from flagcore.models.checkpoint import read_checkpoint
 
         return read_checkpoint(args.checkpoint)[1].config.state_dim
     return args.state_dim
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from flagcore.data import load_dataset
+    from flagcore.data.dataset import load_dataset
 
     ds = load_dataset(args.data, state_dim=_state_dim(args), require_close=not args.no_close,
                       label_horizon=args.label_horizon)
@@ -103,14 +103,14 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from flagcore.checkpoint import is_cgdt, load_checkpoint
-    from flagcore.data import load_dataset, write_dataset
-    from flagcore.inference import action_summary, predict, predictions_frame
+    from flagcore.models.checkpoint import is_cgdt, load_checkpoint
+    from flagcore.data.dataset import load_dataset, write_dataset
+    from flagcore.models.inference import action_summary, predict, predictions_frame
 
     update, close = _progress("predict", args.quiet)
     try:
         if is_cgdt(args.checkpoint):
-            from flagcore.cgdt import load_cgdt, predict_cgdt
+            from flagcore.models.cgdt import load_cgdt, predict_cgdt
 
             model = load_cgdt(args.checkpoint)
             ds = load_dataset(args.data, state_dim=model.config.state_dim, require_close=False)
@@ -133,9 +133,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_train_cgdt(args: argparse.Namespace) -> int:
-    from flagcore.cgdt import CGDTConfig, describe_cgdt, predict_cgdt, save_cgdt, train_cgdt
-    from flagcore.data import check_disjoint, load_dataset
-    from flagcore.inference import action_summary
+    from flagcore.models.cgdt import CGDTConfig, describe_cgdt, predict_cgdt, save_cgdt, train_cgdt
+    from flagcore.data.dataset import check_disjoint, load_dataset
+    from flagcore.models.inference import action_summary
 
     cfg = CGDTConfig(epochs=args.epochs, seed=args.seed)
     train = load_dataset(args.data, state_dim=cfg.state_dim)
@@ -162,8 +162,8 @@ def cmd_train_cgdt(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from flagcore.checkpoint import checkpoint_summary, save_checkpoint
-    from flagcore.model import build_model, preset
+    from flagcore.models.checkpoint import checkpoint_summary, save_checkpoint
+    from flagcore.models.flag_trader import build_model, preset
 
     model = build_model(preset(args.preset), seed=args.seed)
     out = save_checkpoint(model, args.out, provenance={"initialised": "random", "preset": args.preset,
@@ -174,11 +174,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_market(args: argparse.Namespace) -> int:
-    from flagcore.data import write_dataset
-    from flagcore.market import demo_market, stylised_facts
+    from flagcore.data.dataset import write_dataset
+    from flagcore.data.market import demo_market, stylised_facts
 
     bars = demo_market(seed=args.seed, strength=args.strength, test_bars=args.test_bars)
-    write_dataset(bars, args.out, generator="flagcore.market.demo_market", seed=args.seed,
+    write_dataset(bars, args.out, generator="flagcore.data.market.demo_market", seed=args.seed,
                   strength=args.strength)
     facts = {"out": str(args.out), "seed": args.seed, "strength": args.strength, **stylised_facts(bars)}
     _emit(facts, args.json, [
@@ -191,8 +191,8 @@ def cmd_market(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from flagcore.data import write_dataset
-    from flagcore.features import build_datasets, read_ohlcv
+    from flagcore.data.dataset import write_dataset
+    from flagcore.data.features import build_datasets, read_ohlcv
 
     bars = read_ohlcv(args.ohlcv)
     sets = build_datasets(bars, horizon=args.horizon, width=args.barrier_width, target_hold=args.target_hold,
@@ -242,11 +242,11 @@ def _three(text: str | None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from flagcore.checkpoint import save_checkpoint
-    from flagcore.data import load_dataset
-    from flagcore.inference import action_summary, predict
-    from flagcore.model import preset
-    from flagcore.train import TrainConfig, train_model
+    from flagcore.models.checkpoint import save_checkpoint
+    from flagcore.data.dataset import load_dataset
+    from flagcore.models.inference import action_summary, predict
+    from flagcore.models.flag_trader import preset
+    from flagcore.training.train import TrainConfig, train_model
 
     mcfg = preset(args.preset)
     cfg = TrainConfig(loss=args.loss, class_weights=_three(args.class_weights), focal_gamma=args.focal_gamma,
@@ -256,7 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train = load_dataset(args.data, state_dim=mcfg.state_dim)
     test = load_dataset(args.test, state_dim=mcfg.state_dim) if args.test else None
     if test is not None:
-        from flagcore.data import check_disjoint
+        from flagcore.data.dataset import check_disjoint
         check_disjoint(train, test)
     res = train_model(train, mcfg, cfg, on_epoch=None if args.quiet else _print_epoch, device=args.device)
     out = Path(args.out)
@@ -280,10 +280,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_walk_forward(args: argparse.Namespace) -> int:
-    from flagcore.checkpoint import load_checkpoint, save_checkpoint
-    from flagcore.data import load_dataset, write_dataset
-    from flagcore.inference import action_summary, from_logits, predictions_frame
-    from flagcore.train import walk_forward
+    from flagcore.models.checkpoint import load_checkpoint, save_checkpoint
+    from flagcore.data.dataset import load_dataset, write_dataset
+    from flagcore.models.inference import action_summary, from_logits, predictions_frame
+    from flagcore.training.train import walk_forward
 
     model = load_checkpoint(args.checkpoint)
     ds = load_dataset(args.data, state_dim=model.checkpoint_info.config.state_dim)
@@ -311,10 +311,10 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from flagcore.checkpoint import load_checkpoint
-    from flagcore.data import load_dataset
-    from flagcore.diagnostics import diagnose, feature_shift
-    from flagcore.inference import predict
+    from flagcore.models.checkpoint import load_checkpoint
+    from flagcore.data.dataset import load_dataset
+    from flagcore.analysis.diagnostics import diagnose, feature_shift
+    from flagcore.models.inference import predict
 
     model = load_checkpoint(args.checkpoint)
     cfg = model.checkpoint_info.config
@@ -351,7 +351,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace):
-    from flagcore.store import Store
+    from flagcore.store.store import Store
 
     return Store(args.store)
 
@@ -382,9 +382,9 @@ class _Stages:
 
 
 def _settings(args: argparse.Namespace):
-    from flagcore.backtest import BacktestConfig
-    from flagcore.hifa import load_criteria
-    from flagcore.pipeline import EvaluateSettings
+    from flagcore.analysis.backtest import BacktestConfig
+    from flagcore.analysis.hifa import load_criteria
+    from flagcore.pipeline.evaluate import EvaluateSettings
 
     bt = BacktestConfig(sizing=args.sizing, kelly_fraction=args.kelly_fraction, fee_bps=args.fee_bps,
                         slippage_bps=args.slippage_bps, hold=args.hold)
@@ -399,13 +399,13 @@ def _run_line(res: dict) -> str:
 
 
 def _placement(args: argparse.Namespace):
-    from flagcore.tasks import Placement
+    from flagcore.training.tasks import Placement
 
     return Placement(workers=args.workers, ray_address=args.ray_address, task_cpus=args.task_cpus)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from flagcore.pipeline import evaluate
+    from flagcore.pipeline.evaluate import evaluate
 
     store = _store(args)
     stages = _Stages(args.quiet)
@@ -421,7 +421,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flagcore.demo import build_demo
+    from flagcore.pipeline.demo import build_demo
 
     store = _store(args)
     stages = _Stages(args.quiet)
@@ -440,7 +440,7 @@ def runs_json(store) -> list[dict]:
     """Every run with its options: action shares, trades, Sharpe and the HIFA criteria."""
     import pandas as pd
 
-    from flagcore.store import from_json
+    from flagcore.store.store import from_json
 
     out = []
     runs = store.list_runs()
@@ -503,7 +503,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from flagcore.report import render_report
+    from flagcore.dashboard.report import render_report
 
     store = _store(args)
     text = render_report(store, args.run, args.format)
@@ -535,7 +535,7 @@ def _criteria_in_file(path) -> dict:
     """The HIFA settings a TOML file sets (validated), without the defaults it leaves out."""
     import tomllib
 
-    from flagcore.hifa import load_criteria
+    from flagcore.analysis.hifa import load_criteria
 
     full = load_criteria(path)
     with open(path, "rb") as f:
@@ -544,7 +544,7 @@ def _criteria_in_file(path) -> dict:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from flagcore.validate import rejudge, retrain_validation
+    from flagcore.pipeline.validate import rejudge, retrain_validation
 
     placement = _placement(args) if args.retrain else None  # bad values fail before any work
     store = _store(args)

@@ -17,8 +17,8 @@ def forward_check(model, dataset_path, stored: pd.DataFrame, bars: int = 64, ato
     ``stored`` is the run's baseline predictions (columns bar, logit_sell, logit_hold, logit_buy).
     The windows get their full history from the dataset, as in the run.
     """
-    from flagcore.data import load_dataset
-    from flagcore.inference import predict
+    from flagcore.data.dataset import load_dataset
+    from flagcore.models.inference import predict
 
     ds = load_dataset(dataset_path, state_dim=model.checkpoint_info.config.state_dim)
     e, n = ds.eval_index, ds.n_bars

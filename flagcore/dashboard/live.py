@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flagcore.backtest import BacktestConfig, simple_returns
+from flagcore.analysis.backtest import BacktestConfig, simple_returns
 from flagcore.errors import FlagcoreError
 
 
@@ -58,8 +58,8 @@ def load_live_inputs(store, run_id: int) -> LiveInputs:
 
 
 def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permutations: int, seed: int) -> dict:
-    from flagcore.hifa import hifa_verdict, permutation_test
-    from flagcore.solutions import compare_options
+    from flagcore.analysis.hifa import hifa_verdict, permutation_test
+    from flagcore.analysis.remedies import compare_options
 
     kw = {"hold_threshold": value} if option == "opt3_threshold" else {"tau": value}
     if option == "logit_adjust" and (inp.train is None or "prior" not in inp.train):

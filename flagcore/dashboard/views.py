@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flagcore.store import Store, from_json
+from flagcore.store.store import Store, from_json
 
 CRITERIA = {"cpcv_mean_sharpe": "CPCV mean Sharpe", "deflated_sharpe": "Deflated Sharpe",
             "permutation_p": "Permutation p"}

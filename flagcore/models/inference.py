@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from flagcore.errors import FlagcoreError
-from flagcore.model import base_network, merged_copy
+from flagcore.models.flag_trader import base_network, merged_copy
 
 
 @dataclass
@@ -122,7 +122,7 @@ def predictions_frame(timestamps, pred: Predictions):
     """A table with one row per bar: timestamp, logits, probabilities, action, confidence."""
     import pandas as pd
 
-    from flagcore.model import CLASS_NAMES
+    from flagcore.models.flag_trader import CLASS_NAMES
 
     out = pd.DataFrame({"timestamp": timestamps})
     for j, c in enumerate(CLASS_NAMES):
@@ -137,7 +137,7 @@ def predictions_frame(timestamps, pred: Predictions):
 
 def action_summary(pred: Predictions, labels: np.ndarray | None = None) -> dict:
     """Counts and shares of each action, confidence statistics, and accuracy where labels exist."""
-    from flagcore.model import CLASS_NAMES
+    from flagcore.models.flag_trader import CLASS_NAMES
 
     n = len(pred)
     counts = np.bincount(pred.action, minlength=3)

@@ -54,7 +54,7 @@ training set are used. RTGs enter both networks standardised by their training m
    of earlier actions changed, repeat until nothing changes. Bar t depends only on bars < t, so
    the fixed point is unique and equals the bar-by-bar recursion (``predict_cgdt_sequential``);
    the final logits come from one pass in a fixed batch layout, so they do not depend on the
-   path. The first K-1 bars have shorter windows (``short_history``), as in ``flagcore.inference``.
+   path. The first K-1 bars have shorter windows (``short_history``), as in ``flagcore.models.inference``.
 
    The target: ``config.rtg_quantile`` of the training RTGs when set; by default (None) the
    target at which the trained policy holds ``config.hold_share`` (0.5) of the last
@@ -110,10 +110,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flagcore.checkpoint import CGDT_FORMAT, write_safetensors
-from flagcore.data import CLASS_NAMES, UNLABELLED, Dataset
+from flagcore.models.checkpoint import CGDT_FORMAT, write_safetensors
+from flagcore.data.dataset import CLASS_NAMES, UNLABELLED, Dataset
 from flagcore.errors import FlagcoreError
-from flagcore.inference import Predictions, from_logits
+from flagcore.models.inference import Predictions, from_logits
 
 FORMAT = CGDT_FORMAT
 POSITION = (-1.0, 0.0, 1.0)  # SELL, HOLD, BUY
@@ -334,7 +334,7 @@ def market_returns(close: np.ndarray, vol_span: int = 168) -> np.ndarray:
     NaN at the first bars, where no causal volatility exists yet (see ``labels.ewm_volatility``);
     a zero volatility (constant prices) is replaced by the largest one seen.
     """
-    from flagcore.labels import ewm_volatility
+    from flagcore.data.labels import ewm_volatility
 
     close = np.asarray(close, np.float64)
     sigma = ewm_volatility(close, span=vol_span)

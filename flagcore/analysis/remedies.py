@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from flagcore.backtest import BacktestConfig, backtest
-from flagcore.diagnostics import action_distribution, classification_metrics, softmax
+from flagcore.analysis.backtest import BacktestConfig, backtest
+from flagcore.analysis.diagnostics import action_distribution, classification_metrics, softmax
 from flagcore.errors import FlagcoreError
 
 SELL, HOLD, BUY = 0, 1, 2
@@ -151,7 +151,7 @@ def evaluate_actions(actions, labels, close, periods_per_year: float, *, confide
 def label_analysis(train_labels, test_labels, *, close=None, sigma=None, horizon: int | None = None,
                    widths=None, eval_mask=None, method: str = "triple-barrier") -> dict:
     """Option 5: label distributions and, with prices, the HOLD share against the barrier width."""
-    from flagcore.labels import hold_share_curve, shares
+    from flagcore.data.labels import hold_share_curve, shares
 
     out = {"train": shares(np.asarray(train_labels)), "test": shares(np.asarray(test_labels))}
     if close is not None and sigma is not None and horizon:
@@ -244,7 +244,7 @@ def compare_options(test: dict, train: dict | None = None, *, cfg: BacktestConfi
             tsig = option_signals(name, train["logits"], partner_actions=train.get("partner_actions"),
                                   partner_probs=train.get("partner_probs"), labels=train.get("labels"), **kw)
             if tsig is not None:
-                from flagcore.backtest import DIRECTION, payoff_ratio, simple_returns
+                from flagcore.analysis.backtest import DIRECTION, payoff_ratio, simple_returns
                 payoff = payoff_ratio(DIRECTION[tsig[0]], simple_returns(train["close"]))
                 payoff_source = "training period"
         actions, conf = sig

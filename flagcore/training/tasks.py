@@ -21,6 +21,7 @@ the items' order, wherever the tasks ran, so the caller's results do not depend 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,7 @@ class Placement:
 
 # what every worker imports anyway (torch and peft take about 5 s on 2 cores): imported once, in
 # the server the workers are forked from, instead of in every spawned worker
-PRELOAD = ["flagcore.train", "flagcore.inference", "flagcore.cgdt"]
+PRELOAD = ["flagcore.training.train", "flagcore.models.inference", "flagcore.models.cgdt"]
 
 
 def worker_context():
@@ -77,10 +78,43 @@ def worker_context():
     return ctx
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill(pid, 0)
+
+
+def worker_init(threads: int, caller: int | None = None) -> None:
+    """Initialiser of training workers: torch threads, and exit when the process that asked for
+    the work (``caller``, by default the parent) dies, killed or interrupted, so no orphan keeps
+    training. Workers forked from a forkserver have the server as parent, not the caller."""
+    import threading
+
+    import torch
+
+    torch.set_num_threads(threads)
+    caller = caller or os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if not _process_alive(caller):
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _local_init(threads: int, shared: Any, caller: int) -> None:
     global _SHARED
-    from flagcore.train import worker_init
-
     worker_init(threads, caller)
     _SHARED = shared
 

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from flagcore.errors import FlagcoreError
-from flagcore.store import Store, from_json, insert_frame, to_json
+from flagcore.store.store import Store, from_json, insert_frame, to_json
 
 TRAINABLE = ("baseline", "opt1_class_weights", "opt2_focal", "logit_adjusted_loss", "oversample", "multitask")
 VALUE_SETTINGS = ("n_permutations", "permutation_block", "cpcv_groups", "cpcv_test_groups")
@@ -64,7 +64,7 @@ def rejudge(store: Store, run_id: int, criteria: dict | None = None) -> dict:
 
 
 def _train_config(provenance: dict, quick: bool):
-    from flagcore.train import TrainConfig
+    from flagcore.training.train import TrainConfig
 
     raw = dict(provenance.get("train_config") or {})
     if not raw:
@@ -87,11 +87,11 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
     """
     import pandas as pd
 
-    from flagcore.backtest import BacktestConfig, backtest
-    from flagcore.data import load_dataset
-    from flagcore.diagnostics import softmax
-    from flagcore.model import FlagTraderConfig
-    from flagcore.train import retrain_cpcv
+    from flagcore.analysis.backtest import BacktestConfig, backtest
+    from flagcore.data.dataset import load_dataset
+    from flagcore.analysis.diagnostics import softmax
+    from flagcore.models.flag_trader import FlagTraderConfig
+    from flagcore.training.train import retrain_cpcv
 
     run = store.run(run_id)
     if not run.get("train_dataset_id"):

@@ -1,0 +1,1 @@
+"""Analysis: pure functions over arrays for diagnostics, remedies, backtests and HIFA statistics."""

@@ -1,0 +1,1 @@
+"""What the dashboard's pages show and recompute: views, plots, live sliders, the report."""

@@ -1,0 +1,1 @@
+"""Market data: the dataset contract, the calendar, features, labels and the demo market."""

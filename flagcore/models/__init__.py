@@ -1,0 +1,1 @@
+"""Models: FLAG-TRADER on peft LoRA, checkpoint formats and import, batched inference, CGDT."""

@@ -1,0 +1,1 @@
+"""Pipelines: evaluate (with its inference cache), validate, and the demo builder."""

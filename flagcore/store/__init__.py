@@ -1,0 +1,1 @@
+"""The DuckDB result store: schema and migrations, every query and every write."""

@@ -1,0 +1,1 @@
+"""Training: losses, the training loop, walk-forward, retraining CPCV, and where tasks run."""
