@@ -30,8 +30,8 @@ st.plotly_chart(plots.equity_curves(eq[eq["option"].isin(shown)], titles), width
 
 def criteria_rows(view: dict) -> pd.DataFrame:
     h = view["hifa"]
-    return pd.DataFrame([{"criterion": CRITERIA[k], "value": h[k]["value"], "rule": h[k]["rule"],
-                          "threshold": h[k]["threshold"], "result": "PASS" if h[k]["passed"] else "FAIL"}
+    return pd.DataFrame([{"criterion": CRITERIA[k], "value": h[k].value, "rule": h[k].rule,
+                          "threshold": h[k].threshold, "result": "PASS" if h[k].passed else "FAIL"}
                          for k in CRITERIA])
 
 

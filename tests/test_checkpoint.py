@@ -189,10 +189,10 @@ def test_import_round_trip_keeps_source_hash(tmp_path):
 
 def test_safetensors_header_length_starting_with_pickle_opcode(tmp_path):
     """A header length whose low byte is 0x80 (the pickle PROTO opcode) is still safetensors."""
-    from flagcore.models.checkpoint import _sniff
+    from flagcore.models.checkpoint import file_kind
     path = tmp_path / "x.safetensors"
     path.write_bytes(b"\x80\x17\x00\x00\x00\x00\x00\x00{\"__metadata__\": {}}")
-    assert _sniff(path) == "safetensors"
+    assert file_kind(path) == "safetensors"
     legacy = tmp_path / "legacy.pt"
     legacy.write_bytes(b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8")  # a legacy torch.save stream
-    assert _sniff(legacy) == "torch"
+    assert file_kind(legacy) == "torch"

@@ -149,9 +149,9 @@ def test_collapsed_model_fails_all_three_criteria_as_in_the_seed():
     p = permutation_test(flat, np.random.default_rng(0).normal(0, 0.01, 9072), 99).p_value
     v = hifa_verdict(cpcv_path_sharpes=np.zeros(5), returns=flat, n_trials=10, trial_sharpes=np.zeros(10),
                      permutation_p=p, periods_per_year=8766)
-    assert v["cpcv_mean_sharpe"]["value"] == 0 and v["deflated_sharpe"]["value"] == 0 and p == 1.0
-    assert not any(v[k]["passed"] for k in ("cpcv_mean_sharpe", "deflated_sharpe", "permutation_p"))
-    assert v["passed_all"] is False
+    assert v["cpcv_mean_sharpe"].value == 0 and v["deflated_sharpe"].value == 0 and p == 1.0
+    assert not any(v[k].passed for k in ("cpcv_mean_sharpe", "deflated_sharpe", "permutation_p"))
+    assert v.passed_all is False
 
 
 def test_verdict_on_a_strong_strategy_and_the_haircut():
@@ -162,9 +162,9 @@ def test_verdict_on_a_strong_strategy_and_the_haircut():
                        permutation_p=0.001, periods_per_year=8766)
     many = hifa_verdict(cpcv_path_sharpes=np.full(5, 0.1), returns=r, n_trials=200,
                         trial_sharpes=rng.normal(0, 0.02, 200), permutation_p=0.001, periods_per_year=8766)
-    assert one["passed_all"] and one["deflated_sharpe"]["inputs"]["sr0_annual"] == 0
-    assert many["deflated_sharpe"]["value"] < one["deflated_sharpe"]["value"]  # more trials, bigger haircut
-    assert 0 < many["deflated_sharpe"]["inputs"]["dsr_probability"] <= 1
+    assert one.passed_all and one["deflated_sharpe"].inputs["sr0_annual"] == 0
+    assert many["deflated_sharpe"].value < one["deflated_sharpe"].value  # more trials, bigger haircut
+    assert 0 < many["deflated_sharpe"].inputs["dsr_probability"] <= 1
 
 
 def test_criteria_from_toml(tmp_path):

@@ -17,14 +17,17 @@ the raw kurtosis (normal = 3). References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from math import comb
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm
 
+from flagcore.analysis.sharpe import sharpe_defined
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import CRITERION
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -127,7 +130,7 @@ def sharpe_moments(returns) -> tuple[float, int, float, float]:
 # ----------------------------------------------------------------------------- CPCV
 
 
-def _groups(n_samples: int, n_groups: int) -> list[np.ndarray]:
+def group_indices(n_samples: int, n_groups: int) -> list[np.ndarray]:
     """Contiguous groups; when N does not divide T the first T mod N groups get one more (np.array_split)."""
     return np.array_split(np.arange(n_samples), n_groups)
 
@@ -177,7 +180,7 @@ def cpcv_splits(n_samples, n_groups, n_test_groups, purge=0, embargo=0) -> list[
         raise FlagcoreError(f"n_test_groups {k} must be below n_groups {n_groups}")
     purge = _positive_int("purge", purge, 0)
     embargo = _positive_int("embargo", embargo, 0)
-    groups = _groups(n_samples, n_groups)
+    groups = group_indices(n_samples, n_groups)
     out = []
     for test_groups in combinations(range(n_groups), k):
         keep = np.ones(n_samples, dtype=bool)
@@ -393,7 +396,7 @@ def posthoc_cpcv(strategy_returns, grid, *, n_groups=6, n_test_groups=2, purge=0
     T = R.shape[1]
     splits = cpcv_splits(T, n_groups, n_test_groups, purge, embargo)
     paths = cpcv_paths(n_groups, n_test_groups)
-    groups = _groups(T, n_groups)
+    groups = group_indices(T, n_groups)
     chosen = np.empty(len(splits), dtype=np.int64)
     for s, split in enumerate(splits):
         chosen[s] = int(np.argmax(_sharpe_rows(R[:, split.train])))
@@ -446,8 +449,45 @@ def load_criteria(path=None) -> dict:
     return out
 
 
+@dataclass
+class CriterionResult:
+    """One HIFA criterion judged for one option: its value against its threshold, with its inputs."""
+
+    criterion: str  # a key of ``vocab.CRITERION``
+    value: float
+    threshold: float
+    rule: str  # ">=" or "<"
+    passed: bool
+    inputs: dict[str, Any] = field(default_factory=dict)  # what the value was computed from
+
+
+@dataclass
+class HifaVerdict:
+    """The HIFA criteria of one option, in ``vocab.CRITERIA`` order; it passes when all of them do."""
+
+    criteria: dict[str, CriterionResult]
+
+    def __getitem__(self, criterion: str) -> CriterionResult:
+        return self.criteria[criterion]
+
+    @property
+    def passed_all(self) -> bool:
+        return bool(self.criteria) and all(c.passed for c in self.criteria.values())
+
+    @property
+    def n_passed(self) -> int:
+        return sum(c.passed for c in self.criteria.values())
+
+
+def judge(criterion: str, value: float, criteria: dict, inputs: dict | None = None) -> CriterionResult:
+    """``value`` judged by ``criterion``'s rule against its threshold in ``criteria``."""
+    c = CRITERION[criterion]
+    threshold = float(criteria[c.threshold_key])
+    return CriterionResult(criterion, float(value), threshold, c.rule, c.passes(value, threshold), dict(inputs or {}))
+
+
 def hifa_verdict(*, cpcv_path_sharpes, returns, n_trials: int, trial_sharpes, permutation_p: float,
-                 periods_per_year: float, criteria: dict | None = None) -> dict:
+                 periods_per_year: float, criteria: dict | None = None) -> HifaVerdict:
     """The three HIFA criteria for one option, each with value, threshold, pass/fail and inputs.
 
     - CPCV mean Sharpe: mean of the paths' per-period Sharpes, annualised.
@@ -464,23 +504,18 @@ def hifa_verdict(*, cpcv_path_sharpes, returns, n_trials: int, trial_sharpes, pe
     trials = np.asarray(trial_sharpes, dtype=np.float64)
     var = float(trials.var(ddof=1)) if trials.size > 1 else 0.0
     sr0 = expected_max_sharpe(max(int(n_trials), 1), var)
-    undefined = float(np.std(np.asarray(returns, dtype=np.float64))) <= 1e-15  # never trades: no Sharpe
+    undefined = not sharpe_defined(returns)  # never trades: no Sharpe
     dsr = 0.0 if undefined else probabilistic_sharpe_ratio(sr, n, skew, kurt, sr0)
     cpcv_mean = float(np.mean(cpcv_path_sharpes) * ann)
     deflated = float((sr - sr0) * ann)
-    rows = {
-        "cpcv_mean_sharpe": {"value": cpcv_mean, "threshold": c["cpcv_mean_sharpe_min"], "rule": ">=",
-                             "passed": cpcv_mean >= c["cpcv_mean_sharpe_min"],
-                             "inputs": {"paths": len(cpcv_path_sharpes), "annualised_with": periods_per_year}},
-        "deflated_sharpe": {"value": deflated, "threshold": c["deflated_sharpe_min"], "rule": ">=",
-                            "passed": deflated >= c["deflated_sharpe_min"],
-                            "inputs": {"sharpe_annual": sr * ann, "sharpe_defined": not undefined,
-                                       "sr0_annual": sr0 * ann, "n_trials": int(n_trials),
-                                       "trial_sharpe_variance": var, "dsr_probability": dsr,
-                                       "dsr_probability_threshold": c["dsr_probability_min"],
-                                       "skew": skew, "kurtosis": kurt, "n_obs": n}},
-        "permutation_p": {"value": float(permutation_p), "threshold": c["permutation_p_max"], "rule": "<",
-                          "passed": float(permutation_p) < c["permutation_p_max"], "inputs": {}},
-    }
-    rows["passed_all"] = all(r["passed"] for r in rows.values() if isinstance(r, dict))
-    return rows
+    return HifaVerdict({
+        "cpcv_mean_sharpe": judge("cpcv_mean_sharpe", cpcv_mean, c,
+                                  {"paths": len(cpcv_path_sharpes), "annualised_with": periods_per_year}),
+        "deflated_sharpe": judge("deflated_sharpe", deflated, c,
+                                 {"sharpe_annual": sr * ann, "sharpe_defined": not undefined,
+                                  "sr0_annual": sr0 * ann, "n_trials": int(n_trials),
+                                  "trial_sharpe_variance": var, "dsr_probability": dsr,
+                                  "dsr_probability_threshold": c["dsr_probability_min"],
+                                  "skew": skew, "kurtosis": kurt, "n_obs": n}),
+        "permutation_p": judge("permutation_p", float(permutation_p), c),
+    })

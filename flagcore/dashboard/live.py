@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flagcore.analysis.backtest import BacktestConfig, simple_returns
+from flagcore.analysis.sharpe import sharpe_ratio
 from flagcore.errors import FlagcoreError
 
 
@@ -73,13 +74,12 @@ def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permu
     on_grid = any(abs(value - g) < 1e-12 for g in grid)
     n_trials = inp.n_trials + (0 if on_grid else 1)
     # a hand-picked value is fixed, not fitted: every CPCV path is the plain backtest
-    sd = bt["returns"].std(ddof=1)
-    sr = float(bt["returns"].mean() / sd) if sd > 1e-15 else 0.0
+    sr = sharpe_ratio(bt["returns"])
     verdict = hifa_verdict(cpcv_path_sharpes=[sr], returns=bt["returns"], n_trials=n_trials,
                            trial_sharpes=_trial_sharpes(inp.trial_sharpe_variance, n_trials),
                            permutation_p=perm.p_value, periods_per_year=inp.test["periods_per_year"],
                            criteria=inp.criteria)
-    verdict["cpcv_mean_sharpe"]["inputs"]["mode"] = "fixed value: every path is the plain backtest"
+    verdict["cpcv_mean_sharpe"].inputs["mode"] = "fixed value: every path is the plain backtest"
     return {"option": option, "value": value, "action_shares": res["action_shares"],
             "action_counts": res["action_counts"], "accuracy": res.get("accuracy"),
             "balanced_accuracy": res.get("balanced_accuracy"), "trades": int(bt["trades"]),

@@ -305,7 +305,8 @@ def infer_config(
 # ----------------------------------------------------------------------------- loading
 
 
-def _sniff(path: Path) -> str:
+def file_kind(path: Path) -> str:
+    """"safetensors" or "torch", judged by the first bytes; anything else is refused with one line."""
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
@@ -326,7 +327,7 @@ def is_cgdt(path: str | os.PathLike) -> bool:
     from safetensors import SafetensorError, safe_open
 
     p = Path(path)
-    if not p.is_file() or _sniff(p) != "safetensors":
+    if not p.is_file() or file_kind(p) != "safetensors":
         return False
     try:
         with safe_open(str(p), framework="pt") as f:
@@ -351,7 +352,7 @@ def read_checkpoint(
 ) -> tuple[PeftModel, CheckpointInfo]:
     """Load either format into a FLAG-TRADER with LoRA (train mode untouched: caller decides)."""
     p = _resolve(path)
-    kind = _sniff(p)
+    kind = file_kind(p)
     if kind == "safetensors":
         sd, cfg, meta = _read_flagcore(p)
         if window is not None:

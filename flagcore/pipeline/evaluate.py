@@ -285,13 +285,13 @@ def _role_of_checkpoint(model, path) -> str:
 
 
 def _is_checkpoint(path) -> bool:
-    from flagcore.models.checkpoint import _sniff
+    from flagcore.models.checkpoint import file_kind
 
     p = Path(path)
     if p.is_dir():
         return True
     try:
-        return _sniff(p) in ("safetensors", "torch")
+        return file_kind(p) in ("safetensors", "torch")
     except FlagcoreError:
         return False
 
@@ -442,10 +442,10 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
         verdict = hifa_verdict(cpcv_path_sharpes=cp.path_sharpes, returns=bt["returns"], n_trials=n_trials,
                                trial_sharpes=trial_sharpes, permutation_p=perm.p_value,
                                periods_per_year=te["periods_per_year"], criteria=crit)
-        verdict["cpcv_mean_sharpe"]["inputs"].update({"mode": cp.mode, "parameter": cp.parameter,
+        verdict["cpcv_mean_sharpe"].inputs.update({"mode": cp.mode, "parameter": cp.parameter,
                                                       "fitted": cp.fitted, "purge": h, "embargo": h,
                                                       "groups": cp.n_groups, "test_groups": cp.n_test_groups})
-        verdict["permutation_p"]["inputs"].update({"n_permutations": perm.n_permutations, "block": perm.block,
+        verdict["permutation_p"].inputs.update({"n_permutations": perm.n_permutations, "block": perm.block,
                                                    "observed_sharpe_annual": perm.observed_sharpe
                                                    * np.sqrt(te["periods_per_year"])})
         o["hifa"], o["cpcv"], o["permutation"] = verdict, cp, perm
@@ -489,7 +489,7 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
         "collapse": diags.get("baseline", {}).get("collapse"),
         "baseline_hold_share": None if base is None else base["action_shares"]["HOLD"],
         "periods_per_year": te["periods_per_year"], "evaluated_bars": int(test.n_bars - e),
-        "label_horizon": h, "options_passing_hifa": [k for k, o in options.items() if o["hifa"]["passed_all"] and k not in NOT_A_TRIAL],
+        "label_horizon": h, "options_passing_hifa": [k for k, o in options.items() if o["hifa"].passed_all and k not in NOT_A_TRIAL],
         "payoff_sources": {k: o["payoff_source"] for k, o in options.items()},
         "payoff_period": None if train is None else {  # after the lead-in that only gives windows history
             "bars": int(train.n_bars - train.eval_index), "start": train.timestamps[train.eval_index].isoformat(),
@@ -549,12 +549,12 @@ def _option_rows(run: RunResult) -> tuple[pd.DataFrame, ...]:
     n = len(run.test_bars)
     for k, o in run.options.items():
         bt, sh = o["backtest"], o["action_shares"]
-        passed = sum(int(v["passed"]) for c, v in o["hifa"].items() if isinstance(v, dict))
+        passed = o["hifa"].n_passed
         metrics = {m: v for m, v in bt.items() if m not in ("equity", "returns", "positions")}
         metrics.update({m: o.get(m) for m in ("accuracy", "majority_baseline", "balanced_accuracy", "macro_f1",
                                               "mcc", "cohen_kappa")})
         metrics.update({"payoff_source": o["payoff_source"], "is_trial": o["is_trial"], "action_counts":
-                        o["action_counts"], "hifa_passed_all": o["hifa"]["passed_all"]})
+                        o["action_counts"], "hifa_passed_all": o["hifa"].passed_all})
         res_rows.append({"option": k, "ordinal": order.get(k, len(order)), "title": o["title"],
                          "description": o["description"], "share_sell": sh["SELL"], "share_hold": sh["HOLD"],
                          "share_buy": sh["BUY"], "accuracy": o.get("accuracy"),
@@ -571,10 +571,9 @@ def _option_rows(run: RunResult) -> tuple[pd.DataFrame, ...]:
             "logit_sell": lg[:, 0], "logit_hold": lg[:, 1], "logit_buy": lg[:, 2],
             "action": np.asarray(o["actions"], np.int8), "confidence": np.asarray(o["confidence"], np.float64),
             "position": bt["positions"], "net_return": net, "equity": equity}))
-        for c, v in o["hifa"].items():
-            if isinstance(v, dict):
-                hifa_rows.append({"option": k, "criterion": c, "value": v["value"], "threshold": v["threshold"],
-                                  "rule": v["rule"], "passed": bool(v["passed"]), "inputs": to_json(v["inputs"])})
+        for c, v in o["hifa"].criteria.items():
+            hifa_rows.append({"option": k, "criterion": c, "value": v.value, "threshold": v.threshold,
+                              "rule": v.rule, "passed": bool(v.passed), "inputs": to_json(v.inputs)})
         cp = o["cpcv"]
         for p, sr in enumerate(cp.path_sharpes):
             cpcv_rows.append({"option": k, "mode": cp.mode, "path": p,
@@ -598,7 +597,7 @@ def write_run(store: Store, run: RunResult, *, fail_after: str | None = None) ->
     """Write one run in one transaction; returns its id. ``fail_after`` (tests only) raises after
     the named table is written, to check that nothing of the run survives."""
     from flagcore import __version__
-    from flagcore.store.store import _now
+    from flagcore.store.store import utc_now
 
     res, preds, hifa_rows, cpcv_rows, perm_rows = _option_rows(run)
     bars = pd.concat([b for b in (run.test_bars, run.train_bars) if b is not None], ignore_index=True)
@@ -611,18 +610,18 @@ def write_run(store: Store, run: RunResult, *, fail_after: str | None = None) ->
                         [rec["dataset_id"], rec["source"], rec["bars"], rec["evaluated_bars"], rec["features"],
                          rec["state_dim"], rec["feature_names"], rec["padded_inputs"], rec["label_horizon"],
                          rec["label_shares"], rec["first_timestamp"], rec["last_timestamp"],
-                         rec["evaluation_start"], _now(), rec["dataset_id"]])
+                         rec["evaluation_start"], utc_now(), rec["dataset_id"]])
         for m in run.models.values():
             r = m.record
             con.execute("""INSERT INTO models SELECT ?, ?, ?, ?, ?, ?, ?, ?
                            WHERE NOT EXISTS (SELECT 1 FROM models WHERE model_id = ?)""",
                         [r["model_id"], r["kind"], r["source"], to_json(r["config"]), r["total_parameters"],
-                         r["trainable_parameters"], to_json(r["provenance"]), _now(), r["model_id"]])
+                         r["trainable_parameters"], to_json(r["provenance"]), utc_now(), r["model_id"]])
         train_id = run.dataset_records[1]["dataset_id"] if len(run.dataset_records) > 1 else None
         run_id = con.execute("""INSERT INTO runs (name, created_at, model_id, dataset_id, train_dataset_id, settings,
                                                   summary, flagcore_version, request_key)
                                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id""",
-                             [run.name, _now(), run.models["baseline"].model_id, run.dataset_records[0]["dataset_id"],
+                             [run.name, utc_now(), run.models["baseline"].model_id, run.dataset_records[0]["dataset_id"],
                               train_id, to_json(run.settings), to_json(run.summary), __version__,
                               run.request_key]).fetchall()[0][0]
         tables = [("run_models", pd.DataFrame([{"role": r, "model_id": m.model_id} for r, m in run.models.items()])),

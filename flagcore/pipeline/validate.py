@@ -12,10 +12,12 @@ payoff ratio. Its path Sharpes are appended to the run with mode ``retraining``.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
 
+from flagcore.analysis.hifa import HifaVerdict, judge
 from flagcore.errors import FlagcoreError
 from flagcore.store.store import Store, from_json, insert_frame, to_json
 
@@ -35,27 +37,19 @@ def rejudge(store: Store, run_id: int, criteria: dict | None = None) -> dict:
             raise FlagcoreError(f"{changed[0]} differs from run {run_id}'s ({stored.get(changed[0])}); it changes the "
                                 f"values themselves, so evaluate again with these criteria")
         crit.update(criteria)
-    limits = {"cpcv_mean_sharpe": ("cpcv_mean_sharpe_min", ">="), "deflated_sharpe": ("deflated_sharpe_min", ">="),
-              "permutation_p": ("permutation_p_max", "<")}
     opts = store.option_results(run_id)
     hifa = store.hifa(run_id)
     paths = store.cpcv_paths(run_id)
     out = []
     for _, o in opts.iterrows():
         rows = hifa[hifa["option"] == o["option"]]
-        table = {}
-        dsr_p = None
-        for _, r in rows.iterrows():
-            key, rule = limits[r["criterion"]]
-            thr = float(crit[key])
-            passed = r["value"] >= thr if rule == ">=" else r["value"] < thr
-            table[r["criterion"]] = {"value": float(r["value"]), "threshold": thr, "rule": rule,
-                                     "passed": bool(passed), "inputs": r["inputs"]}
-            if r["criterion"] == "deflated_sharpe":
-                dsr_p = r["inputs"].get("dsr_probability")
+        verdict = HifaVerdict({r["criterion"]: judge(r["criterion"], r["value"], crit, r["inputs"])
+                               for _, r in rows.iterrows()})
+        table = {k: asdict(v) for k, v in verdict.criteria.items()}
+        dsr_p = table["deflated_sharpe"]["inputs"].get("dsr_probability") if "deflated_sharpe" in table else None
         rp = paths[(paths["option"] == o["option"]) & (paths["mode"] == RETRAIN_MODE)]
         out.append({"option": o["option"], "title": o["title"], "criteria": table, "dsr_probability": dsr_p,
-                    "passed_all": bool(table) and all(v["passed"] for v in table.values()),
+                    "passed_all": verdict.passed_all,
                     "retrain_cpcv_mean_sharpe": float(rp["sharpe"].mean()) if len(rp) else None,
                     "retrain_paths": int(len(rp))})
     modes = sorted(set(paths["mode"])) if len(paths) else []

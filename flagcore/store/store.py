@@ -116,7 +116,7 @@ def _is_lock_error(e: BaseException) -> bool:
     return "Could not set lock" in msg or "Conflicting lock" in msg or "database is locked" in msg
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -307,14 +307,20 @@ class Store:
             row[k] = from_json(row[k])
         return row
 
-    def option_results(self, run_id: int) -> pd.DataFrame:
-        df = self.query("SELECT * FROM option_results WHERE run_id = ? ORDER BY ordinal", [int(run_id)])
+    def option_results(self, run_id: int | None = None) -> pd.DataFrame:
+        """Each option's metrics in one run, or in every run (``run_id`` None), in table order."""
+        if run_id is None:
+            df = self.query("SELECT * FROM option_results ORDER BY run_id, ordinal")
+        else:
+            df = self.query("SELECT * FROM option_results WHERE run_id = ? ORDER BY ordinal", [int(run_id)])
         df["metrics"] = df["metrics"].map(from_json)
         return df
 
-    def hifa(self, run_id: int) -> pd.DataFrame:
-        df = self.query("""SELECT h.* FROM hifa_criteria h JOIN option_results o USING (run_id, option)
-                           WHERE run_id = ? ORDER BY o.ordinal, h.criterion""", [int(run_id)])
+    def hifa(self, run_id: int | None = None) -> pd.DataFrame:
+        """Each option's HIFA criteria in one run, or in every run (``run_id`` None)."""
+        where, params = ("", []) if run_id is None else ("WHERE run_id = ?", [int(run_id)])
+        df = self.query(f"""SELECT h.* FROM hifa_criteria h JOIN option_results o USING (run_id, option)
+                            {where} ORDER BY run_id, o.ordinal, h.criterion""", params)
         df["inputs"] = df["inputs"].map(from_json)
         return df
 
@@ -423,7 +429,7 @@ class Store:
                         for o, c, v, t, p in snap]
             rid = con.execute("""INSERT INTO reviews (run_id, reviewer, verdict, comment, created_at, hifa_snapshot)
                                  VALUES (?, ?, ?, ?, ?, ?) RETURNING review_id""",
-                              [int(run_id), reviewer, verdict, comment, _now(), to_json(snapshot)]).fetchall()[0][0]
+                              [int(run_id), reviewer, verdict, comment, utc_now(), to_json(snapshot)]).fetchall()[0][0]
         return int(rid)
 
 

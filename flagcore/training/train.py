@@ -442,7 +442,7 @@ def retrain_cpcv(
     split has its own seed-fixed run). Local workers are not forked from the caller, so a script that calls this with
     ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
     """
-    from flagcore.analysis.hifa import _groups, cpcv_paths, cpcv_splits
+    from flagcore.analysis.hifa import group_indices, cpcv_paths, cpcv_splits
     from flagcore.training.tasks import Placement, run_tasks
 
     cfg = cfg or TrainConfig()
@@ -455,7 +455,7 @@ def retrain_cpcv(
     done = run_tasks(_cpcv_split_task, [(s, sp.train, sp.test) for s, sp in enumerate(splits)],
                      shared=(ds, model_config, cfg), placement=placement, progress=progress)
     results = {s: (logits, prov) for s, logits, prov in done}
-    groups = _groups(ds.n_bars, n_groups)
+    groups = group_indices(ds.n_bars, n_groups)
     paths = cpcv_paths(n_groups, n_test_groups)
     path_logits = np.empty((paths.shape[0], ds.n_bars, 3), dtype=np.float32)
     for s, sp in enumerate(splits):
