@@ -97,7 +97,7 @@ def test_labels_as_signals_beat_a_model_and_random():
 
 def test_compare_options_gives_every_option_the_same_metrics():
     from flagcore.data.labels import triple_barrier
-    from flagcore.analysis.remedies import OPTIONS, compare_options
+    from flagcore.analysis.remedies import OPTIONS, PeriodInputs, compare_options
     rng = np.random.default_rng(7)
 
     def period(n):
@@ -107,8 +107,8 @@ def test_compare_options_gives_every_option_the_same_metrics():
         logits = {"baseline": collapsed, **{k: rng.normal(size=(n, 3)) for k in
                   ("opt1_class_weights", "opt2_focal", "logit_adjusted_loss", "oversample", "multitask",
                    "walk_forward", "cgdt")}}
-        return {"logits": logits, "labels": labels, "close": close, "periods_per_year": 8760.0,
-                "partner_actions": rng.integers(0, 3, n), "prior": np.array([0.2, 0.6, 0.2])}
+        return PeriodInputs(logits, labels, close, 8760.0, partner_actions=rng.integers(0, 3, n),
+                            prior=np.array([0.2, 0.6, 0.2]))
 
     table = compare_options(period(800), period(2000), hold_threshold=0.99)
     assert set(table) == set(OPTIONS)

@@ -17,6 +17,8 @@ All functions are vectorised over bars, so the dashboard's sliders recompute the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from flagcore.analysis.backtest import BacktestConfig, backtest
@@ -41,6 +43,20 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "walk_forward": ("Walk-forward", "remedy 1 fine-tuned every 720 bars on resolved labels"),
     "cgdt": ("CGDT alone", "the ensemble partner on its own"),
 }
+
+
+@dataclass
+class PeriodInputs:
+    """What every option is computed from over one period (the test period, or the training period's
+    stretch that estimates Kelly's payoff ratios)."""
+
+    logits: dict[str, np.ndarray]  # model role -> (n, 3) logits; the post-hoc options read "baseline"
+    labels: np.ndarray | None  # (n,) class ids, -1 unresolved; None without labels
+    close: np.ndarray  # (n,) close prices
+    periods_per_year: float
+    partner_actions: np.ndarray | None = None  # (n,) the ensemble partner's actions
+    partner_probs: np.ndarray | None = None  # (n, 3) its probabilities, when it gave logits
+    prior: np.ndarray | None = None  # (3,) the training labels' class shares (logit adjustment)
 
 
 def _check_logits(logits) -> np.ndarray:
@@ -220,35 +236,33 @@ def option_signals(option: str, logits: dict, *, partner_actions=None, partner_p
     raise FlagcoreError(f"unknown option {option!r}; choose one of {', '.join(OPTIONS)}")
 
 
-def compare_options(test: dict, train: dict | None = None, *, cfg: BacktestConfig | None = None,
+def compare_options(test: PeriodInputs, train: PeriodInputs | None = None, *, cfg: BacktestConfig | None = None,
                     hold_threshold: float = 0.95, tau: float = 1.0, options=None) -> dict:
     """Every option's metrics on the test period, side by side.
 
-    ``test`` and ``train`` hold ``logits`` (dict of model -> (n, 3)), ``labels``, ``close``,
-    ``periods_per_year`` and optionally ``partner_actions``/``partner_probs``; ``train`` also
-    ``prior`` (its label shares). Kelly's payoff ratio for each option is estimated from that
+    ``train``'s ``prior`` (its label shares) feeds logit adjustment. Kelly's payoff ratio for each option is estimated from that
     option's unit-size signals on the training period; without a training period it is 1
     (a fair bet) and flagged.
     """
     cfg = cfg or BacktestConfig()
-    prior = None if train is None else train.get("prior")
+    prior = None if train is None else train.prior
     out = {}
     for name in options or OPTIONS:
         kw = dict(prior=prior, hold_threshold=hold_threshold, tau=tau)
-        sig = option_signals(name, test["logits"], partner_actions=test.get("partner_actions"),
-                             partner_probs=test.get("partner_probs"), labels=test.get("labels"), **kw)
+        sig = option_signals(name, test.logits, partner_actions=test.partner_actions,
+                             partner_probs=test.partner_probs, labels=test.labels, **kw)
         if sig is None:
             continue
         payoff, payoff_source = 1.0, "default (no training-period signals)"
         if train is not None and name != "opt5_labels":
-            tsig = option_signals(name, train["logits"], partner_actions=train.get("partner_actions"),
-                                  partner_probs=train.get("partner_probs"), labels=train.get("labels"), **kw)
+            tsig = option_signals(name, train.logits, partner_actions=train.partner_actions,
+                                  partner_probs=train.partner_probs, labels=train.labels, **kw)
             if tsig is not None:
                 from flagcore.analysis.backtest import DIRECTION, payoff_ratio, simple_returns
-                payoff = payoff_ratio(DIRECTION[tsig[0]], simple_returns(train["close"]))
+                payoff = payoff_ratio(DIRECTION[tsig[0]], simple_returns(train.close))
                 payoff_source = "training period"
         actions, conf = sig
-        res = evaluate_actions(actions, test.get("labels"), test["close"], test["periods_per_year"],
+        res = evaluate_actions(actions, test.labels, test.close, test.periods_per_year,
                                confidence=conf, payoff=payoff, cfg=cfg)
         res["payoff_source"] = payoff_source
         res["title"], res["description"] = OPTIONS[name]

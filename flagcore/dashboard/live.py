@@ -17,15 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from flagcore.analysis.backtest import BacktestConfig, simple_returns
+from flagcore.analysis.remedies import PeriodInputs
 from flagcore.analysis.sharpe import sharpe_ratio
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import LOGIT_COLUMNS
 
 
 @dataclass
 class LiveInputs:
     run_id: int
-    test: dict  # compare_options' inputs for the evaluation period
-    train: dict | None  # and for the training period (payoff ratios, prior)
+    test: PeriodInputs  # the evaluation period
+    train: PeriodInputs | None  # and for the training period (payoff ratios, prior)
     cfg: BacktestConfig
     criteria: dict
     n_trials: int
@@ -42,17 +44,15 @@ def load_live_inputs(store, run_id: int) -> LiveInputs:
     p = store.predictions(run_id, "baseline", "test")
     if p.empty:
         raise FlagcoreError(f"run {run_id} has no stored baseline logits")
-    logits = p[["logit_sell", "logit_hold", "logit_buy"]].to_numpy(np.float64)
-    test = {"logits": {"baseline": logits}, "labels": p["label"].to_numpy(np.int64), "close": p["close"].to_numpy(),
-            "periods_per_year": float(summary["periods_per_year"])}
+    test = PeriodInputs({"baseline": p[list(LOGIT_COLUMNS)].to_numpy(np.float64)}, p["label"].to_numpy(np.int64),
+                        p["close"].to_numpy(), float(summary["periods_per_year"]))
     train = None
     q = store.predictions(run_id, "baseline", "train")
     if not q.empty:
-        train = {"logits": {"baseline": q[["logit_sell", "logit_hold", "logit_buy"]].to_numpy(np.float64)},
-                 "labels": q["label"].to_numpy(np.int64), "close": q["close"].to_numpy(),
-                 "periods_per_year": test["periods_per_year"]}
+        train = PeriodInputs({"baseline": q[list(LOGIT_COLUMNS)].to_numpy(np.float64)},
+                             q["label"].to_numpy(np.int64), q["close"].to_numpy(), test.periods_per_year)
         if summary.get("label_prior") is not None:  # the whole training period's, as the run used
-            train["prior"] = np.asarray(summary["label_prior"], dtype=np.float64)
+            train.prior = np.asarray(summary["label_prior"], dtype=np.float64)
     return LiveInputs(int(run_id), test, train, BacktestConfig(**st["backtest"]), st["criteria"],
                       int(summary["n_trials"]), float(summary["trial_sharpe_variance"]),
                       list(st["thresholds"]), list(st["taus"]), int(st.get("permutation_seed", 0)))
@@ -63,11 +63,11 @@ def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permu
     from flagcore.analysis.remedies import compare_options
 
     kw = {"hold_threshold": value} if option == "opt3_threshold" else {"tau": value}
-    if option == "logit_adjust" and (inp.train is None or "prior" not in inp.train):
+    if option == "logit_adjust" and (inp.train is None or inp.train.prior is None):
         raise FlagcoreError("logit adjustment needs the training period's label prior; the run has none")
     res = compare_options(inp.test, inp.train, cfg=inp.cfg, options=[option], **kw)[option]
     bt = res["backtest"]
-    r = simple_returns(inp.test["close"])
+    r = simple_returns(inp.test.close)
     held = bt["positions"][:-1]
     perm = permutation_test(held, r, n_permutations, block=int(inp.criteria["permutation_block"]), seed=seed,
                             costs=held * r - bt["returns"])
@@ -77,7 +77,7 @@ def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permu
     sr = sharpe_ratio(bt["returns"])
     verdict = hifa_verdict(cpcv_path_sharpes=[sr], returns=bt["returns"], n_trials=n_trials,
                            trial_sharpes=_trial_sharpes(inp.trial_sharpe_variance, n_trials),
-                           permutation_p=perm.p_value, periods_per_year=inp.test["periods_per_year"],
+                           permutation_p=perm.p_value, periods_per_year=inp.test.periods_per_year,
                            criteria=inp.criteria)
     verdict["cpcv_mean_sharpe"].inputs["mode"] = "fixed value: every path is the plain backtest"
     return {"option": option, "value": value, "action_shares": res["action_shares"],

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from flagcore.analysis.backtest import BacktestConfig, simple_returns
+from flagcore.analysis.remedies import PeriodInputs
 from flagcore.errors import FlagcoreError
 from flagcore.store.store import Store, insert_frame, to_json
 
@@ -299,29 +300,28 @@ def _is_checkpoint(path) -> bool:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _period_inputs(models: dict[str, ModelLogits], ds, period: str, partner: ModelLogits | None) -> dict | None:
+def _period_inputs(models: dict[str, ModelLogits], ds, period: str,
+                   partner: ModelLogits | None) -> PeriodInputs | None:
     from flagcore.data.dataset import periods_per_year
 
     if period == "test":
-        e = ds.eval_index
         logits = {r: m.test for r, m in models.items()}
-        sl = slice(e, None)
     else:
         if any(m.train is None for r, m in models.items() if r == "baseline"):
             return None
         logits = {r: m.train for r, m in models.items() if m.train is not None}
-        sl = slice(ds.eval_index, None)  # the stretch after its lead-in of history
+    sl = slice(ds.eval_index, None)  # the training stretch starts after its lead-in of history too
     if ds.close is None:
         raise FlagcoreError(f"{ds.source}: needs a 'close' column to backtest")
-    out = {"logits": logits, "labels": None if ds.labels is None else ds.labels[sl],
-           "close": ds.close[sl], "periods_per_year": periods_per_year(ds.timestamps[sl]) or 8760.0}
+    out = PeriodInputs(logits, None if ds.labels is None else ds.labels[sl], ds.close[sl],
+                       periods_per_year(ds.timestamps[sl]) or 8760.0)
     if partner is not None:
         x = partner.test if period == "test" else partner.train
         if x is not None:
-            out["partner_actions"] = x.argmax(1).astype(np.int8)
+            out.partner_actions = x.argmax(1).astype(np.int8)
             if partner.probs_given:
                 from flagcore.analysis.diagnostics import softmax
-                out["partner_probs"] = softmax(x)
+                out.partner_probs = softmax(x)
     return out
 
 
@@ -352,7 +352,7 @@ class RunResult:
     baseline_train_logits: np.ndarray | None
 
 
-def _sweep(test: dict, train: dict | None, cfg: BacktestConfig, option: str, param: str, grid, base_kw) -> tuple:
+def _sweep(test: PeriodInputs, train: PeriodInputs | None, cfg: BacktestConfig, option: str, param: str, grid, base_kw) -> tuple:
     from flagcore.analysis.remedies import compare_options
 
     rows, returns = [], []
@@ -395,7 +395,7 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
     tr = _period_inputs(models, train, "train", partner) if train is not None else None
     prior = None if full_train is None or full_train.labels is None else label_prior(full_train.labels)
     if tr is not None and prior is not None:
-        tr["prior"] = prior
+        tr.prior = prior
     progress("options", 0.0)
     base_kw = {"hold_threshold": s.hold_threshold, "tau": s.tau}
     options = compare_options(te, tr, cfg=cfg, **base_kw)
@@ -408,7 +408,7 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
         sweep_rows += tau_rows
 
     # the trials the deflated Sharpe counts: every candidate option, plus every other swept value
-    r = simple_returns(te["close"])
+    r = simple_returns(te.close)
     trial_returns = [o["backtest"]["returns"] for k, o in options.items() if k not in NOT_A_TRIAL]
     trial_returns += [row for row, v in zip(thr_R, s.thresholds, strict=True) if v != s.hold_threshold]
     if tau_R is not None:
@@ -441,13 +441,13 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
                               n_test_groups=int(crit["cpcv_test_groups"]), purge=h, embargo=h, parameter="none")
         verdict = hifa_verdict(cpcv_path_sharpes=cp.path_sharpes, returns=bt["returns"], n_trials=n_trials,
                                trial_sharpes=trial_sharpes, permutation_p=perm.p_value,
-                               periods_per_year=te["periods_per_year"], criteria=crit)
+                               periods_per_year=te.periods_per_year, criteria=crit)
         verdict["cpcv_mean_sharpe"].inputs.update({"mode": cp.mode, "parameter": cp.parameter,
                                                       "fitted": cp.fitted, "purge": h, "embargo": h,
                                                       "groups": cp.n_groups, "test_groups": cp.n_test_groups})
         verdict["permutation_p"].inputs.update({"n_permutations": perm.n_permutations, "block": perm.block,
                                                    "observed_sharpe_annual": perm.observed_sharpe
-                                                   * np.sqrt(te["periods_per_year"])})
+                                                   * np.sqrt(te.periods_per_year)})
         o["hifa"], o["cpcv"], o["permutation"] = verdict, cp, perm
         o["is_trial"] = k not in NOT_A_TRIAL
         progress("validation", 0.4 + 0.5 * (i + 1) / len(options))
@@ -455,16 +455,16 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
     diags: dict[str, dict] = {}
     for role, m in models.items():
         if role in options:
-            diags[role] = diagnose(m.test, te["labels"])
+            diags[role] = diagnose(m.test, te.labels)
     if full_train is not None:
         e = test.eval_index
         diags.setdefault("baseline", {})["feature_shift"] = feature_shift(
             full_train.features, test.features[e:], names=_input_names(test), padded_inputs=test.padded_inputs)
     if "opt5_labels" in options and test.labels is not None:
         diags["opt5_labels"] = label_analysis(full_train.labels if full_train is not None and full_train.labels is not None
-                                              else np.array([], np.int8), te["labels"])
+                                              else np.array([], np.int8), te.labels)
     if "opt4_ensemble" in options:
-        diags["opt4_ensemble"] = {"agreement": agreement(models["baseline"].test.argmax(1), te["partner_actions"])}
+        diags["opt4_ensemble"] = {"agreement": agreement(models["baseline"].test.argmax(1), te.partner_actions)}
 
     e = test.eval_index
     test_bars = pd.DataFrame({"period": "test", "bar": np.arange(test.n_bars - e, dtype=np.int32),
@@ -488,7 +488,7 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
         "pbo": pbo.pbo, "pbo_combinations": pbo.n_combinations, "pbo_blocks": pbo.n_blocks,
         "collapse": diags.get("baseline", {}).get("collapse"),
         "baseline_hold_share": None if base is None else base["action_shares"]["HOLD"],
-        "periods_per_year": te["periods_per_year"], "evaluated_bars": int(test.n_bars - e),
+        "periods_per_year": te.periods_per_year, "evaluated_bars": int(test.n_bars - e),
         "label_horizon": h, "options_passing_hifa": [k for k, o in options.items() if o["hifa"].passed_all and k not in NOT_A_TRIAL],
         "payoff_sources": {k: o["payoff_source"] for k, o in options.items()},
         "payoff_period": None if train is None else {  # after the lead-in that only gives windows history
