@@ -1,10 +1,11 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
-from flagcore.cli.main import build_parser, main
+from flagcore.cli import build_parser, main
 
 COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
@@ -28,6 +29,23 @@ def test_usage_error_exit_code(capsys):
     assert e.value.code == 2
 
 
+def test_the_old_import_path_still_gives_the_command():
+    import flagcore.cli
+    from flagcore.cli.main import main as old_main
+    from flagcore.cli.main import runs_json  # noqa: F401
+
+    assert old_main is main and flagcore.cli.main is main  # the console script's flagcore.cli:main
+
+
+def test_shared_options_keep_their_defaults():
+    sub = build_parser()._subparsers._group_actions[0].choices
+    evaluate = sub["evaluate"].parse_args(["--checkpoint", "c", "--data", "d"])
+    validate = sub["validate"].parse_args([])
+    assert (evaluate.workers, evaluate.task_cpus, evaluate.ray_address, evaluate.store) == (1, 1, None, None)
+    assert (validate.workers, validate.task_cpus, validate.quiet, validate.json) == (2, 1, False, False)
+    assert sub["predict"].parse_args(["--checkpoint", "c", "--data", "d", "--out", "o"]).device is None
+
+
 def test_info_full_preset_in_a_real_process():
     r = subprocess.run([sys.executable, "-m", "flagcore", "info", "--preset", "full", "--json"],
                        capture_output=True, text=True, timeout=300)
@@ -37,15 +55,29 @@ def test_info_full_preset_in_a_real_process():
     assert info["config"]["d_model"] == 768 and info["config"]["lora_rank"] == 16
 
 
-def test_unexpected_errors_are_one_line(monkeypatch, capsys):
-    import flagcore.cli.main as cli
+def test_unexpected_errors_are_one_line_naming_where_they_were_raised(monkeypatch, capsys):
+    """An error deep in a module names that module and function (the innermost frame), not the CLI."""
+    import flagcore.models.flag_trader as flag_trader
 
-    def boom(args):
-        raise ZeroDivisionError("division by zero")
-    monkeypatch.setattr(cli, "cmd_info", boom)
-    parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    parser._subparsers._group_actions[0].choices["info"].set_defaults(func=boom)
+    # a network whose config has no heads: describe() divides d_model by num_heads
+    config = SimpleNamespace(to_dict=dict, lora_scaling=1.0, d_model=64, num_heads=0)
+    headless = SimpleNamespace(config=config)
+    monkeypatch.setattr(flag_trader, "base_network", lambda model: headless)
+    monkeypatch.delenv("FLAGCORE_DEBUG", raising=False)
     assert main(["info", "--preset", "demo"]) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "internal error: ZeroDivisionError" in err
+    assert "(in describe at flagcore/models/flag_trader.py:" in err, err
+    assert "cli" not in err, err
+
+
+def test_an_error_outside_flagcore_also_names_our_caller():
+    """When the innermost frame is a library's, the line adds the flagcore frame that called it."""
+    from flagcore.cli.command import internal_error_line
+    from flagcore.cli.output import emit
+
+    with pytest.raises(TypeError) as e:
+        emit({1j: "a complex key"}, True, [])  # json's pure-Python encoder (indent) rejects the key
+    line = internal_error_line(e.value)
+    assert line.startswith("flagcore: internal error: TypeError: ")
+    assert "in _iterencode_dict at " in line and ", called from emit at flagcore/cli/output.py:" in line, line

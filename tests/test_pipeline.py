@@ -7,12 +7,14 @@ import pytest
 
 from flagcore.cli.main import main
 from flagcore.pipeline.evaluate import EvaluateSettings, evaluate
-from flagcore.store.store import RUN_TABLES, Store
+from flagcore.store.schema import RUN_TABLES
+from flagcore.store.store import Store
 
 
 def _counts(store: Store) -> dict:
-    return {t: int(store.query(f"SELECT count(*) AS n FROM {t}")["n"].iloc[0])
-            for t in RUN_TABLES + ("runs", "datasets", "models", "reviews", "inference_cache")}
+    with store.read() as con:
+        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+                for t in RUN_TABLES + ("runs", "datasets", "models", "reviews", "inference_cache")}
 
 
 def test_quick_demo_reproduces_the_collapse(quick_demo, capsys):

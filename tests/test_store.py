@@ -9,7 +9,14 @@ import duckdb
 import pytest
 
 from flagcore.errors import FlagcoreError
-from flagcore.store.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreBusy, migrate
+from flagcore.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from flagcore.store.store import Store, StoreBusy
+
+
+def _sql(store: Store, sql: str):
+    """A read-only query, for checks of what the store holds."""
+    with store.read() as con:
+        return con.execute(sql).df()
 
 
 def _add_run(store: Store, name: str = "r") -> int:
@@ -23,7 +30,7 @@ def test_new_store_has_current_schema(tmp_path):
     assert not s.exists()
     s.ensure()
     assert s.schema_version() == SCHEMA_VERSION == MIGRATIONS[-1][0]
-    tables = set(s.query("SELECT table_name FROM information_schema.tables")["table_name"])
+    tables = set(_sql(s, "SELECT table_name FROM information_schema.tables")["table_name"])
     for t in ("datasets", "models", "runs", "predictions", "option_results", "diagnostics", "cpcv_paths",
               "hifa_criteria", "permutation_nulls", "sweeps", "reviews", "inference_cache", "run_bars"):
         assert t in tables
@@ -39,7 +46,7 @@ def test_migration_from_version_1_keeps_data(tmp_path):
     assert s.schema_version() == 1
     s.ensure()
     assert s.schema_version() == SCHEMA_VERSION
-    df = s.query("SELECT name, request_key FROM runs")
+    df = _sql(s, "SELECT name, request_key FROM runs")
     assert df["name"].tolist() == ["old run"] and df["request_key"].isna().all()
 
 
@@ -66,7 +73,39 @@ def test_a_failed_write_leaves_nothing(tmp_path):
         with s.write() as con:
             con.execute("INSERT INTO runs (name) VALUES ('lost')")
             raise RuntimeError("boom")
-    assert s.query("SELECT name FROM runs")["name"].tolist() == ["kept"]
+    assert _sql(s, "SELECT name FROM runs")["name"].tolist() == ["kept"]
+
+
+def test_retraining_paths_are_appended_once(tmp_path):
+    from flagcore.store.schema import RETRAIN_MODE
+
+    s = Store(tmp_path / "x.duckdb")
+    rid = _add_run(s)
+    assert s.options_with_cpcv_mode(rid, RETRAIN_MODE) == set()
+    assert s.append_retraining(rid, "baseline", [0.5, -0.25, 1.0], {"paths": 3}) is True
+    assert s.options_with_cpcv_mode(rid, RETRAIN_MODE) == {"baseline"}
+    # a second append (another process's, say) keeps the first and adds nothing
+    assert s.append_retraining(rid, "baseline", [9.0], {"paths": 1}) is False
+    paths = s.cpcv_paths(rid)
+    assert paths["path"].tolist() == [0, 1, 2] and paths["sharpe"].tolist() == [0.5, -0.25, 1.0]
+    assert set(paths["mode"]) == {RETRAIN_MODE}
+    assert s.diagnostics(rid)["retrain_cpcv"] == {"paths": 3}
+
+
+def test_the_run_writer_takes_run_tables_only(tmp_path):
+    import pandas as pd
+
+    from flagcore.store.store import RunRows
+
+    s = Store(tmp_path / "x.duckdb")
+    rows = RunRows(name="r", request_key="k", flagcore_version="0", model_id="m", dataset_id="d",
+                   train_dataset_id=None, settings={}, summary={}, datasets=[], models=[],
+                   tables={"reviews": pd.DataFrame({"reviewer": ["x"]})})
+    with pytest.raises(FlagcoreError, match="not a run table"):
+        s.write_run(rows)
+    rows.tables = {"sweeps": pd.DataFrame({"parameter": ["tau"], "value": [1.0]})}
+    rid = s.write_run(rows)
+    assert s.run(rid)["name"] == "r" and s.sweeps(rid)["parameter"].tolist() == ["tau"]
 
 
 def test_reviews_are_appended_verbatim_with_a_snapshot(tmp_path):

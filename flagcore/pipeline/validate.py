@@ -12,18 +12,20 @@ payoff ratio. Its path Sharpes are appended to the run with mode ``retraining``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 import numpy as np
 
 from flagcore.analysis.hifa import HifaVerdict, judge
 from flagcore.errors import FlagcoreError
-from flagcore.store.store import Store, from_json, insert_frame, to_json
+from flagcore.store.codec import from_json
+from flagcore.store.schema import RETRAIN_MODE
+from flagcore.store.store import Store
+from flagcore.vocab import TRAINABLE_ROLES
 
-TRAINABLE = ("baseline", "opt1_class_weights", "opt2_focal", "logit_adjusted_loss", "oversample", "multitask")
+TRAINABLE = TRAINABLE_ROLES  # re-export: callers move later
 VALUE_SETTINGS = ("n_permutations", "permutation_block", "cpcv_groups", "cpcv_test_groups")
-RETRAIN_MODE = "retraining"
 
 
 def rejudge(store: Store, run_id: int, criteria: dict | None = None) -> dict:
@@ -34,8 +36,8 @@ def rejudge(store: Store, run_id: int, criteria: dict | None = None) -> dict:
     if criteria is not None:
         changed = [k for k in VALUE_SETTINGS if criteria.get(k, stored.get(k)) != stored.get(k)]
         if changed:
-            raise FlagcoreError(f"{changed[0]} differs from run {run_id}'s ({stored.get(changed[0])}); it changes the "
-                                f"values themselves, so evaluate again with these criteria")
+            raise FlagcoreError(f"{changed[0]} differs from run {run_id}'s ({stored.get(changed[0])}); "
+                                f"it changes the values themselves, so evaluate again with these criteria")
         crit.update(criteria)
     opts = store.option_results(run_id)
     hifa = store.hifa(run_id)
@@ -46,7 +48,8 @@ def rejudge(store: Store, run_id: int, criteria: dict | None = None) -> dict:
         verdict = HifaVerdict({r["criterion"]: judge(r["criterion"], r["value"], crit, r["inputs"])
                                for _, r in rows.iterrows()})
         table = {k: asdict(v) for k, v in verdict.criteria.items()}
-        dsr_p = table["deflated_sharpe"]["inputs"].get("dsr_probability") if "deflated_sharpe" in table else None
+        dsr = table.get("deflated_sharpe")
+        dsr_p = dsr["inputs"].get("dsr_probability") if dsr is not None else None
         rp = paths[(paths["option"] == o["option"]) & (paths["mode"] == RETRAIN_MODE)]
         out.append({"option": o["option"], "title": o["title"], "criteria": table, "dsr_probability": dsr_p,
                     "passed_all": verdict.passed_all,
@@ -72,6 +75,37 @@ def _train_config(provenance: dict, quick: bool):
     return TrainConfig(**raw)
 
 
+def _training_data(store: Store, run: dict):
+    """The run's training dataset, loaded again and checked to be the one the run was evaluated with."""
+    from flagcore.data.dataset import load_dataset
+
+    run_id = run["run_id"]
+    if not run.get("train_dataset_id"):
+        raise FlagcoreError(f"run {run_id} was evaluated without --train; "
+                            f"retraining CPCV needs the training data")
+    rec = store.dataset(run["train_dataset_id"])
+    if rec is None:
+        raise FlagcoreError(f"{store.path}: run {run_id}'s training dataset is not in the store")
+    ds = load_dataset(rec["source"], state_dim=int(rec["state_dim"]))
+    if ds.content_hash != rec["dataset_id"]:
+        raise FlagcoreError(f"{rec['source']}: changed since run {run_id} was evaluated "
+                            f"(content hash differs)")
+    return ds
+
+
+def _path_sharpes(path_logits: np.ndarray, close: np.ndarray, ppy: float, cfg, payoff: float) -> list[float]:
+    """Each retraining path backtested with the option's sizing and payoff ratio: its annual Sharpe."""
+    from flagcore.analysis.backtest import backtest
+    from flagcore.analysis.diagnostics import softmax
+
+    sharpes = []
+    for p in range(path_logits.shape[0]):
+        probs = softmax(path_logits[p].astype(np.float64))
+        bt = backtest(probs.argmax(1), close, ppy, confidence=probs.max(1), cfg=cfg, payoff=payoff)
+        sharpes.append(bt["sharpe"])
+    return sharpes
+
+
 def retrain_validation(store: Store, run_id: int, *, options: str | None = None, workers: int = 2,
                        quick: bool = False, progress: Callable[[str, float], None] | None = None,
                        placement=None) -> dict:
@@ -79,30 +113,20 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
 
     The splits run where ``placement`` (``tasks.Placement``) says, or in ``workers`` local processes.
     """
-    import pandas as pd
-
-    from flagcore.analysis.backtest import BacktestConfig, backtest
-    from flagcore.data.dataset import load_dataset
-    from flagcore.analysis.diagnostics import softmax
+    from flagcore.analysis.backtest import BacktestConfig
     from flagcore.models.flag_trader import FlagTraderConfig
     from flagcore.training.train import retrain_cpcv
 
     run = store.run(run_id)
-    if not run.get("train_dataset_id"):
-        raise FlagcoreError(f"run {run_id} was evaluated without --train; retraining CPCV needs the training data")
-    rec = store.dataset(run["train_dataset_id"])
-    ds = load_dataset(rec["source"], state_dim=int(rec["state_dim"]))
-    if ds.content_hash != rec["dataset_id"]:
-        raise FlagcoreError(f"{rec['source']}: changed since run {run_id} was evaluated (content hash differs)")
+    ds = _training_data(store, run)
     models = store.run_models(run_id)
-    models = models[(models["kind"] == "flag-trader") & models["role"].isin(TRAINABLE)]
+    models = models[(models["kind"] == "flag-trader") & models["role"].isin(TRAINABLE_ROLES)]
     wanted = [o.strip() for o in options.split(",")] if options else list(models["role"])
     unknown = [o for o in wanted if o not in set(models["role"])]
     if unknown:
-        raise FlagcoreError(f"option {unknown[0]!r} has no retrainable checkpoint in run {run_id}; choose from "
-                            f"{', '.join(models['role'])}")
-    done = set(store.query("SELECT DISTINCT option FROM cpcv_paths WHERE run_id = ? AND mode = ?",
-                           [int(run_id), RETRAIN_MODE])["option"])
+        raise FlagcoreError(f"option {unknown[0]!r} has no retrainable checkpoint in run {run_id}; "
+                            f"choose from {', '.join(models['role'])}")
+    done = store.options_with_cpcv_mode(run_id, RETRAIN_MODE)
     crit = run["settings"]["criteria"]
     bt_cfg = BacktestConfig(**run["settings"]["backtest"])
     results = store.option_results(run_id).set_index("option")
@@ -125,24 +149,11 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
                            n_test_groups=int(crit["cpcv_test_groups"]), embargo=int(ds.label_horizon or 0),
                            workers=workers, placement=placement, progress=prog)
         payoff = results.loc[role, "metrics"].get("payoff_ratio") or 1.0
-        sharpes = []
-        for p in range(res.path_logits.shape[0]):
-            probs = softmax(res.path_logits[p].astype(np.float64))
-            bt = backtest(probs.argmax(1), ds.close, ppy, confidence=probs.max(1), cfg=bt_cfg, payoff=payoff)
-            sharpes.append(bt["sharpe"])
-        rows = pd.DataFrame({"run_id": int(run_id), "option": role, "mode": RETRAIN_MODE,
-                             "path": np.arange(len(sharpes)), "sharpe": np.asarray(sharpes)})
+        sharpes = _path_sharpes(res.path_logits, ds.close, ppy, bt_cfg, payoff)
         info = {"seconds": round(res.seconds, 1), "workers": res.workers, "splits": len(res.test_groups),
                 "paths": len(sharpes), "mean_sharpe": float(np.mean(sharpes)), "payoff_ratio": payoff,
                 "bars": ds.n_bars, "train_config": prov.get("train_config"), "quick": quick}
-        with store.write() as con:
-            again = con.execute("SELECT count(*) FROM cpcv_paths WHERE run_id = ? AND option = ? AND mode = ?",
-                                [int(run_id), role, RETRAIN_MODE]).fetchall()[0][0]
-            if again:  # another process stored this option's paths meanwhile: keep theirs, add nothing
-                summary[role] = {"skipped": "stored meanwhile by another process"}
-                continue
-            insert_frame(con, "cpcv_paths", rows)
-            con.execute("INSERT INTO diagnostics VALUES (?, ?, ?, ?)",
-                        [int(run_id), role, "retrain_cpcv", to_json(info)])
-        summary[role] = info
+        # another process may have stored this option's paths meanwhile: keep theirs, add nothing
+        stored = store.append_retraining(run_id, role, sharpes, info)
+        summary[role] = info if stored else {"skipped": "stored meanwhile by another process"}
     return summary

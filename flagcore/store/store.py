@@ -9,97 +9,46 @@ DuckDB lets one process hold a file read-write or many hold it read-only, never 
 - both retry on DuckDB's lock error with exponential backoff, up to ``busy_timeout`` seconds,
   then raise :class:`StoreBusy` with a one-line message.
 
-The schema is versioned (``meta.schema_version``) and brought up to date by ``MIGRATIONS`` the
-first time a newer flagcore writes to an older file. Reviews are append-only: the API has no
-update or delete, and nothing else in flagcore issues one. All SQL takes values as parameters;
-bulk rows go in through registered DataFrames.
+The schema is versioned (``meta.schema_version``) and brought up to date by ``MIGRATIONS``
+(:mod:`flagcore.store.schema`) the first time a newer flagcore writes to an older file. Reviews
+are append-only: the API has no update or delete, and nothing else in flagcore issues one. All SQL
+takes values as parameters; bulk rows go in through registered DataFrames. Every query and every
+write of flagcore is a method here: the run writer and retraining CPCV's appends included.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
 
 from flagcore.errors import FlagcoreError
+from flagcore.store.codec import from_json, to_json, utc_now
+from flagcore.store.schema import (
+    MIGRATIONS,  # noqa: F401  (re-export: callers move later)
+    RETRAIN_MODE,
+    RETRAIN_SECTION,
+    RUN_TABLES,
+    SCHEMA_VERSION,
+    insert_frame,
+    migrate,
+    read_schema_version,
+)
+from flagcore.vocab import VERDICTS
 
 DEFAULT_PATH = Path("data") / "flagcore.duckdb"
 ENV_VAR = "FLAGCORE_STORE"
-VERDICTS = ("approve", "reject", "needs-work")
 MAX_REVIEWER = 200
 MAX_COMMENT = 20_000
-
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "initial schema", [
-        "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
-        """CREATE TABLE datasets (
-            dataset_id VARCHAR PRIMARY KEY,      -- sha256 of the file's content
-            source VARCHAR, bars INTEGER, evaluated_bars INTEGER, features INTEGER, state_dim INTEGER,
-            feature_names JSON, padded_inputs JSON, label_horizon INTEGER, label_shares JSON,
-            first_timestamp TIMESTAMPTZ, last_timestamp TIMESTAMPTZ, evaluation_start TIMESTAMPTZ,
-            created_at TIMESTAMPTZ)""",
-        """CREATE TABLE models (
-            model_id VARCHAR PRIMARY KEY,        -- sha256 of the checkpoint file, or of a predictions file
-            kind VARCHAR,                        -- flag-trader, cgdt, predictions
-            source VARCHAR, config JSON, total_parameters BIGINT, trainable_parameters BIGINT,
-            provenance JSON, created_at TIMESTAMPTZ)""",
-        """CREATE TABLE inference_cache (
-            model_id VARCHAR, dataset_id VARCHAR, settings VARCHAR,
-            bar INTEGER, logit_sell DOUBLE, logit_hold DOUBLE, logit_buy DOUBLE, short_history BOOLEAN)""",
-        "CREATE SEQUENCE run_ids START 1",
-        """CREATE TABLE runs (
-            run_id INTEGER PRIMARY KEY DEFAULT nextval('run_ids'),
-            name VARCHAR, created_at TIMESTAMPTZ, model_id VARCHAR, dataset_id VARCHAR,
-            train_dataset_id VARCHAR, settings JSON, summary JSON, flagcore_version VARCHAR)""",
-        "CREATE TABLE run_models (run_id INTEGER, role VARCHAR, model_id VARCHAR)",
-        """CREATE TABLE run_bars (
-            run_id INTEGER, period VARCHAR, bar INTEGER, timestamp TIMESTAMPTZ, close DOUBLE, label TINYINT)""",
-        """CREATE TABLE predictions (
-            run_id INTEGER, option VARCHAR, period VARCHAR, bar INTEGER,
-            logit_sell DOUBLE, logit_hold DOUBLE, logit_buy DOUBLE,
-            action TINYINT, confidence DOUBLE, position DOUBLE, net_return DOUBLE, equity DOUBLE)""",
-        """CREATE TABLE option_results (
-            run_id INTEGER, option VARCHAR, ordinal INTEGER, title VARCHAR, description VARCHAR,
-            share_sell DOUBLE, share_hold DOUBLE, share_buy DOUBLE,
-            accuracy DOUBLE, balanced_accuracy DOUBLE, macro_f1 DOUBLE,
-            trades INTEGER, total_return DOUBLE, sharpe DOUBLE, sharpe_defined BOOLEAN, max_drawdown DOUBLE,
-            hifa_passed INTEGER, metrics JSON)""",
-        "CREATE TABLE diagnostics (run_id INTEGER, option VARCHAR, section VARCHAR, value JSON)",
-        "CREATE TABLE cpcv_paths (run_id INTEGER, option VARCHAR, mode VARCHAR, path INTEGER, sharpe DOUBLE)",
-        """CREATE TABLE hifa_criteria (
-            run_id INTEGER, option VARCHAR, criterion VARCHAR, value DOUBLE, threshold DOUBLE,
-            rule VARCHAR, passed BOOLEAN, inputs JSON)""",
-        """CREATE TABLE permutation_nulls (
-            run_id INTEGER, option VARCHAR, observed_sharpe DOUBLE, p_value DOUBLE, block INTEGER,
-            null_sharpes DOUBLE[])""",
-        """CREATE TABLE sweeps (
-            run_id INTEGER, parameter VARCHAR, value DOUBLE, trades INTEGER, sharpe DOUBLE,
-            total_return DOUBLE, share_hold DOUBLE)""",
-        "CREATE SEQUENCE review_ids START 1",
-        """CREATE TABLE reviews (
-            review_id INTEGER PRIMARY KEY DEFAULT nextval('review_ids'),
-            run_id INTEGER, reviewer VARCHAR, verdict VARCHAR, comment VARCHAR, created_at TIMESTAMPTZ,
-            hifa_snapshot JSON)""",
-    ]),
-    (2, "runs.request_key: what a run was asked to compute, so a repeated request reuses it", [
-        "ALTER TABLE runs ADD COLUMN request_key VARCHAR",
-        "CREATE INDEX runs_request_key ON runs (request_key)",
-        "CREATE INDEX predictions_run ON predictions (run_id, option)",
-    ]),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-# tables holding one run's results: what a run id owns
-RUN_TABLES = ("run_models", "run_bars", "predictions", "option_results", "diagnostics", "cpcv_paths",
-              "hifa_criteria", "permutation_nulls", "sweeps")
 
 
 class StoreBusy(FlagcoreError):
@@ -116,42 +65,27 @@ def _is_lock_error(e: BaseException) -> bool:
     return "Could not set lock" in msg or "Conflicting lock" in msg or "database is locked" in msg
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+@dataclass
+class RunRows:
+    """One run as the store's rows, everything computed: :meth:`Store.write_run` writes it in one
+    transaction.
 
+    ``datasets`` rows carry their JSON columns already as text (``to_json``); ``models`` rows carry
+    ``config`` and ``provenance`` as dicts. ``tables`` maps each run table (``RUN_TABLES``) to its
+    rows without ``run_id``, in the order they are written.
+    """
 
-def to_json(value) -> str:
-    """JSON with numpy scalars and arrays converted; NaN and inf become null (JSON has neither)."""
-
-    def default(o):
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, (pd.Timestamp, datetime)):
-            return o.isoformat()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-    def clean(o):
-        if isinstance(o, float) and not np.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        if isinstance(o, np.ndarray):
-            return clean(o.tolist())
-        if isinstance(o, np.generic):
-            return clean(o.item())
-        return o
-
-    return json.dumps(clean(value), default=default)
-
-
-def from_json(value):
-    return None if value is None else json.loads(value)
+    name: str
+    request_key: str
+    flagcore_version: str
+    model_id: str  # the baseline model's id
+    dataset_id: str  # the evaluated dataset's id
+    train_dataset_id: str | None
+    settings: dict
+    summary: dict
+    datasets: list[dict]
+    models: list[dict]
+    tables: dict[str, pd.DataFrame]
 
 
 _CURRENT: set[str] = set()  # store files (path, inode, mtime) this process has seen at SCHEMA_VERSION
@@ -167,7 +101,8 @@ class Store:
             try:
                 busy_timeout = float(env_timeout)
             except ValueError:
-                raise FlagcoreError(f"FLAGCORE_BUSY_TIMEOUT must be a number of seconds, got {env_timeout!r}") from None
+                raise FlagcoreError(
+                    f"FLAGCORE_BUSY_TIMEOUT must be a number of seconds, got {env_timeout!r}") from None
         self.busy_timeout = float(busy_timeout)
 
     def _version_key(self) -> str | None:
@@ -216,10 +151,11 @@ class Store:
         return self.path.exists() and self.path.stat().st_size > 0
 
     @contextmanager
-    def read(self):
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-only connection; the store must exist (see :meth:`ensure`)."""
         if not self.exists():
-            raise FlagcoreError(f"{self.path}: no store here yet; run `flagcore demo` or `flagcore evaluate` first")
+            raise FlagcoreError(
+                f"{self.path}: no store here yet; run `flagcore demo` or `flagcore evaluate` first")
         if not self._schema_checked:
             self.ensure()
         con = self._connect(read_only=True)
@@ -229,7 +165,7 @@ class Store:
             con.close()
 
     @contextmanager
-    def write(self):
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction on a read-write connection: committed on success, rolled back on any
         exception (KeyboardInterrupt included), and the file released at once either way."""
         self.ensure()
@@ -252,7 +188,7 @@ class Store:
         if self.exists():
             con = self._connect(read_only=True)
             try:
-                version = _schema_version(con)
+                version = read_schema_version(con)
             finally:
                 con.close()
             if version == SCHEMA_VERSION:
@@ -274,22 +210,26 @@ class Store:
             return 0
         con = self._connect(read_only=True)
         try:
-            return _schema_version(con)
+            return read_schema_version(con)
         finally:
             con.close()
 
     # ------------------------------------------------------------------ reads
 
-    def query(self, sql: str, params: list | tuple | None = None) -> pd.DataFrame:
+    def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         with self.read() as con:
-            return con.execute(sql, params or []).df()
+            return con.execute(sql, list(params or [])).df()
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Any read-only SQL as a DataFrame (kept for the CLI and the dashboard; to be removed)."""
+        return self._frame(sql, params)
 
     def list_runs(self) -> pd.DataFrame:
         """One row per run, newest first, with its baseline's collapse verdict and latest review."""
         if not self.exists():
             return pd.DataFrame(columns=["run_id", "name", "created_at", "model_id", "dataset_id", "summary",
                                          "latest_verdict", "latest_reviewer"])
-        return self.query("""
+        return self._frame("""
             SELECT r.run_id, r.name, r.created_at, r.model_id, r.dataset_id, r.summary, r.settings,
                    lr.verdict AS latest_verdict, lr.reviewer AS latest_reviewer, lr.created_at AS reviewed_at
             FROM runs r
@@ -299,7 +239,7 @@ class Store:
             ORDER BY r.run_id DESC""")
 
     def run(self, run_id: int) -> dict:
-        df = self.query("SELECT * FROM runs WHERE run_id = ?", [int(run_id)])
+        df = self._frame("SELECT * FROM runs WHERE run_id = ?", [int(run_id)])
         if df.empty:
             raise FlagcoreError(f"{self.path}: no run {run_id}")
         row = df.iloc[0].to_dict()
@@ -310,45 +250,48 @@ class Store:
     def option_results(self, run_id: int | None = None) -> pd.DataFrame:
         """Each option's metrics in one run, or in every run (``run_id`` None), in table order."""
         if run_id is None:
-            df = self.query("SELECT * FROM option_results ORDER BY run_id, ordinal")
+            df = self._frame("SELECT * FROM option_results ORDER BY run_id, ordinal")
         else:
-            df = self.query("SELECT * FROM option_results WHERE run_id = ? ORDER BY ordinal", [int(run_id)])
+            df = self._frame("SELECT * FROM option_results WHERE run_id = ? ORDER BY ordinal", [int(run_id)])
         df["metrics"] = df["metrics"].map(from_json)
         return df
 
     def hifa(self, run_id: int | None = None) -> pd.DataFrame:
         """Each option's HIFA criteria in one run, or in every run (``run_id`` None)."""
         where, params = ("", []) if run_id is None else ("WHERE run_id = ?", [int(run_id)])
-        df = self.query(f"""SELECT h.* FROM hifa_criteria h JOIN option_results o USING (run_id, option)
+        df = self._frame(f"""SELECT h.* FROM hifa_criteria h JOIN option_results o USING (run_id, option)
                             {where} ORDER BY run_id, o.ordinal, h.criterion""", params)
         df["inputs"] = df["inputs"].map(from_json)
         return df
 
     def diagnostics(self, run_id: int, option: str = "baseline") -> dict:
-        df = self.query("SELECT section, value FROM diagnostics WHERE run_id = ? AND option = ?",
+        df = self._frame("SELECT section, value FROM diagnostics WHERE run_id = ? AND option = ?",
                         [int(run_id), option])
         return {s: from_json(v) for s, v in zip(df["section"], df["value"], strict=True)}
 
     def predictions(self, run_id: int, option: str, period: str = "test") -> pd.DataFrame:
-        return self.query("""SELECT p.*, b.timestamp, b.close, b.label FROM predictions p
+        return self._frame("""SELECT p.*, b.timestamp, b.close, b.label FROM predictions p
                              JOIN run_bars b USING (run_id, period, bar)
                              WHERE p.run_id = ? AND p.option = ? AND p.period = ? ORDER BY p.bar""",
                           [int(run_id), option, period])
 
     def equity_curves(self, run_id: int) -> pd.DataFrame:
-        return self.query("""SELECT p.option, b.timestamp, p.equity FROM predictions p
-                             JOIN run_bars b USING (run_id, period, bar)
-                             WHERE p.run_id = ? AND p.period = 'test' ORDER BY p.option, p.bar""", [int(run_id)])
+        return self._frame("""SELECT p.option, b.timestamp, p.equity FROM predictions p
+                              JOIN run_bars b USING (run_id, period, bar)
+                              WHERE p.run_id = ? AND p.period = 'test' ORDER BY p.option, p.bar""",
+                           [int(run_id)])
 
     def bars(self, run_id: int, period: str = "test") -> pd.DataFrame:
-        return self.query("SELECT * FROM run_bars WHERE run_id = ? AND period = ? ORDER BY bar",
+        return self._frame("SELECT * FROM run_bars WHERE run_id = ? AND period = ? ORDER BY bar",
                           [int(run_id), period])
 
     def cpcv_paths(self, run_id: int) -> pd.DataFrame:
-        return self.query("SELECT * FROM cpcv_paths WHERE run_id = ? ORDER BY option, mode, path", [int(run_id)])
+        return self._frame("SELECT * FROM cpcv_paths WHERE run_id = ? ORDER BY option, mode, path",
+                           [int(run_id)])
 
     def permutation_null(self, run_id: int, option: str) -> dict | None:
-        df = self.query("SELECT * FROM permutation_nulls WHERE run_id = ? AND option = ?", [int(run_id), option])
+        df = self._frame("SELECT * FROM permutation_nulls WHERE run_id = ? AND option = ?",
+                         [int(run_id), option])
         if df.empty:
             return None
         row = df.iloc[0].to_dict()
@@ -356,14 +299,14 @@ class Store:
         return row
 
     def sweeps(self, run_id: int) -> pd.DataFrame:
-        return self.query("SELECT * FROM sweeps WHERE run_id = ? ORDER BY parameter, value", [int(run_id)])
+        return self._frame("SELECT * FROM sweeps WHERE run_id = ? ORDER BY parameter, value", [int(run_id)])
 
     def run_models(self, run_id: int) -> pd.DataFrame:
-        return self.query("""SELECT rm.role, m.* FROM run_models rm JOIN models m USING (model_id)
+        return self._frame("""SELECT rm.role, m.* FROM run_models rm JOIN models m USING (model_id)
                              WHERE rm.run_id = ? ORDER BY rm.role""", [int(run_id)])
 
     def dataset(self, dataset_id: str) -> dict | None:
-        df = self.query("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id])
+        df = self._frame("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id])
         if df.empty:
             return None
         row = df.iloc[0].to_dict()
@@ -373,28 +316,86 @@ class Store:
 
     def reviews(self, run_id: int | None = None) -> pd.DataFrame:
         if run_id is None:
-            df = self.query("SELECT * FROM reviews ORDER BY review_id")
+            df = self._frame("SELECT * FROM reviews ORDER BY review_id")
         else:
-            df = self.query("SELECT * FROM reviews WHERE run_id = ? ORDER BY review_id", [int(run_id)])
+            df = self._frame("SELECT * FROM reviews WHERE run_id = ? ORDER BY review_id", [int(run_id)])
         df["hifa_snapshot"] = df["hifa_snapshot"].map(from_json)
         return df
 
     def find_run(self, request_key: str) -> int | None:
         if not self.exists():
             return None
-        df = self.query("SELECT max(run_id) AS run_id FROM runs WHERE request_key = ?", [request_key])
+        df = self._frame("SELECT max(run_id) AS run_id FROM runs WHERE request_key = ?", [request_key])
         v = df["run_id"].iloc[0]
         return None if pd.isna(v) else int(v)
 
     def cached_logits(self, model_id: str, dataset_id: str, settings: str) -> pd.DataFrame | None:
         if not self.exists():
             return None
-        df = self.query("""SELECT bar, logit_sell, logit_hold, logit_buy, short_history FROM inference_cache
+        df = self._frame("""SELECT bar, logit_sell, logit_hold, logit_buy, short_history FROM inference_cache
                            WHERE model_id = ? AND dataset_id = ? AND settings = ? ORDER BY bar""",
                         [model_id, dataset_id, settings])
         return None if df.empty else df
 
+    def options_with_cpcv_mode(self, run_id: int, mode: str) -> set[str]:
+        """The options of a run that have CPCV paths of ``mode`` (e.g. ``RETRAIN_MODE``) stored."""
+        df = self._frame("SELECT DISTINCT option FROM cpcv_paths WHERE run_id = ? AND mode = ?",
+                         [int(run_id), mode])
+        return set(df["option"])
+
     # ------------------------------------------------------------------ writes
+
+    def write_run(self, rows: RunRows, *, fail_after: str | None = None) -> int:
+        """Write one run, its datasets and models (those not stored yet) in one transaction.
+
+        Parameters
+        ----------
+        rows : RunRows
+            The run's rows, all computed beforehand.
+        fail_after : str, optional
+            Tests only: raise after the named run table is written, to check that nothing of the
+            run survives.
+
+        Returns
+        -------
+        int
+            The new run's id.
+        """
+        unknown = [t for t in rows.tables if t not in RUN_TABLES]
+        if unknown:
+            raise FlagcoreError(f"not a run table: {unknown[0]!r}")
+        with self.write() as con:
+            for rec in rows.datasets:
+                _insert_dataset(con, rec)
+            for rec in rows.models:
+                _insert_model(con, rec)
+            run_id = _insert_run(con, rows)
+            for table, df in rows.tables.items():
+                df = df.copy()
+                df.insert(0, "run_id", run_id)
+                insert_frame(con, table, df)
+                if fail_after == table:
+                    raise RuntimeError(f"injected failure after writing {table}")
+        return int(run_id)
+
+    def append_retraining(self, run_id: int, option: str, path_sharpes: Sequence[float], info: dict) -> bool:
+        """Append one option's retraining-CPCV path Sharpes and their record to a run.
+
+        Returns False, writing nothing, when another process stored this option's retraining
+        paths meanwhile (theirs are kept).
+        """
+        rows = pd.DataFrame({"run_id": int(run_id), "option": option, "mode": RETRAIN_MODE,
+                             "path": np.arange(len(path_sharpes)), "sharpe": np.asarray(path_sharpes)})
+        with self.write() as con:
+            again = con.execute(
+                "SELECT count(*) FROM cpcv_paths WHERE run_id = ? AND option = ? AND mode = ?",
+                [int(run_id), option, RETRAIN_MODE]).fetchall()[0][0]
+            if again:
+                return False
+            insert_frame(con, "cpcv_paths", rows)
+            con.execute("INSERT INTO diagnostics VALUES (?, ?, ?, ?)",
+                        [int(run_id), option, RETRAIN_SECTION, to_json(info)])
+        return True
 
     def put_inference(self, model_id: str, dataset_id: str, settings: str, logits: np.ndarray,
                       short_history: np.ndarray) -> None:
@@ -427,57 +428,33 @@ class Store:
                                   WHERE run_id = ? ORDER BY option, criterion""", [int(run_id)]).fetchall()
             snapshot = [{"option": o, "criterion": c, "value": v, "threshold": t, "passed": p}
                         for o, c, v, t, p in snap]
-            rid = con.execute("""INSERT INTO reviews (run_id, reviewer, verdict, comment, created_at, hifa_snapshot)
-                                 VALUES (?, ?, ?, ?, ?, ?) RETURNING review_id""",
-                              [int(run_id), reviewer, verdict, comment, utc_now(), to_json(snapshot)]).fetchall()[0][0]
+            rid = con.execute(
+                """INSERT INTO reviews (run_id, reviewer, verdict, comment, created_at, hifa_snapshot)
+                   VALUES (?, ?, ?, ?, ?, ?) RETURNING review_id""",
+                [int(run_id), reviewer, verdict, comment, utc_now(), to_json(snapshot)]).fetchall()[0][0]
         return int(rid)
 
 
-def _schema_version(con) -> int:
-    has_meta = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchall()[0][0]
-    if not has_meta:
-        return 0
-    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    return int(rows[0][0]) if rows else 0
+def _insert_dataset(con: duckdb.DuckDBPyConnection, rec: dict) -> None:
+    con.execute("""INSERT INTO datasets SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+                   WHERE NOT EXISTS (SELECT 1 FROM datasets WHERE dataset_id = ?)""",
+                [rec["dataset_id"], rec["source"], rec["bars"], rec["evaluated_bars"], rec["features"],
+                 rec["state_dim"], rec["feature_names"], rec["padded_inputs"], rec["label_horizon"],
+                 rec["label_shares"], rec["first_timestamp"], rec["last_timestamp"],
+                 rec["evaluation_start"], utc_now(), rec["dataset_id"]])
 
 
-def migrate(con, target: int = SCHEMA_VERSION) -> int:
-    """Apply the migrations above the store's version up to ``target``, each in its own
-    transaction; returns the version reached."""
-    version = _schema_version(con)
-    for number, _title, statements in MIGRATIONS:
-        if number <= version or number > target:
-            continue
-        con.begin()
-        try:
-            for sql in statements:
-                con.execute(sql)
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(number)])
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
-        version = number
-    return version
+def _insert_model(con: duckdb.DuckDBPyConnection, r: dict) -> None:
+    con.execute("""INSERT INTO models SELECT ?, ?, ?, ?, ?, ?, ?, ?
+                   WHERE NOT EXISTS (SELECT 1 FROM models WHERE model_id = ?)""",
+                [r["model_id"], r["kind"], r["source"], to_json(r["config"]), r["total_parameters"],
+                 r["trainable_parameters"], to_json(r["provenance"]), utc_now(), r["model_id"]])
 
 
-def insert_frame(con, table: str, df: pd.DataFrame) -> None:
-    """Bulk insert a DataFrame by column name (``table`` is one of ours, never user text)."""
-    if table not in {t for _, _, sts in MIGRATIONS for t in _tables(sts)}:
-        raise FlagcoreError(f"unknown table {table!r}")
-    if df.empty:
-        return
-    con.register("_flagcore_rows", df)
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _flagcore_rows")
-    finally:
-        con.unregister("_flagcore_rows")
-
-
-def _tables(statements: list[str]) -> list[str]:
-    out = []
-    for s in statements:
-        words = s.split()
-        if words[:2] == ["CREATE", "TABLE"]:
-            out.append(words[2])
-    return out
+def _insert_run(con: duckdb.DuckDBPyConnection, rows: RunRows) -> int:
+    return con.execute(
+        """INSERT INTO runs (name, created_at, model_id, dataset_id, train_dataset_id, settings, summary,
+                             flagcore_version, request_key)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id""",
+        [rows.name, utc_now(), rows.model_id, rows.dataset_id, rows.train_dataset_id, to_json(rows.settings),
+         to_json(rows.summary), rows.flagcore_version, rows.request_key]).fetchall()[0][0]

@@ -1,0 +1,165 @@
+"""The review commands: ``report`` (a run's findings), ``review`` (a sign-off) and ``validate``.
+
+``validate`` prints a stored run's HIFA criteria table per option, judged against the run's own
+thresholds or a TOML file's; ``--retrain`` first runs retraining CPCV and appends it to the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flagcore.cli.options import Parents, add_command, open_store, placement
+from flagcore.cli.output import Stages, emit, mark
+from flagcore.errors import FlagcoreError
+from flagcore.vocab import BADGE, CRITERION, VERDICTS
+
+if TYPE_CHECKING:
+    from flagcore.cli.options import Subparsers
+    from flagcore.store.store import Store
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flagcore.dashboard.report import render_report
+
+    store = open_store(args)
+    text = render_report(store, args.run, args.format)
+    if args.out:
+        out = Path(args.out)
+        if out.parent and not out.parent.exists():
+            raise FlagcoreError(f"{out}: the folder {out.parent} does not exist")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+        print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    comment = args.comment
+    if args.comment_file:
+        comment = Path(args.comment_file).read_text(encoding="utf-8")
+    rid = store.add_review(args.run, args.reviewer, args.verdict, comment or "")
+    emit({"review_id": rid, "run_id": args.run}, args.json,
+         [f"review {rid} recorded on run {args.run}: {args.verdict} by {args.reviewer.strip()}"])
+    return 0
+
+
+def criteria_in_file(path: str) -> dict[str, Any]:
+    """The HIFA settings a TOML file sets (validated), without the defaults it leaves out."""
+    import tomllib
+
+    from flagcore.analysis.hifa import load_criteria
+
+    full = load_criteria(path)
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    return {k: full[k] for k in data.get("hifa", data)}
+
+
+def _cell(criteria: dict[str, Any], key: str, fmt: str) -> str:
+    c = criteria[key]
+    return f"{fmt.format(c['value'])} {mark(c['passed'])}"
+
+
+def _option_line(o: dict[str, Any]) -> str:
+    c = o["criteria"]
+    line = (f"  {o['title']:<32} {_cell(c, 'cpcv_mean_sharpe', '{:>13.2f}')} "
+            f"{_cell(c, 'deflated_sharpe', '{:>13.2f}')} {o['dsr_probability']:>9.3f} "
+            f"{_cell(c, 'permutation_p', '{:>8.4f}')}  {BADGE[bool(o['passed_all'])]}")
+    if o.get("retrain_cpcv_mean_sharpe") is not None:
+        line += f"  retraining CPCV mean Sharpe {o['retrain_cpcv_mean_sharpe']:.2f}"
+    return line
+
+
+def _thresholds_line(settings: dict[str, Any]) -> str:
+    """The thresholds the table was judged against, each with its criterion's rule."""
+
+    def rule(key: str) -> str:
+        c = CRITERION[key]
+        return f"{c.label} {c.rule} {settings[c.threshold_key]}"
+
+    return (f"  thresholds: {rule('cpcv_mean_sharpe')}, {rule('deflated_sharpe')} (DSR probability bar "
+            f"{settings['dsr_probability_min']}), {rule('permutation_p')}")
+
+
+def validate_lines(table: dict[str, Any]) -> list[str]:
+    """``flagcore validate``'s text: one line per option with each criterion's value and verdict."""
+    lines = [f"HIFA criteria, run {table['run_id']} (CPCV mode: {table['cpcv_mode']}; "
+             f"{table['n_trials']} trials)",
+             f"  {'option':<32} {'CPCV mean Sharpe':>18} {'deflated Sharpe':>18} {'DSR prob.':>9} "
+             f"{'perm. p':>8}  verdict"]
+    lines += [_option_line(o) for o in table["options"]]
+    lines.append(_thresholds_line(table["criteria"]))
+    return lines
+
+
+def _newest_run(store: Store) -> int:
+    runs = store.list_runs()
+    if runs.empty:
+        raise FlagcoreError(f"{store.path}: no runs to validate; run `flagcore demo` or `flagcore evaluate`")
+    return int(runs["run_id"].iloc[0])
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flagcore.pipeline.validate import rejudge, retrain_validation
+
+    where = placement(args) if args.retrain else None  # bad values fail before any work
+    store = open_store(args)
+    run_id = _newest_run(store) if args.run is None else args.run
+    result: dict[str, Any] = {"run_id": run_id}
+    if args.retrain:
+        stages = Stages(args.quiet)
+        try:
+            result["retrain"] = retrain_validation(store, run_id, options=args.options,
+                                                   quick=args.quick_retrain, progress=stages, placement=where)
+        finally:
+            stages.close()
+    table = rejudge(store, run_id, criteria_in_file(args.criteria) if args.criteria else None)
+    result["criteria"] = table
+    emit(result, args.json, validate_lines(table))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parsers
+
+
+def _report_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--run", type=int, required=True, metavar="ID")
+    s.add_argument("--format", choices=["md", "html"], default="md")
+    s.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+
+
+def _review_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--run", type=int, required=True, metavar="ID")
+    s.add_argument("--reviewer", required=True)
+    s.add_argument("--verdict", required=True, choices=VERDICTS)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--comment", default="")
+    g.add_argument("--comment-file", metavar="FILE", help="read the comment from a file")
+
+
+def _validate_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--run", type=int, metavar="ID", help="default: the newest run")
+    s.add_argument("--criteria", metavar="TOML", help="judge the stored values against these thresholds")
+    s.add_argument("--retrain", action="store_true",
+                   help="retraining CPCV: retrain the trainable options on every split (takes minutes)")
+    s.add_argument("--options", metavar="LIST",
+                   help="with --retrain: comma-separated options (default: all trainable)")
+    s.add_argument("--quick-retrain", action="store_true", help="with --retrain: fewer windows per epoch")
+
+
+def register(sub: Subparsers, parents: Parents) -> None:
+    """Add ``report``, ``review`` and ``validate``."""
+    add_command(sub, "report", cmd_report, "Write a run's findings report (Markdown or HTML) from the store.",
+                _report_arguments, parents.store)
+    add_command(sub, "review", cmd_review, "Record a review (sign-off) of a run; reviews are append-only.",
+                _review_arguments, parents.store, parents.json)
+    add_command(sub, "validate", cmd_validate,
+                "The HIFA criteria table of a stored run, per option; --retrain adds retraining CPCV.",
+                _validate_arguments, parents.retraining_placement, parents.store, parents.quiet, parents.json)

@@ -1,0 +1,229 @@
+"""Every model's logits for a run, computed once: inference cached in the store.
+
+A model's logits on a dataset are stored under (model id, dataset hash, inference settings): the
+model id is the checkpoint's content hash, so the same checkpoint on the same data is never run
+twice. Each cache entry enters the store in its own transaction (complete or absent), so an
+interrupted evaluation's logits are reused by the next. :func:`prefetch_inference` runs many
+checkpoints as tasks (``tasks.run_tasks``: local workers or a Ray cluster) before the ``*_logits``
+functions read them back. :class:`InferenceStats` counts what was computed and what was found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flagcore.errors import FlagcoreError
+from flagcore.pipeline.settings import Progress, no_progress
+from flagcore.store.store import Store
+from flagcore.vocab import LOGIT_COLUMNS, N_CLASSES
+
+INFERENCE_SETTINGS = "last-position;float32;v1"
+
+# a cache entry's key: (model id, dataset content hash, cache settings)
+CacheKey = tuple[str, str, str]
+
+
+@dataclass
+class InferenceStats:
+    """What one evaluation's inference did: logits computed now, and logits found in the cache.
+
+    ``fresh`` holds the cache entries this evaluation's own tasks computed (``prefetch_inference``):
+    reading them back counts as computed, not as cached.
+    """
+
+    computed: int = 0
+    cached: int = 0
+    fresh: set[CacheKey] = field(default_factory=set)
+
+    def counts(self) -> dict[str, int]:
+        """``{"computed", "cached"}``: what ``evaluate`` reports."""
+        return {"computed": self.computed, "cached": self.cached}
+
+
+@dataclass
+class ModelLogits:
+    role: str
+    model_id: str
+    kind: str  # flag-trader, cgdt, predictions
+    source: str
+    record: dict  # the models table row
+    test: np.ndarray  # (n_eval, 3) logits over the evaluation period; for action-only files one-hot
+    train: np.ndarray | None  # (n_train, 3) over the training dataset, when it was given and fits
+    probs_given: bool = True  # False for a partner file with actions only
+
+
+def model_record(model_id: str, kind: str, source: str, config: dict, total: int, trainable: int,
+                 provenance: dict) -> dict:
+    """A row of the store's ``models`` table (``created_at`` is added when it is written)."""
+    return {"model_id": model_id, "kind": kind, "source": source, "config": config,
+            "total_parameters": total, "trainable_parameters": trainable, "provenance": provenance}
+
+
+def cache_settings(settings: str, ds) -> str:
+    """The cache's settings key of a model's inference ``settings`` on dataset ``ds`` (its slice too)."""
+    return f"{settings};bars={ds.attrs.get('slice', 'all')}"
+
+
+def _cached_or_run(store: Store, model_id: str, ds, run: Callable[[], tuple[np.ndarray, np.ndarray]],
+                   settings: str, stats: InferenceStats) -> np.ndarray:
+    settings = cache_settings(settings, ds)
+    cached = store.cached_logits(model_id, ds.content_hash, settings)
+    if cached is not None and len(cached) == ds.n_bars:
+        # prefetched by this evaluate's tasks: computed now, not found from an earlier run
+        if (model_id, ds.content_hash, settings) in stats.fresh:
+            stats.computed += 1
+        else:
+            stats.cached += 1
+        return cached[list(LOGIT_COLUMNS)].to_numpy(np.float64)
+    logits, short = run()
+    store.put_inference(model_id, ds.content_hash, settings, np.asarray(logits, np.float64), short)
+    stats.computed += 1
+    return np.asarray(logits, np.float64)
+
+
+def flag_trader_settings(info) -> str:
+    """The inference-cache settings of a FLAG-TRADER checkpoint (its ``checkpoint_info``)."""
+    return f"{INFERENCE_SETTINGS};window={info.config.window}"
+
+
+def flag_trader_logits(store: Store, model, role: str, test, train, stats: InferenceStats, device=None,
+                       progress: Progress = no_progress) -> ModelLogits:
+    """Logits of a FLAG-TRADER (from ``checkpoint.load_checkpoint``) on both periods, cached."""
+    from flagcore.models.flag_trader import count_parameters
+    from flagcore.models.inference import predict
+
+    info = model.checkpoint_info
+    path = info.path
+    total, trainable = count_parameters(model)
+    rec = model_record(info.sha256, "flag-trader", str(path), info.config.to_dict(), total, trainable,
+                       {"source_format": info.source_format, **info.meta.to_dict()})
+    settings = flag_trader_settings(info)
+
+    def runner(ds, label):
+        def run():
+            p = predict(model, ds.features, device=device,
+                        progress=lambda d, n: progress(f"{role}: inference on {label}", d / n))
+            return p.logits, p.short_history
+        return run
+
+    full = _cached_or_run(store, info.sha256, test, runner(test, "test"), settings, stats)
+    tr = None
+    if train is not None:
+        tr = _cached_or_run(store, info.sha256, train, runner(train, "train"), settings,
+                            stats)[train.eval_index:]
+    return ModelLogits(role, info.sha256, "flag-trader", str(path), rec, full[test.eval_index:], tr)
+
+
+def cgdt_id(path) -> str:
+    """A CGDT checkpoint's model id: the content hash of its weights file."""
+    from flagcore.models.checkpoint import file_sha256
+
+    return file_sha256(Path(path) / "model.safetensors" if Path(path).is_dir() else path)
+
+
+def cgdt_logits(store: Store, path, test, train, stats: InferenceStats,
+                progress: Progress = no_progress) -> ModelLogits:
+    """Logits of a CGDT checkpoint on both periods, cached."""
+    from flagcore.models.cgdt import describe_cgdt, load_cgdt, predict_cgdt
+
+    model = load_cgdt(path)
+    mid = cgdt_id(path)
+    d = describe_cgdt(model)
+    n_params = int(d["policy_params"] + d["critic_params"])
+    rec = model_record(mid, "cgdt", str(path), d["config"], n_params, n_params,
+                       {k: v for k, v in d.items() if k != "config"})
+
+    def runner(ds, label):
+        def run():
+            p = predict_cgdt(model, ds, progress=lambda a, n: progress(f"cgdt: inference on {label}", a / n))
+            return p.logits, p.short_history
+        return run
+
+    full = _cached_or_run(store, mid, test, runner(test, "test"), INFERENCE_SETTINGS, stats)
+    tr = None
+    if train is not None:
+        tr = _cached_or_run(store, mid, train, runner(train, "train"), INFERENCE_SETTINGS,
+                            stats)[train.eval_index:]
+    return ModelLogits("cgdt", mid, "cgdt", str(path), rec, full[test.eval_index:], tr)
+
+
+def file_logits(path, role: str, test, train) -> ModelLogits:
+    """Another model's predictions file (``flagcore predict`` / ``walk-forward`` output, or any
+    file with timestamp and logits or actions), aligned to the evaluated bars."""
+    from flagcore.data.dataset import load_predictions
+    from flagcore.models.checkpoint import file_sha256
+
+    pf = load_predictions(path)
+    e = test.eval_index
+    aligned = pf.align(test.timestamps[e:])
+    probs_given = aligned.logits is not None
+    te = aligned.logits.astype(np.float64) if aligned.logits is not None else one_hot_logits(aligned.action)
+    tr = None
+    if train is not None and train.timestamps[train.eval_index:].isin(pf.timestamps).all():
+        a = pf.align(train.timestamps[train.eval_index:])
+        tr = a.logits.astype(np.float64) if a.logits is not None else one_hot_logits(a.action)
+    mid = file_sha256(path)
+    rec = model_record(mid, "predictions", str(path), {}, 0, 0, {"bars": len(pf.timestamps),
+                                                                "has_logits": probs_given})
+    return ModelLogits(role, mid, "predictions", str(path), rec, te, tr, probs_given)
+
+
+def one_hot_logits(actions: np.ndarray) -> np.ndarray:
+    """Logits of an action-only file: softmax puts all but 1e-6 on the action, so argmax and
+    confidence read back the file's action."""
+    out = np.full((len(actions), N_CLASSES), np.log(1e-6 / 2))
+    out[np.arange(len(actions)), actions] = 0.0
+    return out
+
+
+def inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """One checkpoint on one dataset, wherever ``tasks.run_tasks`` puts it (a worker, a Ray node).
+
+    ``job`` is ``(kind, path, dataset, device, model_id)``; returns the logits and the
+    short-history flags. Raises when the checkpoint's content no longer hashes to ``model_id``.
+    """
+    kind, path, ds, device, model_id = job
+    if kind == "cgdt":
+        from flagcore.models.cgdt import load_cgdt, predict_cgdt
+
+        found = cgdt_id(path)
+        p = predict_cgdt(load_cgdt(path), ds)
+    else:
+        from flagcore.models.checkpoint import load_checkpoint
+        from flagcore.models.inference import predict
+
+        model = load_checkpoint(path)
+        found = model.checkpoint_info.sha256
+        p = predict(model, ds.features, device=device)
+    if found != model_id:
+        raise FlagcoreError(f"{path}: changed while it was being evaluated (content hash differs)")
+    return p.logits, p.short_history
+
+
+def prefetch_inference(store: Store, checkpoints: list[tuple[str, str, str, str]], datasets: list,
+                       stats: InferenceStats, placement, device=None,
+                       progress: Progress = no_progress) -> None:
+    """The inference of many checkpoints as tasks (``tasks.run_tasks``): every (checkpoint,
+    dataset) pair not in the store's cache is computed where ``placement`` says and cached, so the
+    ``*_logits`` calls that follow read it. ``checkpoints``: ``(kind, path, model_id, settings)``."""
+    from flagcore.training.tasks import run_tasks
+
+    todo = []
+    for kind, path, model_id, settings in checkpoints:
+        for ds in datasets:
+            key = cache_settings(settings, ds)
+            cached = store.cached_logits(model_id, ds.content_hash, key)
+            if cached is None or len(cached) != ds.n_bars:
+                todo.append((kind, path, ds, device, model_id, key))
+    if not todo:
+        return
+    label = f"inference: {len(todo)} tasks, {placement.describe()}"
+    results = run_tasks(inference_task, [t[:5] for t in todo], placement=placement,
+                        progress=lambda d, n: progress(label, d / n))
+    for (_, _, ds, _, model_id, key), (logits, short) in zip(todo, results, strict=True):
+        store.put_inference(model_id, ds.content_hash, key, np.asarray(logits, np.float64), short)
+        stats.fresh.add((model_id, ds.content_hash, key))

@@ -1,0 +1,72 @@
+"""What an evaluation is asked to compute: :class:`EvaluateSettings` and the progress callback.
+
+The settings are recorded with every run (``to_dict``) and are part of its request key, so a
+repeated request with the same settings can reuse the stored run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from flagcore.analysis.backtest import BacktestConfig
+from flagcore.errors import FlagcoreError
+
+Progress = Callable[[str, float], None]
+
+
+def no_progress(stage: str, frac: float) -> None:
+    """The progress callback that reports nothing."""
+
+
+def default_thresholds() -> list[float]:
+    """HOLD thresholds swept: coarse where little flips, fine near 1 where a confident model's
+    HOLDs start to flip."""
+    g = np.concatenate([np.arange(0.35, 0.90, 0.05), np.arange(0.90, 0.99, 0.01),
+                        [0.99, 0.995, 0.999, 0.9999, 1.0]])
+    return [float(x) for x in np.unique(np.round(g, 4))]
+
+
+def default_taus() -> list[float]:
+    """Logit-adjustment taus swept: 0 to 3 in steps of 0.25."""
+    return [float(x) for x in np.round(np.arange(0.0, 3.0001, 0.25), 4)]
+
+
+@dataclass
+class EvaluateSettings:
+    hold_threshold: float = 0.95  # the seed's option-3 threshold
+    tau: float = 1.0  # logit adjustment: 1 is the Bayes rule for balanced error
+    thresholds: list[float] = field(default_factory=default_thresholds)
+    taus: list[float] = field(default_factory=default_taus)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    criteria: dict | None = None  # HIFA thresholds (hifa.load_criteria); None: the seed's
+    permutation_seed: int = 0
+    pbo_blocks: int = 16
+    payoff_years: float = 1.0  # the training period's last year: payoff ratios and training-period signals
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hold_threshold <= 1.0:
+            raise FlagcoreError(f"hold_threshold must lie in [0, 1], got {self.hold_threshold!r}")
+        if self.tau < 0:
+            raise FlagcoreError(f"tau must be >= 0, got {self.tau!r}")
+        if not self.thresholds or any(not 0.0 <= t <= 1.0 for t in self.thresholds):
+            raise FlagcoreError("thresholds must be values in [0, 1]")
+        if not self.taus or any(t < 0 for t in self.taus):
+            raise FlagcoreError("taus must be values >= 0")
+        if not self.payoff_years > 0:
+            raise FlagcoreError(f"payoff_years must be > 0, got {self.payoff_years!r}")
+
+    def resolved_criteria(self) -> dict:
+        from flagcore.analysis.hifa import DEFAULT_CRITERIA
+
+        return dict(self.criteria or DEFAULT_CRITERIA)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["backtest"] = self.backtest.to_dict()
+        d["criteria"] = self.resolved_criteria()
+        d.pop("device")
+        return d
