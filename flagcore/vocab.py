@@ -23,6 +23,10 @@ LABEL_CODES = {"SELL": SELL, "HOLD": HOLD, "BUY": BUY, "-1": SELL, "0": HOLD, "1
 LOGIT_COLUMNS = ("logit_sell", "logit_hold", "logit_buy")
 PROB_COLUMNS = ("p_sell", "p_hold", "p_buy")
 
+# ----------------------------------------------------------------------------- models
+
+PRESET_NAMES = ("full", "demo")  # FLAG-TRADER presets (models.flag_trader.PRESETS), named without torch
+
 # ----------------------------------------------------------------------------- options and roles
 
 # option key -> (title, what it is); the order is the order of the comparison table
