@@ -3,12 +3,12 @@
 import streamlit as st
 
 import flagcore
-from flagcore.dashboard.state import store
-from flagcore.dashboard.views import run_label
+from flagcore.dashboard import state as ac
+from flagcore.dashboard.views import run_labels
 
 st.set_page_config(page_title="flagcore", page_icon=":material/fact_check:", layout="wide")
 
-runs = store().list_runs()
+runs = ac.runs(ac.store_key())
 if runs.empty:
     pages = [st.Page("pages/welcome.py", title="Get started", icon=":material/rocket_launch:", default=True)]
 else:
@@ -24,13 +24,5 @@ nav = st.navigation(pages)
 st.sidebar.title("flagcore")
 st.sidebar.caption(f"validation review, version {flagcore.__version__}")
 if not runs.empty:
-    labels = {int(r["run_id"]): run_label(r) for _, r in runs.iterrows()}
-    wanted = st.session_state.get("run")
-    if wanted not in labels:  # first visit, a run id from a shared link, or a run that is gone
-        st.session_state.pop("run", None)
-        q = st.query_params.get("run", "")
-        wanted = int(q) if q.isdigit() and int(q) in labels else next(iter(labels))
-    st.sidebar.selectbox("Run", list(labels), index=list(labels).index(wanted), format_func=labels.get, key="run",
-                         help="the evaluation run every page shows; it is kept in the URL")
-    st.query_params["run"] = str(st.session_state["run"])  # always in the URL, so any view can be shared
+    ac.run_picker(run_labels(runs))
 nav.run()

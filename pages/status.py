@@ -1,25 +1,29 @@
 import streamlit as st
 
-from flagcore.dashboard.state import current_run, store
-from flagcore.dashboard.state import plain as ac_plain
-from flagcore.dashboard.views import runs_overview
+from flagcore.dashboard import state as ac
+from flagcore.dashboard import views
 
 st.title("Validation status")
 st.caption("Every evaluation run in the store. A run passes HIFA when an option meets all three criteria: "
            "CPCV mean Sharpe, deflated Sharpe and permutation p-value. The perfect-foresight labels are "
            "shown as an upper bound and never count as a passing option.")
-overview = runs_overview(store())
+path = ac.store_key()
+runs = ac.runs(path)
+overview = views.runs_overview(runs, ac.all_option_results(path))
 st.dataframe(overview, hide_index=True, width="stretch",
              column_config={"baseline HOLD share": st.column_config.NumberColumn(format="percent")})
-rid = current_run()
+rid = ac.current_run()
 if rid is not None:
     st.subheader(f"Run {rid}")
-    row = overview[overview["run"] == rid].iloc[0]
+    row = views.overview_row(overview, rid)
+    verdict, reviewer = views.latest_review(runs, rid)
     c = st.columns(4)
     c[0].metric("Baseline", row["baseline"])
-    c[1].metric("Baseline HOLD share", f"{row['baseline HOLD share']:.2%}")
+    c[1].metric("Baseline HOLD share", ac.pct(row["baseline HOLD share"]))
     c[2].metric("Best option HIFA", row["best HIFA"], help=row["best option"])
-    c[3].metric("Latest review", row["latest review"])
+    c[3].metric("Latest review", verdict)  # a verdict word; the reviewer's name is user text, shown as text
+    if reviewer is not None:
+        st.text(f"Latest review by {reviewer}")
     q = {"run": str(rid)}
     links = st.columns(5)
     links[0].page_link("pages/model_health.py", label="Model health", query_params=q)
@@ -27,36 +31,28 @@ if rid is not None:
     links[2].page_link("pages/solutions.py", label="Solution comparison", query_params=q)
     links[3].page_link("pages/hifa.py", label="HIFA criteria", query_params=q)
     links[4].page_link("pages/reviews.py", label="Reviews and sign-off", query_params=q)
-    from flagcore.dashboard.views import hifa_badges
-    st.dataframe(hifa_badges(store(), rid), hide_index=True, width="stretch")
+    st.dataframe(views.hifa_badges(ac.hifa(path, rid), ac.option_results(path, rid)), hide_index=True,
+                 width="stretch")
 st.caption("New runs: `flagcore evaluate --checkpoint CKPT --data FILE [--train FILE] [--partner CGDT] "
            "[--retrained CKPT ...]`; refresh the page to see them.")
 
 with st.expander("Evaluate a checkpoint on a dataset"):
-    from flagcore.dashboard.views import browsable_files, inside_roots
-
-    files = st.cache_data(ttl=30, show_spinner=False)(browsable_files)()
-    st.caption("Files under the configured folders (`FLAGCORE_FILES`, default `data/`). Inference is cached in "
-               "the store, so a checkpoint and dataset already evaluated are not run again.")
+    files = ac.files()
+    st.caption("Files under the configured folders (`FLAGCORE_FILES`, default `data/`). Inference is cached "
+               "in the store, so a checkpoint and dataset already evaluated are not run again.")
     if not files["checkpoints"] or not files["datasets"]:
         st.info("No checkpoints or datasets found under the configured folders.")
     else:
         ckpt = st.selectbox("Checkpoint (the model under review)", files["checkpoints"], key="eval_ckpt")
         data = st.selectbox("Evaluation data", files["datasets"], key="eval_data")
-        train = st.selectbox("Training data (prior, payoff ratios, feature shift)", [None] + files["datasets"],
-                             format_func=lambda p: "none" if p is None else p, key="eval_train")
+        train = st.selectbox("Training data (prior, payoff ratios, feature shift)",
+                             [None, *files["datasets"]], format_func=lambda p: "none" if p is None else p,
+                             key="eval_train")
         if st.button("Evaluate", key="eval_go"):
-            from flagcore.pipeline.evaluate import evaluate
-
-            chosen = [p for p in (ckpt, data, train) if p is not None]
-            if not all(inside_roots(p) for p in chosen):
-                st.error("Only files under the configured folders can be evaluated.")
+            bar = st.progress(0.0, text="starting")
+            try:
+                res = ac.evaluate_files(ckpt, data, train, progress=ac.progress_bar(bar))
+            except Exception as e:  # noqa: BLE001 - the user sees one line, the server keeps running
+                st.error(ac.error_line(e))
             else:
-                bar = st.progress(0.0, text="starting")
-                try:
-                    res = evaluate(ckpt, data, store=store(), train_data=train,
-                                   progress=lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage))
-                except Exception as e:  # noqa: BLE001 - the user sees one line, the server keeps running
-                    st.error(ac_plain((str(e).strip().splitlines() or [type(e).__name__])[0]))
-                else:
-                    st.success(f"Run {res['run_id']} written; refresh the page to see it in the list.")
+                st.success(f"Run {res['run_id']} written; refresh the page to see it in the list.")

@@ -63,7 +63,7 @@ def test_status_page_lists_the_run_with_its_verdicts(demo_app, quick_demo):
     assert _metrics(at)["Baseline"] == "COLLAPSED"
     badges = at.dataframe[1].value
     base = badges[badges["option"] == "Baseline (plain CE)"].iloc[0]
-    assert base["Permutation p"] == "FAIL 1.0000" and base["passed"] == "0/3"
+    assert base["Permutation p-value"] == "FAIL 1.0000" and base["passed"] == "0/3"
     assert at.sidebar.selectbox[0].value == quick_demo["run_id"]
 
 
@@ -118,10 +118,11 @@ def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
     summary = quick_demo["store"].run(quick_demo["run_id"])["summary"]
     assert _metrics(at)["Trials counted"] == str(summary["n_trials"])
     crit = at.dataframe[0].value
-    assert list(crit["criterion"]) == ["CPCV mean Sharpe", "Deflated Sharpe", "Permutation p"]
+    assert list(crit["criterion"]) == ["CPCV mean Sharpe", "Deflated Sharpe", "Permutation p-value"]
     assert list(crit["result"]) == ["FAIL", "FAIL", "FAIL"]  # the baseline
     titles = [c["layout"]["title"]["text"] for c in _charts(at)]
-    assert "CPCV path Sharpe ratios" in titles and any(t.startswith("Permutation null (p = 1.0000)") for t in titles)
+    assert "CPCV path Sharpe ratios" in titles
+    assert any(t.startswith("Permutation null (p = 1.0000)") for t in titles)
 
 
 def test_review_round_trip_stores_text_verbatim(demo_app, quick_demo):
@@ -143,8 +144,8 @@ def test_review_round_trip_stores_text_verbatim(demo_app, quick_demo):
 
 
 def test_evaluate_from_the_dashboard_uses_only_configured_folders(quick_demo, monkeypatch, tmp_path):
+    from flagcore.dashboard.actions import browsable_files, inside_roots
     from flagcore.store.store import Store
-    from flagcore.dashboard.views import browsable_files, inside_roots
 
     root = quick_demo["root"]
     outside = tmp_path / "outside"
@@ -203,3 +204,52 @@ def test_a_bad_file_in_the_dashboard_gives_one_line_and_writes_nothing(quick_dem
     assert len(errors) == 1 and "bad.csv" in errors[0] and "non-positive price -1.0 at row 6" in errors[0]
     assert "\n" not in errors[0]
     assert len(Store(copy).list_runs()) == before
+
+
+def test_evaluate_files_refuses_paths_outside_the_roots(tmp_path):
+    from flagcore.dashboard.actions import evaluate_files
+    from flagcore.errors import FlagcoreError
+    from flagcore.store.store import Store
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "ce").mkdir(parents=True)
+    outside.mkdir()
+    (root / "ce" / "model.safetensors").write_bytes(b"")
+    (root / "test.csv").write_text("timestamp,close\n")
+    (outside / "test.csv").write_text("timestamp,close\n")
+    store = Store(tmp_path / "store.duckdb")
+    for ckpt, data, train in [(root / "ce", outside / "test.csv", None),
+                              (root / "ce", root / "test.csv", outside / "test.csv"),
+                              (root / "ce" / ".." / ".." / "outside", root / "test.csv", None)]:
+        with pytest.raises(FlagcoreError, match="only files under the configured folders"):
+            evaluate_files(store, str(ckpt), str(data), None if train is None else str(train), roots=[root])
+    assert not store.exists()  # refused before anything was read or written
+
+
+def test_paths_appended_to_a_run_show_on_the_next_read(quick_demo, monkeypatch, tmp_path):
+    """``flagcore validate --retrain`` appends paths to a run that a page has already shown (and cached)."""
+    import shutil
+
+    from flagcore.dashboard import state
+    from flagcore.store.store import Store
+
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(quick_demo["store"].path, copy)
+    monkeypatch.setenv("FLAGCORE_STORE", str(copy))
+    rid = quick_demo["run_id"]
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["run"] = str(rid)
+    at = _page(at.run(), "pages/hifa.py")
+
+    def boxes() -> list[str]:
+        return [t["name"] for c in _charts(at) if c["layout"]["title"]["text"] == "CPCV path Sharpe ratios"
+                for t in c["data"]]
+
+    assert boxes() and not any(name.endswith("[retraining]") for name in boxes())
+    before = len(state.cpcv_paths(str(copy.resolve()), rid))
+    assert Store(copy).append_retraining(rid, "baseline", [0.1, 0.2, 0.3, 0.4, 0.5], {"paths": 5})
+    at.run()  # the next rerun of the page, as after `flagcore validate --retrain` in another process
+    assert not at.exception
+    assert "Baseline (plain CE) [retraining]" in boxes()
+    assert len(state.cpcv_paths(str(copy.resolve()), rid)) == before + 5
+    assert state.diagnostics(str(copy.resolve()), rid, "baseline")["retrain_cpcv"] == {"paths": 5}

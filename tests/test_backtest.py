@@ -39,7 +39,8 @@ def test_always_long_by_hand():
     assert r["total_return"] == pytest.approx(1.188 - 1)
     assert r["annual_return"] == pytest.approx(0.188)
     assert r["sharpe"] == pytest.approx(rets.mean() / rets.std(ddof=1) * np.sqrt(3))
-    assert r["sortino"] == pytest.approx(rets.mean() / np.sqrt(np.mean(np.minimum(rets, 0) ** 2)) * np.sqrt(3))
+    downside = np.sqrt(np.mean(np.minimum(rets, 0) ** 2))
+    assert r["sortino"] == pytest.approx(rets.mean() / downside * np.sqrt(3))
     assert r["max_drawdown"] == pytest.approx(0.99 / 1.10 - 1)
     assert r["calmar"] == pytest.approx(0.188 / (1 - 0.99 / 1.10))
     assert r["trades"] == 1 and r["exposure"] == 1 and r["win_rate"] == 1.0
@@ -58,7 +59,8 @@ def test_costs_on_every_change_of_position():
 
 
 def test_hold_keep_carries_the_position():
-    pos = positions(np.array([HOLD, BUY, HOLD, HOLD, SELL, HOLD]), cfg=BacktestConfig(sizing="unit", hold="keep"))
+    pos = positions(np.array([HOLD, BUY, HOLD, HOLD, SELL, HOLD]),
+                    cfg=BacktestConfig(sizing="unit", hold="keep"))
     assert pos.tolist() == [0, 1, 1, 1, -1, -1]
 
 
@@ -102,10 +104,11 @@ def test_metrics_refuse_bad_input():
 def test_kelly_resizing_is_not_a_new_trade_but_costs():
     close = np.array([100.0, 101, 102, 103, 104])
     cfg = BacktestConfig(sizing="kelly", kelly_fraction=1.0, fee_bps=10, slippage_bps=0)
-    r = backtest(np.array([BUY, BUY, BUY, SELL, SELL]), close, 4, confidence=np.array([0.6, 0.7, 0.8, 0.6, 0.6]),
-                 cfg=cfg, payoff=1.0)
+    r = backtest(np.array([BUY, BUY, BUY, SELL, SELL]), close, 4,
+                 confidence=np.array([0.6, 0.7, 0.8, 0.6, 0.6]), cfg=cfg, payoff=1.0)
     # sizes 0.2, 0.4, 0.6, then -0.2: two trades (one long run, one short), four position changes
     assert r["trades"] == 2 and r["position_changes"] == 4
     np.testing.assert_allclose(r["positions"], [0.2, 0.4, 0.6, -0.2, -0.2])
     traded = np.array([0.2, 0.2, 0.2, 0.8])
-    np.testing.assert_allclose(r["returns"], r["positions"][:-1] * np.diff(close) / close[:-1] - 0.001 * traded)
+    want = r["positions"][:-1] * np.diff(close) / close[:-1] - 0.001 * traded
+    np.testing.assert_allclose(r["returns"], want)

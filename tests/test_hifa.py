@@ -6,7 +6,6 @@ from skfolio.measures import deflated_sharpe_ratio as sk_dsr
 from skfolio.measures import probabilistic_sharpe_ratio as sk_psr
 from skfolio.model_selection import CombinatorialPurgedCV
 
-from flagcore.errors import FlagcoreError
 from flagcore.analysis.hifa import (
     cpcv_paths,
     cpcv_splits,
@@ -17,6 +16,7 @@ from flagcore.analysis.hifa import (
     probability_of_backtest_overfitting,
     sharpe_moments,
 )
+from flagcore.errors import FlagcoreError
 
 
 def test_paper_worked_example():
@@ -53,7 +53,8 @@ def test_agrees_with_skfolio():
     assert got == pytest.approx(sk_dsr(r, trials), rel=1e-4)
 
 
-@pytest.mark.parametrize("n, N, k, purge, embargo", [(600, 6, 2, 5, 3), (1000, 5, 2, 10, 0), (603, 6, 3, 4, 2)])
+@pytest.mark.parametrize("n, N, k, purge, embargo",
+                         [(600, 6, 2, 5, 3), (1000, 5, 2, 10, 0), (603, 6, 3, 4, 2)])
 def test_cpcv_invariants(n, N, k, purge, embargo):
     splits = cpcv_splits(n, N, k, purge, embargo)
     assert len(splits) == comb(N, k)
@@ -196,3 +197,15 @@ def test_permutation_fast_path_equals_explicit_shuffles():
         assert res.null_sharpes[i] == pytest.approx(net.mean() / net.std(ddof=1), rel=1e-9, abs=1e-12)
     net = pos * r - c
     assert res.observed_sharpe == pytest.approx(net.mean() / net.std(ddof=1))
+
+
+def test_sharpe_from_sums_is_the_guarded_sharpe():
+    from flagcore.analysis.sharpe import ratio_or_zero, sharpe_from_sums, sharpe_ratio
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(0.001, 0.01, (7, 300))
+    x[3] = 0.0  # never trades: no Sharpe ratio, 0
+    got = sharpe_from_sums(x.sum(1), (x**2).sum(1), x.shape[1])
+    np.testing.assert_allclose(got, sharpe_ratio(x), rtol=1e-9, atol=1e-12)
+    assert got[3] == 0.0 and sharpe_ratio(x)[3] == 0.0
+    assert ratio_or_zero(1.0, 0.0) == 0.0 and ratio_or_zero(1.0, 2.0) == 0.5

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from flagcore.analysis.backtest import BacktestConfig
-from flagcore.errors import FlagcoreError
 from flagcore.analysis.remedies import (
     agreement,
     ensemble_rule,
@@ -13,6 +12,7 @@ from flagcore.analysis.remedies import (
     probability_average,
     threshold_rule,
 )
+from flagcore.errors import FlagcoreError
 
 ACTIONS = ["SELL", "HOLD", "BUY"]
 
@@ -96,8 +96,8 @@ def test_labels_as_signals_beat_a_model_and_random():
 
 
 def test_compare_options_gives_every_option_the_same_metrics():
-    from flagcore.data.labels import triple_barrier
     from flagcore.analysis.remedies import OPTIONS, PeriodInputs, compare_options
+    from flagcore.data.labels import triple_barrier
     rng = np.random.default_rng(7)
 
     def period(n):

@@ -23,9 +23,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from flagcore import vocab
+from flagcore.analysis.sharpe import ratio_or_zero, sharpe_defined, sharpe_ratio
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import HOLD
 
-DIRECTION = np.array([-1.0, 0.0, 1.0])  # SELL, HOLD, BUY
+DIRECTION = np.array(vocab.DIRECTION)  # vocab.DIRECTION as an array, indexed by class id
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class BacktestConfig:
         if not self.max_leverage > 0:
             raise FlagcoreError(f"max_leverage must be > 0, got {self.max_leverage!r}")
         if self.fee_bps < 0 or self.slippage_bps < 0:
-            raise FlagcoreError(f"costs must be >= 0 bps, got fee {self.fee_bps}, slippage {self.slippage_bps}")
+            raise FlagcoreError(f"costs must be >= 0 bps, got fee {self.fee_bps}, "
+                                f"slippage {self.slippage_bps}")
 
     @property
     def cost_rate(self) -> float:
@@ -77,7 +81,8 @@ def simple_returns(close) -> np.ndarray:
     return c[1:] / c[:-1] - 1.0
 
 
-def positions(actions, confidence=None, cfg: BacktestConfig | None = None, payoff_ratio: float | None = None) -> np.ndarray:
+def positions(actions, confidence=None, cfg: BacktestConfig | None = None,
+              payoff_ratio: float | None = None) -> np.ndarray:
     """(n,) signed position sizes decided at each bar's close."""
     cfg = cfg or BacktestConfig()
     a = np.asarray(actions)
@@ -86,7 +91,7 @@ def positions(actions, confidence=None, cfg: BacktestConfig | None = None, payof
     direction = DIRECTION[a]
     if cfg.hold == "keep":
         # carry the last non-HOLD direction forward
-        idx = np.where(a != 1, np.arange(a.size), -1)
+        idx = np.where(a != HOLD, np.arange(a.size), -1)
         idx = np.maximum.accumulate(idx)
         direction = np.where(idx >= 0, DIRECTION[a[np.maximum(idx, 0)]], 0.0)
     if cfg.sizing == "unit":
@@ -141,10 +146,9 @@ def metrics(net: np.ndarray, pos: np.ndarray, periods_per_year: float) -> dict:
     years = n / periods_per_year
     annual_return = float(equity[-1] ** (1.0 / years) - 1.0) if equity[-1] > 0 else -1.0
     std = float(r.std(ddof=1)) if n > 1 else 0.0
-    sharpe_defined = std > 1e-15
-    sharpe = float(r.mean() / std * ann) if sharpe_defined else 0.0
+    sharpe = float(sharpe_ratio(r) * ann)
     downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
-    sortino = float(r.mean() / downside * ann) if downside > 1e-15 else 0.0
+    sortino = float(ratio_or_zero(r.mean(), downside) * ann)
     peak = np.maximum.accumulate(np.concatenate([[1.0], equity]))
     drawdown = np.concatenate([[1.0], equity]) / peak - 1.0
     max_dd = float(drawdown.min())
@@ -162,7 +166,7 @@ def metrics(net: np.ndarray, pos: np.ndarray, periods_per_year: float) -> dict:
         "trades": int(runs.size), "position_changes": int((changes > 0).sum()),  # incl. resizing
         "total_return": total, "annual_return": annual_return,
         "annual_volatility": float(std * ann),
-        "sharpe": sharpe, "sharpe_defined": bool(sharpe_defined),
+        "sharpe": sharpe, "sharpe_defined": sharpe_defined(r),
         "sortino": sortino, "max_drawdown": max_dd, "calmar": calmar,
         "win_rate": float(wins / runs.size) if runs.size else 0.0,
         "exposure": float(in_market.mean()),

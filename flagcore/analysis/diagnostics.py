@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import BUY, CLASS_NAMES, HOLD, N_CLASSES, SELL
 
-CLASSES = ("SELL", "HOLD", "BUY")
 DOMINANT_SHARE = 0.95  # one class at or above this share of predictions: collapsed
 MIN_TRADE_SHARE = 0.10  # the seed's health bar: BUY and SELL each at least 10% of predictions
 ENTROPY_FLOOR = 0.10  # normalised entropy of the action distribution below this: collapsed
@@ -37,10 +37,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def action_distribution(actions: np.ndarray) -> dict:
     """Counts and shares of SELL/HOLD/BUY among the predicted actions (the seed's first table)."""
     a = np.asarray(actions)
-    counts = np.bincount(a, minlength=3)[:3]
+    counts = np.bincount(a, minlength=N_CLASSES)[:N_CLASSES]
     n = max(len(a), 1)
-    return {"counts": {c: int(counts[i]) for i, c in enumerate(CLASSES)},
-            "shares": {c: float(counts[i] / n) for i, c in enumerate(CLASSES)}, "bars": int(len(a))}
+    return {"counts": {c: int(counts[i]) for i, c in enumerate(CLASS_NAMES)},
+            "shares": {c: float(counts[i] / n) for i, c in enumerate(CLASS_NAMES)}, "bars": int(len(a))}
 
 
 def confidence_stats(probs: np.ndarray) -> dict:
@@ -54,11 +54,11 @@ def logit_stats(logits) -> dict:
     """Per-class logit mean and standard deviation (the seed's logits table)."""
     x = _logits(logits)
     return {c: {"mean": float(x[:, i].mean()), "std": float(x[:, i].std(ddof=1) if len(x) > 1 else 0.0)}
-            for i, c in enumerate(CLASSES)}
+            for i, c in enumerate(CLASS_NAMES)}
 
 
-def collapse_verdict(logits, *, dominant_share: float = DOMINANT_SHARE, min_trade_share: float = MIN_TRADE_SHARE,
-                     entropy_floor: float = ENTROPY_FLOOR) -> dict:
+def collapse_verdict(logits, *, dominant_share: float = DOMINANT_SHARE,
+                     min_trade_share: float = MIN_TRADE_SHARE, entropy_floor: float = ENTROPY_FLOOR) -> dict:
     """Has the model collapsed onto one action, and can a post-hoc fix still work?
 
     Collapsed when one class takes at least ``dominant_share`` of the predictions or the
@@ -69,27 +69,28 @@ def collapse_verdict(logits, *, dominant_share: float = DOMINANT_SHARE, min_trad
     """
     x = _logits(logits)
     actions = x.argmax(axis=1)
-    shares = np.bincount(actions, minlength=3) / len(actions)
+    shares = np.bincount(actions, minlength=N_CLASSES) / len(actions)
     nz = shares[shares > 0]
-    entropy = float(-(nz * np.log(nz)).sum() / np.log(3))
+    entropy = float(-(nz * np.log(nz)).sum() / np.log(N_CLASSES))
     top = int(shares.argmax())
-    margins = x[:, [0, 2]] - x[:, [1]]
+    margins = x[:, [SELL, BUY]] - x[:, [HOLD]]
     margin_std = margins.std(axis=0)
     logits_vary = bool((margin_std > LOGIT_VARIATION_FLOOR).all())
     collapsed = bool(shares[top] >= dominant_share or entropy < entropy_floor)
-    healthy = bool(shares[0] >= min_trade_share and shares[2] >= min_trade_share)
+    healthy = bool(shares[SELL] >= min_trade_share and shares[BUY] >= min_trade_share)
     if collapsed:
-        reason = (f"predicts {CLASSES[top]} on {shares[top]:.2%} of bars (collapse at >= {dominant_share:.0%})"
+        reason = (f"predicts {CLASS_NAMES[top]} on {shares[top]:.2%} of bars "
+                  f"(collapse at >= {dominant_share:.0%})"
                   if shares[top] >= dominant_share else
                   f"action entropy {entropy:.3f} of its maximum (collapse below {entropy_floor})")
     elif not healthy:
-        low = [c for c, s in zip(("SELL", "BUY"), shares[[0, 2]], strict=True) if s < min_trade_share]
+        low = [CLASS_NAMES[k] for k in (SELL, BUY) if shares[k] < min_trade_share]
         reason = f"not collapsed, but {' and '.join(low)} below the {min_trade_share:.0%} health bar"
     else:
-        reason = f"BUY {shares[2]:.1%} and SELL {shares[0]:.1%} of bars, both >= {min_trade_share:.0%}"
+        reason = f"BUY {shares[BUY]:.1%} and SELL {shares[SELL]:.1%} of bars, both >= {min_trade_share:.0%}"
     fixable = ("a post-hoc threshold or logit adjustment can still produce trades" if logits_vary else
                "the logit margins are constant across bars: no post-hoc rule can produce informative trades")
-    return {"collapsed": collapsed, "healthy": healthy, "dominant_class": CLASSES[top],
+    return {"collapsed": collapsed, "healthy": healthy, "dominant_class": CLASS_NAMES[top],
             "dominant_share": float(shares[top]), "action_entropy": entropy, "reason": reason,
             "logits_vary": logits_vary, "margin_std": {"SELL-HOLD": float(margin_std[0]),
                                                         "BUY-HOLD": float(margin_std[1])},
@@ -102,7 +103,8 @@ def confusion_matrix(actions, labels) -> np.ndarray:
     if a.shape != y.shape:
         raise FlagcoreError(f"actions and labels differ in length: {a.shape} vs {y.shape}")
     ok = y >= 0
-    return np.bincount(3 * y[ok].astype(np.int64) + a[ok], minlength=9).reshape(3, 3)
+    k = N_CLASSES
+    return np.bincount(k * y[ok].astype(np.int64) + a[ok], minlength=k * k).reshape(k, k)
 
 
 def classification_metrics(actions, labels) -> dict:
@@ -132,7 +134,7 @@ def classification_metrics(actions, labels) -> dict:
     return {
         "labelled_bars": int(n),
         "accuracy": float(accuracy),
-        "majority_class": CLASSES[majority],
+        "majority_class": CLASS_NAMES[majority],
         "majority_baseline": float(true_k[majority] / n),
         "accuracy_over_baseline": float(accuracy - true_k[majority] / n),
         "balanced_accuracy": float(recall[present].mean()),
@@ -140,7 +142,8 @@ def classification_metrics(actions, labels) -> dict:
         "mcc": float(mcc),
         "cohen_kappa": float(kappa),
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                          "support": int(true_k[i]), "predicted": int(pred_k[i])} for i, c in enumerate(CLASSES)},
+                          "support": int(true_k[i]), "predicted": int(pred_k[i])}
+                      for i, c in enumerate(CLASS_NAMES)},
         "confusion_matrix": cm.astype(int).tolist(),
     }
 

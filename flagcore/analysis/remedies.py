@@ -21,28 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flagcore.analysis.backtest import BacktestConfig, backtest
+from flagcore.analysis.backtest import DIRECTION, BacktestConfig, backtest, payoff_ratio, simple_returns
 from flagcore.analysis.diagnostics import action_distribution, classification_metrics, softmax
 from flagcore.errors import FlagcoreError
 
-SELL, HOLD, BUY = 0, 1, 2
-
-# option id -> (title, what it is); the order is the order of the comparison table
-OPTIONS: dict[str, tuple[str, str]] = {
-    "baseline": ("Baseline (plain CE)", "the model as trained with plain cross-entropy: the seed's setting"),
-    "opt1_class_weights": ("1. Class weights", "retrained with class-weighted cross-entropy"),
-    "opt2_focal": ("2. Focal loss", "retrained with alpha-balanced focal loss"),
-    "opt3_threshold": ("3. HOLD threshold", "second-best action where HOLD's confidence < hold_threshold"),
-    "opt4_ensemble": ("4. Ensemble rule", "the partner's BUY/SELL where FLAG-TRADER says HOLD"),
-    "opt4_prob_average": ("4b. Probability average", "argmax of the mean of both models' probabilities"),
-    "opt5_labels": ("5. Labels (perfect foresight)", "the true labels as signals: the upper bound"),
-    "logit_adjust": ("Logit adjustment (post hoc)", "argmax(logit - tau * log prior), no retraining"),
-    "logit_adjusted_loss": ("Logit-adjusted loss", "retrained with the logit-adjusted cross-entropy"),
-    "oversample": ("Oversampling", "retrained on class-balanced batches"),
-    "multitask": ("Multi-task", "retrained with a forward-return head beside the action head"),
-    "walk_forward": ("Walk-forward", "remedy 1 fine-tuned every 720 bars on resolved labels"),
-    "cgdt": ("CGDT alone", "the ensemble partner on its own"),
-}
+# OPTIONS is also read from here (``from flagcore.analysis.remedies import OPTIONS``): a re-export,
+# until callers import it from flagcore.vocab
+from flagcore.vocab import BUY, HOLD, MODEL_ROLES, OPTIONS, SELL, TAU_OPTION, THRESHOLD_OPTION
 
 
 @dataclass
@@ -149,11 +134,12 @@ def agreement(flag_actions, partner_actions) -> dict:
             "table": m["confusion_matrix"]}  # rows FLAG-TRADER, columns partner
 
 
-def evaluate_actions(actions, labels, close, periods_per_year: float, *, confidence=None, payoff: float | None = None,
-                     cfg: BacktestConfig | None = None) -> dict:
+def evaluate_actions(actions, labels, close, periods_per_year: float, *, confidence=None,
+                     payoff: float | None = None, cfg: BacktestConfig | None = None) -> dict:
     """The same metrics for every option: action shares, classification metrics, the backtest."""
     a = np.asarray(actions)
-    out = {"action_shares": action_distribution(a)["shares"], "action_counts": action_distribution(a)["counts"]}
+    dist = action_distribution(a)
+    out = {"action_shares": dist["shares"], "action_counts": dist["counts"]}
     y = None if labels is None else np.asarray(labels)
     if y is not None and (y >= 0).any():
         m = classification_metrics(a, y)
@@ -196,8 +182,7 @@ def option_signals(option: str, logits: dict, *, partner_actions=None, partner_p
     that Kelly sizing reads.
     """
     base = logits.get("baseline")
-    if option in ("baseline", "opt1_class_weights", "opt2_focal", "logit_adjusted_loss", "oversample",
-                  "multitask", "walk_forward", "cgdt"):
+    if option in MODEL_ROLES:  # a model's own logits
         x = logits.get(option)
         if x is None:
             return None
@@ -206,14 +191,14 @@ def option_signals(option: str, logits: dict, *, partner_actions=None, partner_p
     if base is None:
         return None
     p = softmax(_check_logits(base))
-    if option == "opt3_threshold":
+    if option == THRESHOLD_OPTION:
         a = threshold_rule(base, hold_threshold)
         # a flipped bar trades on the second-best class, whose raw probability is small by
         # construction; Kelly reads the direction's probability given a trade, p_a / (p_SELL + p_BUY)
         directional = p[:, [SELL, BUY]].sum(1)
         conf = np.where(a == HOLD, p[:, HOLD], p[np.arange(len(a)), a] / np.maximum(directional, 1e-300))
         return a, conf
-    if option == "logit_adjust":
+    if option == TAU_OPTION:
         if prior is None:
             return None
         q = adjusted_probs(base, prior, tau)
@@ -236,29 +221,32 @@ def option_signals(option: str, logits: dict, *, partner_actions=None, partner_p
     raise FlagcoreError(f"unknown option {option!r}; choose one of {', '.join(OPTIONS)}")
 
 
-def compare_options(test: PeriodInputs, train: PeriodInputs | None = None, *, cfg: BacktestConfig | None = None,
+def compare_options(test: PeriodInputs, train: PeriodInputs | None = None, *,
+                    cfg: BacktestConfig | None = None,
                     hold_threshold: float = 0.95, tau: float = 1.0, options=None) -> dict:
     """Every option's metrics on the test period, side by side.
 
-    ``train``'s ``prior`` (its label shares) feeds logit adjustment. Kelly's payoff ratio for each option is estimated from that
-    option's unit-size signals on the training period; without a training period it is 1
-    (a fair bet) and flagged.
+    ``train``'s ``prior`` (its label shares) feeds logit adjustment. Kelly's payoff ratio for each
+    option is estimated from that option's unit-size signals on the training period; without a
+    training period it is 1 (a fair bet) and flagged.
     """
     cfg = cfg or BacktestConfig()
     prior = None if train is None else train.prior
+
+    def signals(name: str, period: PeriodInputs):
+        return option_signals(name, period.logits, partner_actions=period.partner_actions,
+                              partner_probs=period.partner_probs, labels=period.labels, prior=prior,
+                              hold_threshold=hold_threshold, tau=tau)
+
     out = {}
     for name in options or OPTIONS:
-        kw = dict(prior=prior, hold_threshold=hold_threshold, tau=tau)
-        sig = option_signals(name, test.logits, partner_actions=test.partner_actions,
-                             partner_probs=test.partner_probs, labels=test.labels, **kw)
+        sig = signals(name, test)
         if sig is None:
             continue
         payoff, payoff_source = 1.0, "default (no training-period signals)"
         if train is not None and name != "opt5_labels":
-            tsig = option_signals(name, train.logits, partner_actions=train.partner_actions,
-                                  partner_probs=train.partner_probs, labels=train.labels, **kw)
+            tsig = signals(name, train)
             if tsig is not None:
-                from flagcore.analysis.backtest import DIRECTION, payoff_ratio, simple_returns
                 payoff = payoff_ratio(DIRECTION[tsig[0]], simple_returns(train.close))
                 payoff_source = "training period"
         actions, conf = sig

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import LOGIT_COLUMNS
 
 
 def forward_check(model, dataset_path, stored: pd.DataFrame, bars: int = 64, atol: float = 1e-4) -> dict:
@@ -32,6 +33,6 @@ def forward_check(model, dataset_path, stored: pd.DataFrame, bars: int = 64, ato
         pred = predict(model, ds.features[lo:n])
     seconds = time.perf_counter() - t0
     got = pred.logits[-k:].astype(np.float64)
-    want = stored[["logit_sell", "logit_hold", "logit_buy"]].to_numpy(np.float64)[-k:]
+    want = stored[list(LOGIT_COLUMNS)].to_numpy(np.float64)[-k:]
     diff = float(np.abs(got - want).max())
     return {"bars": int(k), "max_abs_diff": diff, "ok": bool(diff <= atol), "seconds": seconds}

@@ -20,7 +20,7 @@ from flagcore.analysis.backtest import BacktestConfig, simple_returns
 from flagcore.analysis.remedies import PeriodInputs
 from flagcore.analysis.sharpe import sharpe_ratio
 from flagcore.errors import FlagcoreError
-from flagcore.vocab import LOGIT_COLUMNS
+from flagcore.vocab import LOGIT_COLUMNS, TAU_OPTION, THRESHOLD_OPTION
 
 
 @dataclass
@@ -44,8 +44,9 @@ def load_live_inputs(store, run_id: int) -> LiveInputs:
     p = store.predictions(run_id, "baseline", "test")
     if p.empty:
         raise FlagcoreError(f"run {run_id} has no stored baseline logits")
-    test = PeriodInputs({"baseline": p[list(LOGIT_COLUMNS)].to_numpy(np.float64)}, p["label"].to_numpy(np.int64),
-                        p["close"].to_numpy(), float(summary["periods_per_year"]))
+    logits = p[list(LOGIT_COLUMNS)].to_numpy(np.float64)
+    test = PeriodInputs({"baseline": logits}, p["label"].to_numpy(np.int64), p["close"].to_numpy(),
+                        float(summary["periods_per_year"]))
     train = None
     q = store.predictions(run_id, "baseline", "train")
     if not q.empty:
@@ -58,12 +59,14 @@ def load_live_inputs(store, run_id: int) -> LiveInputs:
                       list(st["thresholds"]), list(st["taus"]), int(st.get("permutation_seed", 0)))
 
 
-def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permutations: int, seed: int) -> dict:
-    from flagcore.analysis.hifa import hifa_verdict, permutation_test
+def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permutations: int,
+          seed: int) -> dict:
+    from flagcore.analysis.gate import hifa_verdict
+    from flagcore.analysis.permutation import permutation_test
     from flagcore.analysis.remedies import compare_options
 
-    kw = {"hold_threshold": value} if option == "opt3_threshold" else {"tau": value}
-    if option == "logit_adjust" and (inp.train is None or inp.train.prior is None):
+    kw = {"hold_threshold": value} if option == THRESHOLD_OPTION else {"tau": value}
+    if option == TAU_OPTION and (inp.train is None or inp.train.prior is None):
         raise FlagcoreError("logit adjustment needs the training period's label prior; the run has none")
     res = compare_options(inp.test, inp.train, cfg=inp.cfg, options=[option], **kw)[option]
     bt = res["backtest"]
@@ -95,11 +98,12 @@ def _trial_sharpes(variance: float, n: int) -> np.ndarray:
     return np.array([-s, s]) if n > 1 and variance > 0 else np.zeros(1)
 
 
-def threshold_view(inp: LiveInputs, hold_threshold: float, *, n_permutations: int = 1000, seed: int | None = None) -> dict:
+def threshold_view(inp: LiveInputs, hold_threshold: float, *, n_permutations: int = 1000,
+                   seed: int | None = None) -> dict:
     """Option 3 at ``hold_threshold``: shares, trades, return, Sharpe, p-value, HIFA criteria."""
     if not 0.0 <= hold_threshold <= 1.0:
         raise FlagcoreError(f"hold_threshold must lie in [0, 1], got {hold_threshold!r}")
-    return _view(inp, "opt3_threshold", float(hold_threshold), inp.thresholds, n_permutations,
+    return _view(inp, THRESHOLD_OPTION, float(hold_threshold), inp.thresholds, n_permutations,
                  inp.permutation_seed if seed is None else seed)
 
 
@@ -107,4 +111,5 @@ def tau_view(inp: LiveInputs, tau: float, *, n_permutations: int = 1000, seed: i
     """Post-hoc logit adjustment at ``tau``, the same figures as ``threshold_view``."""
     if tau < 0:
         raise FlagcoreError(f"tau must be >= 0, got {tau!r}")
-    return _view(inp, "logit_adjust", float(tau), inp.taus, n_permutations, inp.permutation_seed if seed is None else seed)
+    return _view(inp, TAU_OPTION, float(tau), inp.taus, n_permutations,
+                 inp.permutation_seed if seed is None else seed)

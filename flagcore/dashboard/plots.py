@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-CLASSES = ("SELL", "HOLD", "BUY")
-CLASS_COLORS = {"SELL": "#d62728", "HOLD": "#7f7f7f", "BUY": "#2ca02c"}
+from flagcore.vocab import CLASS_NAMES
+
+CLASS_COLORS = dict(zip(CLASS_NAMES, ("#d62728", "#7f7f7f", "#2ca02c"), strict=True))  # red, grey, green
 MAX_POINTS = 1000  # per trace: SVG stays quick to draw, even without a GPU
 
 
@@ -39,7 +40,7 @@ def action_shares(shares: dict[str, dict[str, float]], title: str = "Action dist
     """Stacked bars of SELL/HOLD/BUY shares, one bar per model or option."""
     names = list(shares)
     fig = go.Figure([go.Bar(name=c, x=names, y=[shares[n][c] for n in names], marker_color=CLASS_COLORS[c])
-                     for c in CLASSES])
+                     for c in CLASS_NAMES])
     fig.update_layout(barmode="stack")
     fig.update_yaxes(tickformat=".0%", range=[0, 1])
     return _layout(fig, title)
@@ -48,7 +49,7 @@ def action_shares(shares: dict[str, dict[str, float]], title: str = "Action dist
 def logit_distributions(logits: np.ndarray, title: str = "Logits per class") -> go.Figure:
     x = np.asarray(logits)
     fig = go.Figure([go.Histogram(x=x[:, j], name=c, opacity=0.6, marker_color=CLASS_COLORS[c], nbinsx=80)
-                     for j, c in enumerate(CLASSES)])
+                     for j, c in enumerate(CLASS_NAMES)])
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title="logit")
     fig.update_yaxes(title="bars")
@@ -67,8 +68,9 @@ def logits_over_time(timestamps, logits: np.ndarray, title: str = "Logits over t
     x = np.asarray(logits)
     ts = _utc_naive(timestamps)
     k = _thin(len(ts))
-    fig = go.Figure([go.Scatter(x=ts[k], y=x[k, j], name=c, mode="lines", line=dict(color=CLASS_COLORS[c], width=1))
-                     for j, c in enumerate(CLASSES)])
+    fig = go.Figure([go.Scatter(x=ts[k], y=x[k, j], name=c, mode="lines",
+                                line=dict(color=CLASS_COLORS[c], width=1))
+                     for j, c in enumerate(CLASS_NAMES)])
     fig.update_yaxes(title="logit")
     fig.update_xaxes(title="UTC")
     return _layout(fig, title)
@@ -80,13 +82,15 @@ def reliability_diagram(curve: dict, title: str | None = None) -> go.Figure:
     acc = [np.nan if a is None else a for a in curve["accuracy"]]
     conf = [np.nan if c is None else c for c in curve["confidence"]]
     fig = go.Figure([
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(dash="dash", color="#999")),
-        go.Scatter(x=conf, y=acc, mode="lines+markers", name="model", text=[f"{n} bars" for n in curve["count"]],
-                   marker=dict(size=8)),
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                   line=dict(dash="dash", color="#999")),
+        go.Scatter(x=conf, y=acc, mode="lines+markers", name="model",
+                   text=[f"{n} bars" for n in curve["count"]], marker=dict(size=8)),
         go.Bar(x=mids, y=np.asarray(curve["count"]) / max(sum(curve["count"]), 1), name="share of bars",
                opacity=0.25, width=edges[1] - edges[0], yaxis="y2"),
     ])
-    fig.update_layout(yaxis2=dict(overlaying="y", side="right", tickformat=".0%", showgrid=False, title="bars"))
+    fig.update_layout(yaxis2=dict(overlaying="y", side="right", tickformat=".0%", showgrid=False,
+                                  title="bars"))
     fig.update_xaxes(title="confidence", range=[0, 1], tickformat=".0%")
     fig.update_yaxes(title="hit rate", range=[0, 1], tickformat=".0%")
     return _layout(fig, title or f"Reliability (ECE {curve['ece']:.3f})")
@@ -94,7 +98,8 @@ def reliability_diagram(curve: dict, title: str | None = None) -> go.Figure:
 
 def confusion_heatmap(matrix, title: str = "Confusion matrix") -> go.Figure:
     m = np.asarray(matrix)
-    fig = go.Figure(go.Heatmap(z=m, x=[f"predicted {c}" for c in CLASSES], y=[f"true {c}" for c in CLASSES],
+    fig = go.Figure(go.Heatmap(z=m, x=[f"predicted {c}" for c in CLASS_NAMES],
+                               y=[f"true {c}" for c in CLASS_NAMES],
                                text=m, texttemplate="%{text:,}", colorscale="Blues", showscale=False))
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title)
@@ -104,13 +109,14 @@ def feature_shift(rows: list[dict], title: str = "Train vs test feature shift (P
     import html
 
     df = pd.DataFrame(rows)
-    df["name"] = df["name"].map(lambda n: html.escape(str(n)))  # plotly reads tags in labels: show names as text
+    # plotly reads tags in labels: show names as text
+    df["name"] = df["name"].map(lambda n: html.escape(str(n)))
     color = np.where(df["padding"], "#d62728", np.where(df["psi"] > 0.25, "#ff7f0e",
                                                         np.where(df["psi"] > 0.1, "#bcbd22", "#1f77b4")))
     fig = go.Figure(go.Bar(x=df["name"], y=df["psi"], marker_color=color,
                            customdata=np.stack([df["ks"], df["padding"]], axis=1),
-                           hovertemplate="%{x}<br>PSI %{y:.3f}<br>KS %{customdata[0]:.3f}<br>padding %{customdata[1]}"
-                                         "<extra></extra>"))
+                           hovertemplate="%{x}<br>PSI %{y:.3f}<br>KS %{customdata[0]:.3f}"
+                                         "<br>padding %{customdata[1]}<extra></extra>"))
     fig.add_hline(y=0.25, line_dash="dot", annotation_text="major shift (0.25)")
     fig.add_hline(y=0.1, line_dash="dot", line_color="#999", annotation_text="moderate (0.1)")
     fig.update_yaxes(title="PSI", type="log")
@@ -118,7 +124,8 @@ def feature_shift(rows: list[dict], title: str = "Train vs test feature shift (P
     return _layout(fig, title)
 
 
-def equity_curves(df: pd.DataFrame, titles: dict[str, str] | None = None, title: str = "Equity curves") -> go.Figure:
+def equity_curves(df: pd.DataFrame, titles: dict[str, str] | None = None,
+                  title: str = "Equity curves") -> go.Figure:
     """``df`` with columns option, timestamp, equity (one row per bar and option)."""
     traces = []
     ts_all, eq_all = _utc_naive(df["timestamp"]), df["equity"].to_numpy()
@@ -154,15 +161,18 @@ def cpcv_paths(paths: pd.DataFrame, titles: dict[str, str] | None = None, thresh
         fig.add_trace(go.Box(y=g["sharpe"], name=f"{(titles or {}).get(opt, opt)} [{mode}]", boxpoints="all",
                              jitter=0.3, pointpos=0))
     if threshold is not None:
-        fig.add_hline(y=threshold, line_dash="dot", line_color="#d62728", annotation_text=f"criterion {threshold:g}")
+        fig.add_hline(y=threshold, line_dash="dot", line_color="#d62728",
+                      annotation_text=f"criterion {threshold:g}")
     fig.update_yaxes(title="Sharpe (annualised)")
     fig.update_layout(showlegend=False)
     return _layout(fig, title)
 
 
-def permutation_null(null_sharpes: np.ndarray, observed: float, p_value: float, title: str | None = None) -> go.Figure:
+def permutation_null(null_sharpes: np.ndarray, observed: float, p_value: float,
+                     title: str | None = None) -> go.Figure:
     """Histogram of the permuted Sharpes with the observed one marked (both annualised by the caller)."""
-    fig = go.Figure(go.Histogram(x=np.asarray(null_sharpes), nbinsx=80, name="permutations", marker_color="#9ecae1"))
+    fig = go.Figure(go.Histogram(x=np.asarray(null_sharpes), nbinsx=80, name="permutations",
+                                 marker_color="#9ecae1"))
     fig.add_vline(x=observed, line_color="#d62728", annotation_text=f"observed {observed:.2f}")
     fig.update_xaxes(title="Sharpe (annualised)")
     fig.update_yaxes(title="permutations")

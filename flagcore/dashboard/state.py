@@ -1,14 +1,27 @@
-"""What every dashboard page shares: the store, the chosen run, cached reads. Streamlit-side only;
-the numbers come from flagcore."""
+"""What every dashboard page shares: the store, the chosen run, cached reads, and the writes that
+clear them. Streamlit-side only; the numbers come from flagcore.
+
+Cached reads are keyed on the store file's version (its size and modification time, and those of
+its write-ahead log): a run's stored results change only by a write to the file, and any write (a
+new run, a review, ``flagcore validate --retrain`` appending retraining paths to a run, from this
+process or another) gives the next read a new key. Writes made from the dashboard also clear the
+caches at once (:func:`written`), so a page never shows less than the store holds.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
-from flagcore.errors import FlagcoreError  # noqa: F401 - pages catch it through this module
+from flagcore.errors import FlagcoreError  # pages catch it through this module too
 from flagcore.store.store import Store, default_path
 
-RUN_TTL = 600  # a run's results never change once written; reviews are read uncached
+RUN_TTL = 600  # cached reads are keyed on the store's version (see above); this only bounds memory
+RUNS_TTL = 30  # the run list, read on every rerun of every page: briefly cached
+FILES_TTL = 30  # the checkpoints and datasets under the configured folders
 
 
 def store() -> Store:
@@ -17,6 +30,201 @@ def store() -> Store:
 
 def store_key() -> str:
     return str(store().path.resolve())
+
+
+def store_version(path: str) -> str:
+    """The store file's version: size and modification time of the file and of its write-ahead log."""
+    parts = []
+    for p in (Path(path), Path(f"{path}.wal")):
+        try:
+            s = p.stat()
+        except OSError:
+            parts.append("-")
+            continue
+        parts.append(f"{s.st_ino}:{s.st_size}:{s.st_mtime_ns}")
+    return "/".join(parts)
+
+
+# ----------------------------------------------------------------------------- cached reads
+
+
+@st.cache_data(ttl=RUNS_TTL, show_spinner=False)
+def _runs(path: str, version: str) -> pd.DataFrame:
+    return Store(path).list_runs()
+
+
+@st.cache_data(ttl=RUN_TTL, max_entries=512, show_spinner=False)
+def _read(path: str, version: str, method: str, *args):
+    """``Store(path).<method>(*args)``, cached per store version."""
+    return getattr(Store(path), method)(*args)
+
+
+def runs(path: str) -> pd.DataFrame:
+    """Every run, newest first (``Store.list_runs``)."""
+    return _runs(path, store_version(path))
+
+
+def all_option_results(path: str) -> pd.DataFrame:
+    """Every option of every run (``Store.option_results()``), for the runs overview."""
+    return _read(path, store_version(path), "option_results")
+
+
+def run_info(path: str, run_id: int) -> dict:
+    return _read(path, store_version(path), "run", run_id)
+
+
+def option_results(path: str, run_id: int) -> pd.DataFrame:
+    return _read(path, store_version(path), "option_results", run_id)
+
+
+def hifa(path: str, run_id: int) -> pd.DataFrame:
+    return _read(path, store_version(path), "hifa", run_id)
+
+
+def diagnostics(path: str, run_id: int, option: str) -> dict:
+    return _read(path, store_version(path), "diagnostics", run_id, option)
+
+
+def predictions(path: str, run_id: int, option: str) -> pd.DataFrame:
+    return _read(path, store_version(path), "predictions", run_id, option)
+
+
+def equity_curves(path: str, run_id: int) -> pd.DataFrame:
+    return _read(path, store_version(path), "equity_curves", run_id)
+
+
+def sweeps(path: str, run_id: int) -> pd.DataFrame:
+    return _read(path, store_version(path), "sweeps", run_id)
+
+
+def cpcv_paths(path: str, run_id: int) -> pd.DataFrame:
+    """Every CPCV path of a run: post hoc, and retraining paths appended later by ``validate --retrain``."""
+    return _read(path, store_version(path), "cpcv_paths", run_id)
+
+
+def permutation_null(path: str, run_id: int, option: str):
+    return _read(path, store_version(path), "permutation_null", run_id, option)
+
+
+def run_models(path: str, run_id: int) -> pd.DataFrame:
+    return _read(path, store_version(path), "run_models", run_id)
+
+
+def dataset(path: str, dataset_id: str):
+    return _read(path, store_version(path), "dataset", dataset_id)
+
+
+@st.cache_data(ttl=RUN_TTL, max_entries=16, show_spinner=False)
+def _report(path: str, version: str, run_id: int, fmt: str) -> str:
+    from flagcore.dashboard.report import render_report
+
+    return render_report(Store(path), run_id, fmt)
+
+
+def report(path: str, run_id: int, fmt: str) -> str:
+    """The findings report of a run; a new review is a write, so it gives a new report."""
+    return _report(path, store_version(path), run_id, fmt)
+
+
+@st.cache_data(ttl=FILES_TTL, show_spinner=False)
+def _files(configured: str) -> dict[str, list[str]]:  # keyed on FLAGCORE_FILES, which it reads
+    from flagcore.dashboard.actions import browsable_files
+
+    return browsable_files()
+
+
+def files() -> dict[str, list[str]]:
+    """The checkpoints and datasets under the configured folders (``actions.browsable_files``)."""
+    return _files(os.environ.get("FLAGCORE_FILES", ""))
+
+
+@st.cache_resource(show_spinner="Reading the run's logits...", max_entries=8)
+def live_inputs(path: str, run_id: int):
+    """The arrays the sliders recompute from: the run's baseline logits, closes and settings, which
+    no later write changes."""
+    from flagcore.dashboard.live import load_live_inputs
+
+    return load_live_inputs(Store(path), run_id)
+
+
+@st.cache_resource(show_spinner="Loading the checkpoint...", max_entries=4)
+def loaded_model(checkpoint: str, sha256: str):
+    """A checkpoint in eval mode, shared by every session; used only under torch.inference_mode."""
+    from flagcore.models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint).eval()
+    if model.checkpoint_info.sha256 != sha256:
+        raise FlagcoreError(f"{checkpoint}: changed since the run (sha256 differs)")
+    return model
+
+
+@st.cache_resource(show_spinner="Building the presets to count their parameters...")
+def presets() -> pd.DataFrame:
+    """The FLAG-TRADER presets as built, with their parameter counts (the seed's table)."""
+    from flagcore.models.flag_trader import preset_table
+
+    return pd.DataFrame(preset_table()).set_index("preset")
+
+
+def forward_check(path: str, run_id: int, model: pd.Series) -> dict:
+    """Re-run ``model`` (a row of ``run_models``) on the last bars of its run and compare with the
+    stored logits (``health.forward_check``)."""
+    from flagcore.dashboard.health import forward_check as check
+
+    ds = dataset(path, run_info(path, run_id)["dataset_id"])
+    if not Path(model["source"]).exists() or not Path(ds["source"]).exists():
+        raise FlagcoreError(f"The checkpoint {model['source']} or the dataset {ds['source']} is no longer "
+                            f"on disk.")
+    return check(loaded_model(model["source"], model["model_id"]), ds["source"],
+                 predictions(path, run_id, model["role"]))
+
+
+# ----------------------------------------------------------------------------- writes
+
+
+def written() -> None:
+    """After a write from the dashboard: the run list and every cached read are read again."""
+    _runs.clear()
+    _read.clear()
+    _report.clear()
+
+
+def add_review(run_id: int, reviewer: str, verdict: str, comment: str) -> int:
+    """Append a review (``Store.add_review``); returns its id."""
+    review_id = store().add_review(run_id, reviewer, verdict, comment)
+    written()
+    return review_id
+
+
+def evaluate_files(checkpoint: str, data: str, train: str | None, progress=None) -> dict:
+    """Evaluate files under the configured folders only (``actions.evaluate_files``) into the store."""
+    from flagcore.dashboard.actions import evaluate_files as evaluate
+
+    try:
+        return evaluate(store(), checkpoint, data, train, progress)
+    finally:
+        written()
+
+
+def build_demo(quick: bool, progress=None) -> dict:
+    """Build the embedded demo into the store (``flagcore demo``)."""
+    from flagcore.pipeline.demo import build_demo as build
+
+    try:
+        if progress is None:
+            return build(store(), quick=quick, workers=1)
+        return build(store(), quick=quick, workers=1, progress=progress)
+    finally:
+        written()
+
+
+def progress_bar(bar):
+    """A ``progress(stage, fraction)`` callback that moves a ``st.progress`` bar, the fraction clipped
+    to [0, 1]."""
+    return lambda stage, frac: bar.progress(min(max(frac, 0.0), 1.0), text=stage)
+
+
+# ----------------------------------------------------------------------------- the chosen run
 
 
 def current_run() -> int | None:
@@ -36,84 +244,31 @@ def require_run() -> int:
     return rid
 
 
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def run_info(path: str, run_id: int) -> dict:
-    return Store(path).run(run_id)
+def run_picker(labels: dict[int, str]) -> None:
+    """The sidebar's run picker; the chosen run is kept in the URL, so any view can be shared."""
+    wanted = st.session_state.get("run")
+    if wanted not in labels:  # first visit, a run id from a shared link, or a run that is gone
+        st.session_state.pop("run", None)
+        q = st.query_params.get("run", "")
+        wanted = int(q) if q.isdigit() and int(q) in labels else next(iter(labels))
+    ids: list[int] = list(labels)
+    st.sidebar.selectbox("Run", ids, index=ids.index(wanted), format_func=lambda r: labels[r], key="run",
+                         help="the evaluation run every page shows; it is kept in the URL")
+    st.query_params["run"] = str(st.session_state["run"])
 
 
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def option_results(path: str, run_id: int):
-    return Store(path).option_results(run_id)
-
-
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def hifa(path: str, run_id: int):
-    return Store(path).hifa(run_id)
-
-
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def diagnostics(path: str, run_id: int, option: str) -> dict:
-    return Store(path).diagnostics(run_id, option)
-
-
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def predictions(path: str, run_id: int, option: str):
-    return Store(path).predictions(run_id, option)
-
-
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def equity_curves(path: str, run_id: int):
-    return Store(path).equity_curves(run_id)
-
-
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def sweeps(path: str, run_id: int):
-    return Store(path).sweeps(run_id)
-
-
-@st.cache_data(ttl=60, show_spinner=False)  # retraining CPCV may add paths to a run later
-def cpcv_paths(path: str, run_id: int):
-    return Store(path).cpcv_paths(run_id)
-
-
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def permutation_null(path: str, run_id: int, option: str):
-    return Store(path).permutation_null(run_id, option)
-
-
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def run_models(path: str, run_id: int):
-    return Store(path).run_models(run_id)
-
-
-@st.cache_data(ttl=RUN_TTL, show_spinner=False)
-def dataset(path: str, dataset_id: str):
-    return Store(path).dataset(dataset_id)
-
-
-@st.cache_resource(show_spinner="Reading the run's logits...", max_entries=8)
-def live_inputs(path: str, run_id: int):
-    from flagcore.dashboard.live import load_live_inputs
-
-    return load_live_inputs(Store(path), run_id)
-
-
-@st.cache_resource(show_spinner="Loading the checkpoint...", max_entries=4)
-def loaded_model(checkpoint: str, sha256: str):
-    """A checkpoint in eval mode, shared by every session; used only under torch.inference_mode."""
-    from flagcore.models.checkpoint import load_checkpoint
-
-    model = load_checkpoint(checkpoint).eval()
-    if model.checkpoint_info.sha256 != sha256:
-        from flagcore.errors import FlagcoreError
-        raise FlagcoreError(f"{checkpoint}: changed since the run (sha256 differs)")
-    return model
+# ----------------------------------------------------------------------------- text
 
 
 def plain(text) -> str:
     """Text (paths, error messages) for st.error/st.success, which render Markdown: escaped so it
     shows as itself."""
     return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~$:" else ch for ch in str(text))
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one escaped line for st.error: its message's first line, or its type's name."""
+    return plain((str(error).strip().splitlines() or [type(error).__name__])[0])
 
 
 def pct(x) -> str:

@@ -1,123 +1,220 @@
-"""Tables the dashboard shows, shaped from the store (no streamlit here, so tests read them too)."""
+"""Tables and figures' inputs the dashboard shows, shaped from frames the store returned.
+
+Every function takes data frames (the pages pass the cached ones from ``state``) and returns what a
+page draws; none reads the store, and there is no streamlit here, so tests call them too.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from flagcore.store.store import Store, from_json
-
-CRITERIA = {"cpcv_mean_sharpe": "CPCV mean Sharpe", "deflated_sharpe": "Deflated Sharpe",
-            "permutation_p": "Permutation p"}
-BADGE = {True: "PASS", False: "FAIL"}
+from flagcore.analysis.gate import HifaVerdict
+from flagcore.store.store import from_json
+from flagcore.vocab import BADGE, CLASS_NAMES, CRITERIA, CRITERION_LABELS, NOT_A_TRIAL, collapse_label
 
 
 def run_label(row) -> str:
     return f"#{int(row['run_id'])} {row['name']} ({pd.Timestamp(row['created_at']):%Y-%m-%d %H:%M})"
 
 
-def runs_overview(store: Store) -> pd.DataFrame:
-    """One row per run: baseline collapse, HIFA badges of the best option, latest review."""
-    runs = store.list_runs()
+def run_labels(runs: pd.DataFrame) -> dict[int, str]:
+    """Run id -> its label in the run picker, newest first as ``runs`` lists them."""
+    return {int(r["run_id"]): run_label(r) for _, r in runs.iterrows()}
+
+
+def rows(frame: pd.DataFrame, **match) -> pd.DataFrame:
+    """The rows of ``frame`` whose columns equal the given values (or lie in a given list or set)."""
+    keep = pd.Series(True, index=frame.index)
+    for column, want in match.items():
+        keep &= frame[column].isin(want) if isinstance(want, (list, tuple, set)) else frame[column] == want
+    return frame[keep]
+
+
+def option_titles(option_results: pd.DataFrame) -> dict[str, str]:
+    """Option key -> its title, in the run's table order."""
+    return dict(zip(option_results["option"], option_results["title"], strict=True))
+
+
+def share_column(class_name: str) -> str:
+    """The ``option_results`` column of a class's share of the actions: ``share_sell``, ..."""
+    return f"share_{class_name.lower()}"
+
+
+def passed_text(n_passed) -> str:
+    """"k/3": how many of the HIFA criteria pass."""
+    return f"{int(n_passed)}/{len(CRITERIA)}"
+
+
+def criterion_text(criterion: str, value: float | None) -> str:
+    """A criterion's value as the tables show it: a p-value to 4 places, a Sharpe ratio to 2."""
+    if value is None or np.isnan(value):
+        return "n/a"
+    return f"{value:.4f}" if criterion == "permutation_p" else f"{value:.2f}"
+
+
+def runs_overview(runs: pd.DataFrame, option_results: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: baseline collapse, HIFA badges of the best option, latest review.
+
+    ``runs`` is ``Store.list_runs()``, ``option_results`` ``Store.option_results()`` of every run.
+    """
     if runs.empty:
         return pd.DataFrame()
-    opts = store.query("SELECT run_id, option, title, sharpe, trades, hifa_passed FROM option_results")
-    rows = []
-    for _, r in runs.iterrows():
-        summary = from_json(r["summary"]) or {}
-        col = summary.get("collapse") or {}
-        o = opts[(opts["run_id"] == r["run_id"]) & (opts["option"] != "opt5_labels")]
-        base = o[o["option"] == "baseline"]
-        best = o.sort_values(["hifa_passed", "sharpe"], ascending=False).head(1)
-        rows.append({
-            "run": int(r["run_id"]), "name": r["name"], "created": pd.Timestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M"),
-            "baseline": "COLLAPSED" if col.get("collapsed") else "not collapsed",
-            "baseline HOLD share": summary.get("baseline_hold_share"),
-            "baseline HIFA": f"{int(base['hifa_passed'].iloc[0])}/3" if len(base) else "n/a",
-            "best option": best["title"].iloc[0] if len(best) else "n/a",
-            "best HIFA": f"{int(best['hifa_passed'].iloc[0])}/3" if len(best) else "n/a",
-            "options passing HIFA": ", ".join(summary.get("options_passing_hifa") or []) or "none",
-            "trials": summary.get("n_trials"),
-            "latest review": "none" if pd.isna(r["latest_verdict"]) else f"{r['latest_verdict']} ({r['latest_reviewer']})",
-        })
-    return pd.DataFrame(rows)
+    opts = option_results[~option_results["option"].isin(NOT_A_TRIAL)]
+    return pd.DataFrame([_overview_row(r, opts[opts["run_id"] == r["run_id"]]) for _, r in runs.iterrows()])
 
 
-def hifa_badges(store: Store, run_id: int) -> pd.DataFrame:
-    """Per option: each criterion's value with PASS/FAIL, and how many pass."""
-    h = store.hifa(run_id)
-    opts = store.option_results(run_id)
-    rows = []
-    for _, o in opts.iterrows():
-        g = h[h["option"] == o["option"]].set_index("criterion")
+def _overview_row(run, opts: pd.DataFrame) -> dict[str, Any]:
+    summary = from_json(run["summary"]) or {}
+    base = opts[opts["option"] == "baseline"]
+    best = opts.sort_values(["hifa_passed", "sharpe"], ascending=False).head(1)
+    review = run["latest_verdict"]
+    return {
+        "run": int(run["run_id"]), "name": run["name"],
+        "created": pd.Timestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M"),
+        "baseline": collapse_label(summary.get("collapse") or {}),
+        "baseline HOLD share": summary.get("baseline_hold_share"),
+        "baseline HIFA": passed_text(base["hifa_passed"].iloc[0]) if len(base) else "n/a",
+        "best option": best["title"].iloc[0] if len(best) else "n/a",
+        "best HIFA": passed_text(best["hifa_passed"].iloc[0]) if len(best) else "n/a",
+        "options passing HIFA": ", ".join(summary.get("options_passing_hifa") or []) or "none",
+        "trials": summary.get("n_trials"),
+        "latest review": "none" if pd.isna(review) else f"{review} ({run['latest_reviewer']})",
+    }
+
+
+def latest_review(runs: pd.DataFrame, run_id: int) -> tuple[str, str | None]:
+    """(verdict, reviewer) of a run's latest review, from ``Store.list_runs()``; ("none", None) without
+    one."""
+    run = runs[runs["run_id"] == run_id].iloc[0]
+    if pd.isna(run["latest_verdict"]):
+        return "none", None
+    return str(run["latest_verdict"]), str(run["latest_reviewer"])
+
+
+def overview_row(overview: pd.DataFrame, run_id: int) -> pd.Series:
+    """The overview's row of one run."""
+    return overview[overview["run"] == run_id].iloc[0]
+
+
+def hifa_badges(hifa: pd.DataFrame, option_results: pd.DataFrame) -> pd.DataFrame:
+    """Per option of one run: each criterion's value with PASS/FAIL, and how many pass."""
+    out = []
+    for _, o in option_results.iterrows():
+        g = hifa[hifa["option"] == o["option"]].set_index("criterion")
         row = {"option": o["title"]}
-        for key, label in CRITERIA.items():
-            if key in g.index:
-                v = g.loc[key]
-                fmt = f"{v['value']:.4f}" if key == "permutation_p" else f"{v['value']:.2f}"
-                row[label] = f"{BADGE[bool(v['passed'])]} {fmt}"
-        row["passed"] = f"{int(o['hifa_passed'])}/3"
-        rows.append(row)
-    return pd.DataFrame(rows)
+        for c in CRITERIA:
+            if c.key in g.index:
+                v = g.loc[c.key]
+                row[c.label] = f"{BADGE[bool(v['passed'])]} {criterion_text(c.key, v['value'])}"
+        row["passed"] = passed_text(o["hifa_passed"])
+        out.append(row)
+    return pd.DataFrame(out)
 
 
-def options_table(store: Store, run_id: int) -> pd.DataFrame:
-    o = store.option_results(run_id)
+def options_table(option_results: pd.DataFrame) -> pd.DataFrame:
+    """The solution comparison: every option's action shares, classification and trading metrics."""
+    o = option_results
     return pd.DataFrame({
-        "option": o["title"], "SELL": o["share_sell"], "HOLD": o["share_hold"], "BUY": o["share_buy"],
+        "option": o["title"], **{c: o[share_column(c)] for c in CLASS_NAMES},
         "accuracy": o["accuracy"], "balanced accuracy": o["balanced_accuracy"], "macro-F1": o["macro_f1"],
         "trades": o["trades"], "return": o["total_return"], "Sharpe": o["sharpe"],
         "Sharpe defined": o["sharpe_defined"], "max drawdown": o["max_drawdown"],
-        "HIFA passed": o["hifa_passed"].astype(int).astype(str) + "/3", "key": o["option"],
+        "HIFA passed": o["hifa_passed"].map(passed_text), "key": o["option"],
     })
 
 
-def criteria_table(store: Store, run_id: int, option: str) -> pd.DataFrame:
-    h = store.hifa(run_id)
-    g = h[h["option"] == option]
-    return pd.DataFrame({"criterion": [CRITERIA.get(c, c) for c in g["criterion"]], "value": g["value"].to_numpy(),
-                         "rule": g["rule"].to_numpy(), "threshold": g["threshold"].to_numpy(),
+def criteria_table(hifa: pd.DataFrame, option: str) -> pd.DataFrame:
+    """One option's stored criteria: label, value, rule, threshold, PASS/FAIL."""
+    g = hifa[hifa["option"] == option]
+    return pd.DataFrame({"criterion": [CRITERION_LABELS.get(c, c) for c in g["criterion"]],
+                         "value": g["value"].to_numpy(), "rule": g["rule"].to_numpy(),
+                         "threshold": g["threshold"].to_numpy(),
                          "result": [BADGE[bool(p)] for p in g["passed"]]})
 
 
-def model_logit_options(store: Store, run_id: int) -> list[str]:
+def criteria_rows(verdict: HifaVerdict) -> pd.DataFrame:
+    """A verdict computed live (a slider's value) as the same table as :func:`criteria_table`."""
+    return pd.DataFrame([{"criterion": c.label, "value": verdict[c.key].value, "rule": verdict[c.key].rule,
+                          "threshold": verdict[c.key].threshold, "result": BADGE[verdict[c.key].passed]}
+                         for c in CRITERIA])
+
+
+def criterion_row(hifa: pd.DataFrame, option: str, criterion: str) -> pd.Series:
+    """One stored criterion of one option: value, threshold, passed and its ``inputs``."""
+    return rows(hifa, option=option, criterion=criterion).iloc[0]
+
+
+def dsr_inputs_table(inputs: Mapping[str, Any]) -> pd.DataFrame:
+    """What the deflated Sharpe was computed from (a stored criterion's ``inputs``), as one row."""
+    return pd.DataFrame([{"trials": inputs["n_trials"],
+                          "trial Sharpe variance": inputs["trial_sharpe_variance"],
+                          "skew": inputs["skew"], "kurtosis (raw)": inputs["kurtosis"],
+                          "observations": inputs["n_obs"]}])
+
+
+def trials_help(summary: Mapping[str, Any]) -> str:
+    """What the deflated Sharpe's trial count is made of, from a run's summary."""
+    t = summary["trials"]
+    return (f"distinct strategies among the {summary.get('trials_tried', summary['n_trials'])} tried: "
+            f"{len(t['options'])} options, {t['hold_thresholds']} further HOLD thresholds and {t['taus']} "
+            f"further tau values; a value that leaves the returns unchanged repeats a strategy and counts "
+            f"once")
+
+
+def cpcv_caption(inputs: Mapping[str, Any]) -> str:
+    """How a run's post-hoc CPCV was set up, from the CPCV criterion's stored ``inputs``."""
+    fitted = inputs["parameter"] if inputs["parameter"] != "none" else "nothing"
+    return (f"Mode: {inputs['mode']} (the model is fixed; {fitted} is refitted on each split's training "
+            f"groups), {inputs['groups']} groups, {inputs['test_groups']} test groups, purge "
+            f"{inputs['purge']} and embargo {inputs['embargo']} bars. Retraining CPCV, when run with "
+            f"`flagcore validate --retrain`, is shown as its own mode.")
+
+
+def model_logit_options(run_models: pd.DataFrame, option_results: pd.DataFrame) -> list[str]:
     """Options backed by a model's own logits (what the logit-analysis page can show)."""
-    roles = set(store.run_models(run_id)["role"])
-    return [o for o in store.option_results(run_id)["option"] if o in roles]
+    roles = set(run_models["role"])
+    return [o for o in option_results["option"] if o in roles]
 
 
-def browsable_files(roots: list[Path] | None = None) -> dict[str, list[str]]:
-    """Checkpoints and datasets under the configured folders only (``FLAGCORE_FILES``, a
-    ``os.pathsep``-separated list; default ``data``), for the dashboard's pickers. Paths are
-    resolved and kept only when they stay inside a root, so links cannot lead out of them."""
-    if roots is None:
-        env = os.environ.get("FLAGCORE_FILES")
-        roots = [Path(p) for p in env.split(os.pathsep)] if env else [Path("data")]
-    ckpts, data = set(), set()
-    for root in roots:
-        base = root.resolve()
-        if not base.is_dir():
-            continue
-        for p in base.rglob("*"):
-            try:
-                rp = p.resolve()
-                rp.relative_to(base)
-            except (OSError, ValueError):
-                continue
-            if rp.name == "model.safetensors" or (rp.suffix == ".safetensors" and rp.parent.name != "cgdt"):
-                ckpts.add(str(rp.parent if rp.name == "model.safetensors" else rp))
-            elif rp.suffix in (".parquet", ".csv") and rp.is_file():
-                data.add(str(rp))
-    return {"checkpoints": sorted(ckpts), "datasets": sorted(data)}
+def model_of(run_models: pd.DataFrame, role: str) -> pd.Series:
+    """The model that plays ``role`` in a run."""
+    return run_models[run_models["role"] == role].iloc[0]
 
 
-def inside_roots(path: str | Path, roots: list[Path] | None = None) -> bool:
-    files = browsable_files(roots)
-    p = str(Path(path).resolve())
-    return p in files["checkpoints"] or p in files["datasets"]
+def models_table(run_models: pd.DataFrame) -> pd.DataFrame:
+    """The checkpoints of a run: role, kind, source, parameter counts, sha256."""
+    columns = ["role", "kind", "source", "total_parameters", "trainable_parameters", "model_id"]
+    return run_models[columns].rename(columns={"model_id": "sha256"})
+
+
+def per_class_table(per_class: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """A class name -> {statistic: value} mapping (a diagnostics section) as one row per class."""
+    return pd.DataFrame(per_class).T.rename_axis("class")
+
+
+def trainable_share(model: Mapping[str, Any]) -> float:
+    return float(model["trainable_parameters"] / model["total_parameters"])
+
+
+def padded_inputs(shift: list[dict]) -> list[str]:
+    """The names of the model inputs that are zero padding in the evaluation data."""
+    return [r["name"] for r in shift if r["padding"]]
+
+
+def shift_table(shift: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(shift)[["input", "name", "padding", "psi", "ks", "shift"]]
+
+
+def review_caption(review) -> str:
+    """One stored review's heading: id, time, verdict, and the HIFA criteria passed at the time."""
+    snapshot = review["hifa_snapshot"] or []
+    passed = sum(1 for c in snapshot if c["passed"])
+    return (f"Review {int(review['review_id'])}, {review['created_at']:%Y-%m-%d %H:%M} UTC: "
+            f"{review['verdict']}; {passed} of {len(snapshot)} HIFA criteria passed at the time")
 
 
 def annualise(x, periods_per_year: float):

@@ -48,7 +48,8 @@ def _settle(page, timeout: float = 60_000) -> None:
 
 
 CHARTED = ("Model health", "Logit analysis", "Solution comparison", "HIFA criteria")
-PAGES = ["Validation status", "Model health", "Logit analysis", "Solution comparison", "HIFA criteria", "Reviews"]
+PAGES = ["Validation status", "Model health", "Logit analysis", "Solution comparison", "HIFA criteria",
+         "Reviews"]
 
 
 def _no_exception(page):
@@ -66,7 +67,8 @@ def test_every_page_from_the_sidebar(server, page, settle):
         assert page.locator("[data-testid='stMain'] h1").first.inner_text().startswith(title.split()[0])
         assert f"run={server['run_id']}" in page.url  # the run picker lives in the URL
         if title in CHARTED:
-            page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=30_000)  # drawn, not just placed
+            # drawn, not just placed
+            page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=30_000)
 
 
 def _metric(page, label: str) -> str:

@@ -1,0 +1,151 @@
+"""Combinatorial purged cross-validation: groups, splits, paths, and post-hoc CPCV of a fitted rule.
+
+Reference: Lopez de Prado, M. (2018), "Advances in Financial Machine Learning", Wiley, ch. 7 and
+12: purging, embargo and combinatorial purged cross-validation. Retraining CPCV (a model retrained
+on each split) lives in ``flagcore.training``; it takes its splits and paths from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from math import comb
+
+import numpy as np
+
+from flagcore.analysis.checks import positive_int
+from flagcore.analysis.sharpe import sharpe_ratio
+from flagcore.errors import FlagcoreError
+
+
+def group_indices(n_samples: int, n_groups: int) -> list[np.ndarray]:
+    """Contiguous groups; when N does not divide T the first T mod N groups get one more (np.array_split)."""
+    return np.array_split(np.arange(n_samples), n_groups)
+
+
+@dataclass
+class CPCVSplit:
+    train: np.ndarray  # indices, purged and embargoed
+    test_groups: list[int]  # group ids tested in this split
+    test: np.ndarray  # indices of the test groups
+
+
+def cpcv_splits(n_samples, n_groups, n_test_groups, purge=0, embargo=0) -> list[CPCVSplit]:
+    """Combinatorial purged cross-validation splits (Lopez de Prado 2018, ch. 12).
+
+    T observations in time order are cut into ``n_groups`` contiguous groups (np.array_split:
+    the first T mod N groups are one longer); each of the C(N, k) choices of ``n_test_groups`` is a
+    test set. A label at observation i looks ``purge`` observations ahead, so its interval
+    [i, i + purge] overlaps a test observation's when they are ``purge`` or fewer apart: purging
+    drops the ``purge`` training observations before each test block and the ``purge`` after it;
+    the embargo drops ``embargo`` more after it. The same rule as skfolio's
+    ``CombinatorialPurgedCV``, whose groups differ only when N does not divide T (it gives the
+    remainder to the last group).
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of observations T.
+    n_groups : int
+        Number of groups N (2 <= N <= T).
+    n_test_groups : int
+        Groups per test set k (1 <= k < N).
+    purge : int, default 0
+        Label horizon in observations.
+    embargo : int, default 0
+        Observations dropped after each test block.
+
+    Returns
+    -------
+    list of CPCVSplit, in the lexicographic order of the test-group combinations.
+    """
+    n_samples = positive_int("n_samples", n_samples, 2)
+    n_groups = positive_int("n_groups", n_groups, 2)
+    k = positive_int("n_test_groups", n_test_groups)
+    if n_groups > n_samples:
+        raise FlagcoreError(f"n_groups {n_groups} exceeds n_samples {n_samples}")
+    if k >= n_groups:
+        raise FlagcoreError(f"n_test_groups {k} must be below n_groups {n_groups}")
+    purge = positive_int("purge", purge, 0)
+    embargo = positive_int("embargo", embargo, 0)
+    groups = group_indices(n_samples, n_groups)
+    out = []
+    for test_groups in combinations(range(n_groups), k):
+        keep = np.ones(n_samples, dtype=bool)
+        for g in test_groups:
+            lo, hi = groups[g][0], groups[g][-1] + 1
+            keep[max(0, lo - purge) : min(n_samples, hi + purge + embargo)] = False
+        test = np.concatenate([groups[g] for g in test_groups])
+        out.append(CPCVSplit(np.flatnonzero(keep), list(test_groups), test))
+    return out
+
+
+def cpcv_paths(n_groups, n_test_groups) -> np.ndarray:
+    """(phi, N) array: entry [p, g] is the split whose test set supplies group g to path p.
+
+    Each group is tested in phi = C(N-1, k-1) splits; path p takes, for every group, the p-th
+    split (in lexicographic order) that tests it, so every path covers every observation once.
+    """
+    n_groups = positive_int("n_groups", n_groups, 2)
+    k = positive_int("n_test_groups", n_test_groups)
+    if k >= n_groups:
+        raise FlagcoreError(f"n_test_groups {k} must be below n_groups {n_groups}")
+    phi = comb(n_groups - 1, k - 1)
+    paths = np.empty((phi, n_groups), dtype=np.int64)
+    seen = np.zeros(n_groups, dtype=np.int64)
+    for s, test_groups in enumerate(combinations(range(n_groups), k)):
+        for g in test_groups:
+            paths[seen[g], g] = s
+            seen[g] += 1
+    return paths
+
+
+
+@dataclass
+class PostHocCPCV:
+    """Post-hoc CPCV of one option: a parameter fitted per split, paths scored out of sample."""
+
+    mode: str  # always "post-hoc": the model is fixed, only the option's parameter is refitted
+    parameter: str
+    fitted: list  # (n_splits,) the value chosen on each split's purged, embargoed training groups
+    path_returns: np.ndarray  # (phi, T) out-of-sample returns of each path
+    path_sharpes: np.ndarray  # (phi,) per period
+    n_groups: int
+    n_test_groups: int
+    purge: int
+    embargo: int
+
+
+def posthoc_cpcv(strategy_returns, grid, *, n_groups=6, n_test_groups=2, purge=0, embargo=0,
+                 parameter: str = "parameter") -> PostHocCPCV:
+    """CPCV of a post-hoc rule over the evaluation period (AFML ch. 12, with nothing retrained).
+
+    ``strategy_returns`` is a (G, T) array: the per-period net returns of the rule at each of
+    the G grid values (for example the HOLD threshold). On every split the grid value with the
+    best Sharpe on the purged and embargoed training observations is chosen and its returns on the
+    split's test groups are kept; the paths of ``cpcv_paths`` then assemble, group by group, the
+    test returns of the splits that cover them, and each path's Sharpe is reported. With one grid
+    value every path equals the plain backtest: CPCV adds information only where something is
+    fitted (validation-math.md).
+    """
+    R = np.asarray(strategy_returns, dtype=np.float64)
+    if R.ndim != 2:
+        raise FlagcoreError(f"strategy_returns must be (grid values, periods), got shape {R.shape}")
+    grid = list(grid)
+    if len(grid) != R.shape[0]:
+        raise FlagcoreError(f"{len(grid)} grid values for {R.shape[0]} return series")
+    if not np.isfinite(R).all():
+        raise FlagcoreError("strategy_returns must be finite")
+    T = R.shape[1]
+    splits = cpcv_splits(T, n_groups, n_test_groups, purge, embargo)
+    paths = cpcv_paths(n_groups, n_test_groups)
+    groups = group_indices(T, n_groups)
+    chosen = np.empty(len(splits), dtype=np.int64)
+    for s, split in enumerate(splits):
+        chosen[s] = int(np.argmax(sharpe_ratio(R[:, split.train])))
+    path_returns = np.empty((paths.shape[0], T))
+    for p, row in enumerate(paths):
+        for g, s in enumerate(row):
+            path_returns[p, groups[g]] = R[chosen[s], groups[g]]
+    return PostHocCPCV("post-hoc", parameter, [grid[i] for i in chosen], path_returns,
+                       np.asarray(sharpe_ratio(path_returns)), n_groups, n_test_groups, purge, embargo)

@@ -1,0 +1,110 @@
+"""What the dashboard may do besides reading: evaluate files it is allowed to see.
+
+The dashboard lists checkpoints and datasets only under the configured folders
+(``FLAGCORE_FILES``, a ``os.pathsep``-separated list; default ``data``), and
+:func:`evaluate_files` refuses any path outside them before anything is loaded, so no page can
+evaluate a file it could not have listed. No streamlit here: the pages call these through
+``flagcore.dashboard.state``, which also clears the cached reads after the write.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from flagcore.errors import FlagcoreError
+from flagcore.store.store import Store
+
+Progress = Callable[[str, float], None]
+
+
+def _quiet(stage: str, fraction: float) -> None:
+    """No progress shown."""
+
+
+def configured_roots() -> list[Path]:
+    """The folders the dashboard may browse: ``FLAGCORE_FILES`` (``os.pathsep``-separated), else ``data``."""
+    env = os.environ.get("FLAGCORE_FILES")
+    return [Path(p) for p in env.split(os.pathsep)] if env else [Path("data")]
+
+
+def browsable_files(roots: list[Path] | None = None) -> dict[str, list[str]]:
+    """Checkpoints and datasets under ``roots`` (default :func:`configured_roots`), for the pickers.
+
+    Paths are resolved and kept only when they stay inside a root, so links cannot lead out of them.
+
+    Parameters
+    ----------
+    roots : list of Path, optional
+
+    Returns
+    -------
+    dict
+        ``{"checkpoints": [...], "datasets": [...]}``, resolved paths, sorted.
+    """
+    ckpts, data = set(), set()
+    for root in configured_roots() if roots is None else roots:
+        base = root.resolve()
+        if not base.is_dir():
+            continue
+        for p in base.rglob("*"):
+            try:
+                rp = p.resolve()
+                rp.relative_to(base)
+            except (OSError, ValueError):
+                continue
+            if rp.name == "model.safetensors" or (rp.suffix == ".safetensors" and rp.parent.name != "cgdt"):
+                ckpts.add(str(rp.parent if rp.name == "model.safetensors" else rp))
+            elif rp.suffix in (".parquet", ".csv") and rp.is_file():
+                data.add(str(rp))
+    return {"checkpoints": sorted(ckpts), "datasets": sorted(data)}
+
+
+def outside_roots(paths, roots: list[Path] | None = None) -> list[str]:
+    """Those of ``paths`` that are not among the checkpoints and datasets :func:`browsable_files` lists."""
+    files = browsable_files(roots)
+    listed = {*files["checkpoints"], *files["datasets"]}
+    return [str(p) for p in paths if str(Path(p).resolve()) not in listed]
+
+
+def inside_roots(path: str | Path, roots: list[Path] | None = None) -> bool:
+    """Whether ``path`` is one of the checkpoints or datasets :func:`browsable_files` lists."""
+    return not outside_roots([path], roots)
+
+
+def evaluate_files(store: Store, checkpoint: str, data: str, train: str | None = None,
+                   progress: Progress | None = None, roots: list[Path] | None = None) -> dict:
+    """Evaluate ``checkpoint`` on ``data`` (with ``train`` as the training data) into ``store``.
+
+    Every path must lie under ``roots`` (default :func:`configured_roots`), checked before anything
+    is read; then :func:`flagcore.pipeline.evaluate.evaluate` writes the run.
+
+    Parameters
+    ----------
+    store : Store
+    checkpoint, data : str
+        The model under review and the evaluation data.
+    train : str, optional
+        Training data: the label prior, payoff ratios and feature shift.
+    progress : callable(stage, fraction), optional
+    roots : list of Path, optional
+
+    Returns
+    -------
+    dict
+        What ``evaluate`` returns (``run_id``, ...).
+
+    Raises
+    ------
+    FlagcoreError
+        When a path lies outside the roots, or the evaluation itself refuses the files.
+    """
+    from flagcore.pipeline.evaluate import evaluate
+
+    outside = outside_roots([p for p in (checkpoint, data, train) if p is not None], roots)
+    if outside:
+        raise FlagcoreError(f"{outside[0]}: only files under the configured folders (FLAGCORE_FILES) can be "
+                            f"evaluated from the dashboard")
+    return evaluate(checkpoint, data, store=store, train_data=train,
+                    progress=progress if progress is not None else _quiet)
