@@ -12,22 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from flagcore.models.cgdt import (
-    CGDT,
-    FORMAT,
-    CGDTConfig,
-    action_returns,
-    guidance_loss,
-    load_cgdt,
-    market_returns,
-    predict_cgdt,
-    predict_cgdt_sequential,
-    rewards_to_go,
-    save_cgdt,
-    train_cgdt,
-)
 from flagcore.data.dataset import load_dataset, write_dataset
 from flagcore.errors import FlagcoreError
+from flagcore.models.cgdt import CGDT, CGDTConfig
+from flagcore.models.cgdt_file import FORMAT, load_cgdt, save_cgdt
+from flagcore.models.cgdt_predict import predict_cgdt, predict_cgdt_sequential
+from flagcore.training.cgdt import action_returns, guidance_loss, market_returns, rewards_to_go, train_cgdt
 
 SMALL = CGDTConfig(
     context=8, d_model=32, num_layers=1, num_heads=2, ff_dim=64, critic_hidden=64,
@@ -91,7 +81,8 @@ def test_counterfactual_returns_change_only_the_first_reward():
     labels = rng.integers(0, 3, size=n).astype(np.int8)
     RA, valid = action_returns(close, labels, H, vol_span=10)
     R, valid2 = rewards_to_go(close, labels, H, vol_span=10)
-    assert np.array_equal(valid, valid2) and valid.sum() == n - H - 2 and not valid[:2].any()  # no causal sigma at bars 0, 1
+    # no causal sigma at bars 0, 1
+    assert np.array_equal(valid, valid2) and valid.sum() == n - H - 2 and not valid[:2].any()
     t = np.flatnonzero(valid)
     np.testing.assert_allclose(RA[t, labels[t]], R[t], atol=1e-12)  # the action taken: R_t itself
     m = market_returns(close, vol_span=10)
@@ -255,7 +246,7 @@ def test_other_files_are_refused_naming_the_path(tmp_path, model):
     from safetensors.torch import save_file
 
     with safe_open(str(good), framework="pt") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     assert meta["format"] == FORMAT
     tensors.pop("critic.head.bias")
     save_file(tensors, str(tmp_path / "broken.safetensors"), metadata=meta)
@@ -267,9 +258,9 @@ def test_other_files_are_refused_naming_the_path(tmp_path, model):
 def test_predict_command_reads_a_cgdt_checkpoint(model, data, tmp_path, capsys):
     import json
 
-    from flagcore.models.checkpoint import is_cgdt, load_checkpoint
     from flagcore.cli.main import main
-    from flagcore.data.dataset import load_predictions
+    from flagcore.data.predictions import load_predictions
+    from flagcore.models.checkpoint import is_cgdt, load_checkpoint
 
     path = save_cgdt(model, tmp_path / "cgdt.safetensors")
     assert is_cgdt(path)
@@ -281,7 +272,8 @@ def test_predict_command_reads_a_cgdt_checkpoint(model, data, tmp_path, capsys):
         frame[name] = test.features[:, j]
     write_dataset(frame, tmp_path / "test.parquet")
     out = tmp_path / "partner.parquet"
-    assert main(["predict", "--checkpoint", str(path), "--data", str(tmp_path / "test.parquet"), "--out", str(out),
+    assert main(["predict", "--checkpoint", str(path), "--data", str(tmp_path / "test.parquet"),
+                 "--out", str(out),
                  "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["bars"] == test.n_bars

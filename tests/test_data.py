@@ -8,8 +8,10 @@ import pytest
 from conftest import make_frame
 
 from flagcore.cli.main import main
-from flagcore.data.dataset import UNLABELLED, load_dataset, periods_per_year, temporal_split, write_dataset
+from flagcore.data.calendar import periods_per_year
+from flagcore.data.dataset import load_dataset, temporal_split, write_dataset
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import UNLABELLED
 
 
 def _csv(tmp_path, df, name="data.csv"):
@@ -53,15 +55,19 @@ def test_numeric_labels_and_missing_labels(tmp_path):
 CASES = {
     "missing timestamp": (lambda df: df.drop(columns="timestamp"), "missing column 'timestamp'"),
     "missing close": (lambda df: df.drop(columns="close"), "missing column 'close'"),
-    "nan feature": (lambda df: df.assign(f03=df.f03.mask(df.index == 6)), "column 'f03' has NaN (missing) at row 7"),
-    "inf feature": (lambda df: df.assign(f10=df.f10.where(df.index != 2, np.inf)), "column 'f10' has an infinite value at row 3"),
+    "nan feature": (lambda df: df.assign(f03=df.f03.mask(df.index == 6)),
+                    "column 'f03' has NaN (missing) at row 7"),
+    "inf feature": (lambda df: df.assign(f10=df.f10.where(df.index != 2, np.inf)),
+                    "column 'f10' has an infinite value at row 3"),
     "string feature": (lambda df: df.assign(f01=df.f01.astype(object).where(df.index != 4, "abc")),
                        "column 'f01' has a non-numeric value 'abc' at row 5"),
-    "duplicated timestamp": (lambda df: df.assign(timestamp=df.timestamp.where(df.index != 9, df.timestamp[8])),
+    "duplicated timestamp": (lambda df: df.assign(
+        timestamp=df.timestamp.where(df.index != 9, df.timestamp[8])),
                              "duplicated timestamp 2025-01-01T08:00:00+00:00 at row 10"),
     "unsorted timestamps": (lambda df: df.iloc[[0, 1, 3, 2] + list(range(4, len(df)))],
                             "timestamps are not increasing: 2025-01-01T02:00:00+00:00 at row 4"),
-    "unreadable timestamp": (lambda df: df.assign(timestamp=df.timestamp.astype(str).where(df.index != 1, "yesterday")),
+    "unreadable timestamp": (lambda df: df.assign(
+        timestamp=df.timestamp.astype(str).where(df.index != 1, "yesterday")),
                              "unreadable date 'yesterday' at row 2"),
     "unknown label": (lambda df: df.assign(label=df.label.where(df.index != 11, "STRONG_BUY")),
                       "unknown label 'STRONG_BUY' at row 12"),
@@ -114,7 +120,8 @@ def test_cli_exit_code_and_message_in_a_real_process(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flagcore", "check-data", "--data", str(path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
-    assert r.stderr.strip() == f"flagcore: error: {path}: column 'f03' has NaN (missing) at row 7 (timestamp 2025-01-01T06:00:00+00:00)"
+    assert r.stderr.strip() == (f"flagcore: error: {path}: column 'f03' has NaN (missing) at row 7 "
+                                "(timestamp 2025-01-01T06:00:00+00:00)")
 
 
 def test_mixed_timezones_are_converted_to_utc(tmp_path):

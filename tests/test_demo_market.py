@@ -15,16 +15,13 @@ from flagcore.data.features import (
     read_ohlcv,
 )
 from flagcore.data.labels import (
-    BUY,
-    HOLD,
-    SELL,
-    UNLABELLED,
     calibrate_width,
     fixed_horizon,
     hold_share_curve,
     triple_barrier,
 )
 from flagcore.data.market import TEST_BARS, demo_market, stylised_facts
+from flagcore.vocab import BUY, HOLD, SELL, UNLABELLED
 
 SHORT = dict(train_start=pd.Timestamp("2024-06-01", tz="UTC"), test_bars=500)
 
@@ -42,7 +39,8 @@ def test_full_demo_calendar_and_stylised_facts():
     facts = stylised_facts(bars)
     assert bars["timestamp"].iloc[0] == pd.Timestamp("2020-01-01", tz="UTC")
     assert facts["test_bars"] == TEST_BARS == 9073
-    assert facts["train_bars"] == (pd.Timestamp("2025-01-01") - pd.Timestamp("2020-01-01")) / pd.Timedelta("1h")
+    hours = (pd.Timestamp("2025-01-01") - pd.Timestamp("2020-01-01")) / pd.Timedelta("1h")
+    assert facts["train_bars"] == hours
     assert facts["excess_kurtosis"] > 3  # fat tails
     assert facts["acf_abs_returns"]["1"] > 0.1 and facts["acf_abs_returns"]["168"] > 0.03  # clustering
     assert abs(facts["acf_returns_lag1"]) < 0.05  # but returns themselves nearly uncorrelated
@@ -72,7 +70,8 @@ def test_strength_zero_is_a_negative_control_and_strength_controls_the_edge():
 
 def test_feature_names_and_documentation():
     assert len(MARKET_FEATURES) == 49 and len(ORDER_FLOW_FEATURES) == 11
-    assert all(isinstance(d, str) and len(d) > 10 for d in {**MARKET_FEATURES, **ORDER_FLOW_FEATURES}.values())
+    descriptions = {**MARKET_FEATURES, **ORDER_FLOW_FEATURES}.values()
+    assert all(isinstance(d, str) and len(d) > 10 for d in descriptions)
 
 
 def test_features_have_no_look_ahead():
@@ -149,7 +148,8 @@ def test_hold_share_grows_with_width_and_calibration_hits_target():
     (lambda df: df.assign(high=df["low"] * 0.99), "high below or low above"),
     (lambda df: df.assign(close=df["close"].where(df.index != 7, -5.0)), "impossible value -5.0 at row 8"),
     (lambda df: df.head(50), "features need more than"),
-    (lambda df: df.assign(open=df["open"].astype(object).where(df.index != 3, "n/a")), "non-numeric value 'n/a' at row 4"),
+    (lambda df: df.assign(open=df["open"].astype(object).where(df.index != 3, "n/a")),
+     "non-numeric value 'n/a' at row 4"),
 ])
 def test_bad_ohlcv_files(tmp_path, capsys, change, message):
     bars = demo_market(**SHORT).drop(columns=["regime"])

@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import make_frame, with_trained_lora
 
-from flagcore.models.checkpoint import save_checkpoint
 from flagcore.cli.main import main
 from flagcore.data.dataset import load_dataset
 from flagcore.errors import FlagcoreError
-from flagcore.models.inference import predict
+from flagcore.models.checkpoint import save_checkpoint
 from flagcore.models.flag_trader import PRESETS, build_model
+from flagcore.models.inference import predict
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,8 @@ def test_full_preset_trainable_breakdown_matches_reviewed_model():
 def test_lora_is_peft_on_all_six_linears_with_scaling_one():
     model = build_model(PRESETS["demo"])
     assert isinstance(model, PeftModel)
-    lora_layers = {n.removeprefix("base_model.model.transformer_blocks.") for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+    lora_layers = {n.removeprefix("base_model.model.transformer_blocks.")
+                   for n, m in model.named_modules() if isinstance(m, LoraLayer)}
     assert lora_layers == {f"{i}.{x}" for i in range(2) for x in
                            ("attention.q_proj", "attention.k_proj", "attention.v_proj",
                             "attention.out_proj", "ffn.0", "ffn.3")}
@@ -111,4 +112,5 @@ def test_last_position_path_equals_full_forward():
     x = torch.randn(5, 32, 60)
     with torch.inference_mode():
         torch.testing.assert_close(net.last_logits(x), model(x)[:, -1], atol=1e-5, rtol=0)
-        torch.testing.assert_close(net.hidden(x, last_only=True)[:, -1], net.hidden(x)[:, -1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(net.hidden(x, last_only=True)[:, -1], net.hidden(x)[:, -1],
+                                   atol=1e-5, rtol=0)

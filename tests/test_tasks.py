@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ def _affine(shared, item):
 
 
 def require_ray():
-    """Skip without Ray, or fail when FLAGCORE_REQUIRE_RAY is set (CI installs flagcore[test], which has it)."""
+    """Skip without Ray, or fail when FLAGCORE_REQUIRE_RAY is set (CI installs flagcore[test], with Ray)."""
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -49,9 +50,76 @@ def test_a_failed_task_raises_its_own_error_in_the_caller():
         run_tasks(_affine, [1, "boom", 2], shared=1, placement=Placement(workers=2))
 
 
+def _step(folder, item):
+    """Writes ``<name>.done`` when finished; returns (name, whether the item it waits for had finished)."""
+    name, waits_for, seconds = item
+    if name == "boom":
+        raise FlagcoreError("task boom failed")
+    saw = waits_for is None or os.path.exists(os.path.join(folder, f"{waits_for}.done"))
+    time.sleep(seconds)
+    open(os.path.join(folder, f"{name}.done"), "w").close()
+    return name, saw
+
+
+# item 1 waits for item 0, which is slow: without `after` the pool would start them together
+AFTER_ITEMS = [("slow", None, 1.0), ("late", "slow", 0.0), ("free", None, 0.0)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_after_starts_a_dependent_item_once_its_dependency_finished(tmp_path, workers):
+    calls = []
+    out = run_tasks(_step, AFTER_ITEMS, shared=str(tmp_path), placement=Placement(workers=workers),
+                    after={1: 0}, progress=lambda d, n: calls.append((d, n)))
+    assert out == [("slow", True), ("late", True), ("free", True)]  # in the items' order
+    assert [d for d, _ in calls] == [1, 2, 3] and calls[-1] == (3, 3)
+
+
+def test_after_runs_items_in_process_in_order_except_those_that_wait():
+    seen = []
+    run_tasks(_record, [0, 1, 2, 3], shared=seen, after={0: 2})
+    assert seen == [1, 2, 0, 3]
+
+
+def _record(seen, item):
+    seen.append(item)
+    return item
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_item_waiting_for_a_failed_one_never_starts(tmp_path, workers):
+    items = [("boom", None, 0.0), ("late", "boom", 0.0)]
+    with pytest.raises(FlagcoreError, match="task boom failed"):
+        run_tasks(_step, items, shared=str(tmp_path), placement=Placement(workers=workers), after={1: 0})
+    assert not (tmp_path / "late.done").exists()
+
+
+@pytest.mark.parametrize("after, match", [({0: 5}, "5 is not an item index"), ({-1: 0}, "-1 is not an item"),
+                                          ({0: 0}, "item 0 waits for itself"),
+                                          ({0: 1, 1: 2, 2: 0}, "waits for itself")])
+def test_after_refuses_unknown_items_and_loops(after, match):
+    with pytest.raises(FlagcoreError, match=match):
+        run_tasks(_affine, [1, 2, 3], shared=1, after=after)
+
+
+@pytest.mark.ray
+def test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished(tmp_path):
+    require_ray()
+    from ray import cloudpickle
+
+    module = sys.modules[_step.__module__]
+    cloudpickle.register_pickle_by_value(module)  # Ray's workers cannot import this test file
+    try:
+        out = run_tasks(_step, AFTER_ITEMS, shared=str(tmp_path), placement=Placement(ray_address="local"),
+                        after={1: 0})
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+    assert out == [("slow", True), ("late", True), ("free", True)]
+
+
 def test_ray_address_without_ray_installed_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(FlagcoreError, match=r"--ray-address local: Ray is not installed; pip install 'flagcore\[ray\]'"):
+    with pytest.raises(FlagcoreError,
+                       match=r"--ray-address local: Ray is not installed; pip install 'flagcore\[ray\]'"):
         run_tasks(_affine, [1], shared=1, placement=Placement(ray_address="local"))
 
 
@@ -63,11 +131,13 @@ def test_cli_refuses_zero_workers(tmp_path, capsys):
     assert rc != 0 and "workers must be a whole number >= 1, got 0" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.ray
 def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
     """The splits as Ray tasks give the same path logits as the same splits in local processes."""
     require_ray()
     from flagcore.models.flag_trader import PRESETS
-    from flagcore.training.train import TrainConfig, retrain_cpcv
+    from flagcore.training.cpcv import retrain_cpcv
+    from flagcore.training.loop import TrainConfig
 
     ds = small_demo["train"].slice(0, 3000)
     cfg = TrainConfig(loss="weighted", epochs=1, windows_per_epoch=256, patience=1)
@@ -80,9 +150,11 @@ def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
     assert calls[-1] == (6, 6) and len(ray_res.split_provenance) == 6
     # one torch thread per task in both places: bit-for-bit the same training runs
     np.testing.assert_array_equal(ray_res.path_logits, pool.path_logits)
-    assert [p["best_epoch"] for p in ray_res.split_provenance] == [p["best_epoch"] for p in pool.split_provenance]
+    best_epochs = [p["best_epoch"] for p in ray_res.split_provenance]
+    assert best_epochs == [p["best_epoch"] for p in pool.split_provenance]
 
 
+@pytest.mark.ray
 def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path):
     """Batch inference of the demo's checkpoints as Ray tasks: the stored run equals the in-process one."""
     require_ray()
@@ -120,6 +192,7 @@ def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path
 @pytest.mark.parametrize("address, match", [("127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
                                             ("ray://127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
                                             ("no-port", "expected 'local', 'auto', host:port or ray://host:port")])
+@pytest.mark.ray
 def test_an_unreachable_ray_address_fails_at_once_with_one_line(address, match):
     require_ray()
     with pytest.raises(FlagcoreError, match=match):
@@ -174,6 +247,7 @@ def test_workers_exit_when_their_caller_is_killed(tmp_path):
     assert gone, "workers outlived their caller"
 
 
+@pytest.mark.ray
 def test_cli_evaluate_passes_its_ray_address_on(quick_demo, tmp_path, capsys):
     """`flagcore evaluate --ray-address` reaches the task runner: an address where nothing answers is
     reported in one line, and the store gets no run."""

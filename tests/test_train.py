@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from flagcore.models.checkpoint import read_checkpoint
 from flagcore.cli.main import main
 from flagcore.errors import FlagcoreError
-from flagcore.models.inference import predict
+from flagcore.models.checkpoint import read_checkpoint
 from flagcore.models.flag_trader import PRESETS
-from flagcore.training.train import TrainConfig, focal_loss, train_model, walk_forward
+from flagcore.models.inference import predict
+from flagcore.training.loop import TrainConfig, train_model
+from flagcore.training.losses import focal_loss
+from flagcore.training.walk_forward import walk_forward
 
 FAST = dict(epochs=3, windows_per_epoch=6144, patience=3)
 
@@ -76,11 +78,13 @@ def test_focal_loss_formula():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     y = torch.tensor([0, 2])
     p = torch.softmax(logits, -1)
-    want = -(0.5 * (1 - p[0, 0]) ** 2 * torch.log(p[0, 0]) + 2.0 * (1 - p[1, 2]) ** 2 * torch.log(p[1, 2])) / 2
+    want = -(0.5 * (1 - p[0, 0]) ** 2 * torch.log(p[0, 0])
+             + 2.0 * (1 - p[1, 2]) ** 2 * torch.log(p[1, 2])) / 2
     got = focal_loss(logits, y, gamma=2.0, alpha=torch.tensor([0.5, 1.0, 2.0]))
     torch.testing.assert_close(got, want)
     # gamma 0 and alpha 1 is plain cross-entropy
-    torch.testing.assert_close(focal_loss(logits, y, 0.0, torch.ones(3)), torch.nn.functional.cross_entropy(logits, y))
+    torch.testing.assert_close(focal_loss(logits, y, 0.0, torch.ones(3)),
+                               torch.nn.functional.cross_entropy(logits, y))
 
 
 def test_train_command_writes_checkpoint_with_provenance(small_demo, tmp_path, capsys):
@@ -151,8 +155,9 @@ def test_reviewed_per_position_loss_leaks_the_future(small_demo):
     x = torch.as_tensor(train.features)[torch.as_tensor(ends[:, None] - np.arange(W - 1, -1, -1))]
     with torch.inference_mode():
         logits = res.model(x)  # (B, W, 3)
-    inner = torch.nn.functional.cross_entropy(logits[:, W // 2], torch.as_tensor(train.labels[inner_bar], dtype=torch.long))
-    last = torch.nn.functional.cross_entropy(logits[:, -1], torch.as_tensor(train.labels[ends], dtype=torch.long))
+    ce = torch.nn.functional.cross_entropy
+    inner = ce(logits[:, W // 2], torch.as_tensor(train.labels[inner_bar], dtype=torch.long))
+    last = ce(logits[:, -1], torch.as_tensor(train.labels[ends], dtype=torch.long))
     assert inner < 0.8 * last, (inner, last)
 
 
@@ -176,7 +181,7 @@ def test_diagnose_command_shows_the_seed_picture_for_plain_ce(trained, small_dem
 def test_retraining_cpcv_in_worker_processes(small_demo):
     """Every bar on every path is predicted by a model trained without it; workers change nothing."""
     from flagcore.analysis.hifa import cpcv_splits
-    from flagcore.training.train import retrain_cpcv
+    from flagcore.training.cpcv import retrain_cpcv
 
     train = small_demo["train"]
     ds = train.slice(0, 4000)

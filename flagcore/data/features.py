@@ -16,8 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from flagcore.data.dataset import periods_per_year
+from flagcore.data.calendar import periods_per_year
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import CLASS_NAMES
 
 OHLCV = ("open", "high", "low", "close", "volume")
 WARMUP = 168 + 24  # the longest look-back (168 bars) plus room for the statistics built on it
@@ -198,20 +199,20 @@ def read_ohlcv(path) -> pd.DataFrame:
     """Read and validate an OHLCV file (CSV or Parquet): clear errors naming file, column, row."""
     from pathlib import Path
 
-    from flagcore.data.dataset import _finite, _numeric, _read_table, _timestamps
+    from flagcore.data.tables import numeric_column, parse_timestamps, read_table, require_finite
 
     p = Path(path)
-    df, _ = _read_table(p)
+    df, _ = read_table(p)
     if len(df) == 0:
         raise FlagcoreError(f"{p}: has a header but no rows")
-    ts = _timestamps(df, p)
+    ts = parse_timestamps(df, p)
     missing = [k for k in OHLCV if k not in df.columns]
     if missing:
         raise FlagcoreError(f"{p}: missing column {missing[0]!r} (OHLCV needs {', '.join(OHLCV)})")
     out = pd.DataFrame({"timestamp": ts})
     for k in OHLCV:
-        x = _numeric(df, k, p)
-        _finite(x, k, p, ts)
+        x = numeric_column(df, k, p)
+        require_finite(x, k, p, ts)
         bad = (x < 0) if k == "volume" else (x <= 0)
         if bad.any():
             i = int(np.argmax(bad))
@@ -224,7 +225,7 @@ def read_ohlcv(path) -> pd.DataFrame:
         raise FlagcoreError(f"{p}: row {i + 1} has high below or low above the open/close")
     for k in ORDER_FLOW_INPUTS:
         if k in df.columns:
-            out[k] = _numeric(df, k, p)
+            out[k] = numeric_column(df, k, p)
     if len(out) <= WARMUP + 10:
         raise FlagcoreError(
             f"{p}: {len(out)} bars; features need more than {WARMUP + 10} (look-back {WARMUP})"
@@ -235,8 +236,11 @@ def read_ohlcv(path) -> pd.DataFrame:
 def compute_features(bars: pd.DataFrame, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """timestamp, close and the features; order-flow features only if the feed has any data."""
     ppy = periods_per_year(pd.DatetimeIndex(bars["timestamp"]))
+    if ppy is None:
+        raise FlagcoreError("features need at least two bars with distinct timestamps")
     out = pd.concat([bars[["timestamp", "close"]], market_features(bars, ppy)], axis=1)
-    if all(k in bars.columns for k in ORDER_FLOW_INPUTS) and bars[list(ORDER_FLOW_INPUTS)].notna().any().all():
+    flow = list(ORDER_FLOW_INPUTS)
+    if all(k in bars.columns for k in flow) and bars[flow].notna().any().all():
         out = pd.concat([out, order_flow_features(bars)], axis=1)
     return out
 
@@ -287,7 +291,7 @@ def build_datasets(
     if width is None:
         width = calibrate_width(close, sigma, horizon, target_hold, method, mask=eval_mask)
     labels = make_labels(close, sigma, horizon, width, method)
-    label_text = pd.Series(np.asarray(["SELL", "HOLD", "BUY", ""])[labels], index=bars.index)
+    label_text = pd.Series(np.asarray([*CLASS_NAMES, ""])[labels], index=bars.index)
     meta = {"label_horizon": int(horizon), "label_method": method, "barrier_width": float(width),
             "volatility": "EWM std of 1-bar log returns, span 168", "source": source,
             "periods_per_year": periods_per_year(ts)}
@@ -315,6 +319,7 @@ def build_datasets(
         "train": (train, {**meta, "features": {"market": market_cols, "order_flow": train_cols[49:]},
                           "purged_bars": int(horizon), "label_shares": shares(labels[train_rows])}),
         "test": (test, {**meta, "features": {"market": market_cols, "order_flow": test_cols[49:]},
-                        "evaluation_start": evaluation_start, "context_bars": int(first_test - test_rows.argmax()),
+                        "evaluation_start": evaluation_start,
+                        "context_bars": int(first_test - test_rows.argmax()),
                         "label_shares": shares(labels[eval_mask])}),
     }

@@ -16,8 +16,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import BUY, CLASS_NAMES, HOLD, N_CLASSES, SELL, UNLABELLED
 
-SELL, HOLD, BUY, UNLABELLED = 0, 1, 2, -1
 METHODS = ("triple-barrier", "fixed-horizon")
 
 
@@ -107,8 +107,8 @@ def make_labels(close, sigma, horizon: int, width: float, method: str = "triple-
 
 def shares(labels: np.ndarray) -> dict[str, float]:
     known = labels[labels != UNLABELLED]
-    counts = np.bincount(known, minlength=3) / max(known.size, 1)
-    return {"SELL": float(counts[0]), "HOLD": float(counts[1]), "BUY": float(counts[2])}
+    counts = np.bincount(known, minlength=N_CLASSES) / max(known.size, 1)
+    return {c: float(counts[i]) for i, c in enumerate(CLASS_NAMES)}
 
 
 def hold_share_curve(close, sigma, horizon: int, widths, method="triple-barrier", mask=None) -> np.ndarray:

@@ -66,8 +66,30 @@ def demo_market(
     n = train_bars + test_bars
     rng = np.random.default_rng(seed)
     ts = pd.date_range(train_start, periods=n, freq="h")
+    regime = _regimes(rng, n)
+    season = 1.0 + 0.25 * np.cos(2 * np.pi * (ts.hour.to_numpy() - 15) / 24)
+    shocks = rng.standard_t(T_DOF, size=n) / np.sqrt(T_DOF / (T_DOF - 2))  # unit variance
+    m = _latent_flow(rng.normal(size=n))
+    r, sigma = _returns(regime, season, shocks, m, strength)
 
-    # regimes: sticky Markov chain, uniform jumps to another state
+    close = 10_000.0 * np.exp(np.cumsum(r))
+    open_ = np.concatenate([[10_000.0], close[:-1]])
+    wick = np.abs(rng.normal(size=(2, n))) * sigma * 0.6
+    high = np.maximum(open_, close) * np.exp(wick[0])
+    low = np.minimum(open_, close) * np.exp(-wick[1])
+    rel_vol = np.log(sigma / np.median(sigma))
+    volume = np.exp(6.0 + 1.2 * rel_vol + 0.35 * np.abs(shocks) + 0.25 * rng.normal(size=n))
+
+    df = pd.DataFrame({
+        "timestamp": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume,
+        **_order_flow(rng, volume, rel_vol, m), "regime": np.asarray(REGIME_NAMES)[regime],
+    })
+    df.loc[df["timestamp"] >= test_start, list(ORDER_FLOW_COLUMNS)] = np.nan
+    return df
+
+
+def _regimes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The hidden regime per bar: a sticky Markov chain with uniform jumps to another state."""
     regime = np.empty(n, dtype=np.int8)
     jumps = rng.random(n) < 1.0 / REGIME_STAY_BARS
     other = rng.integers(1, 3, size=n)
@@ -76,20 +98,24 @@ def demo_market(
         if jumps[t]:
             state = (state + other[t]) % 3
         regime[t] = state
+    return regime
 
-    hour = ts.hour.to_numpy()
-    season = 1.0 + 0.25 * np.cos(2 * np.pi * (hour - 15) / 24)
-    shocks = rng.standard_t(T_DOF, size=n) / np.sqrt(T_DOF / (T_DOF - 2))  # unit variance
-    flow_noise = rng.normal(size=n)
 
-    # latent order flow m_t: AR(1) with unit stationary variance
-    m = np.empty(n)
+def _latent_flow(flow_noise: np.ndarray) -> np.ndarray:
+    """The latent order flow m_t: AR(1) with unit stationary variance."""
+    m = np.empty(flow_noise.size)
     m[0] = flow_noise[0]
     c = np.sqrt(1 - FLOW_PHI**2)
-    for t in range(1, n):
+    for t in range(1, flow_noise.size):
         m[t] = FLOW_PHI * m[t - 1] + c * flow_noise[t]
+    return m
 
-    # returns with GARCH(1,1) on the standardised shock, scaled by regime and season
+
+def _returns(
+    regime: np.ndarray, season: np.ndarray, shocks: np.ndarray, m: np.ndarray, strength: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(returns, sigma): GARCH(1,1) on the standardised shock, scaled by regime and season."""
+    n = shocks.size
     omega = 1.0 - GARCH_ALPHA - GARCH_BETA  # unit long-run variance
     h = 1.0
     r = np.empty(n)
@@ -106,31 +132,22 @@ def demo_market(
         h = omega + GARCH_ALPHA * shocks[t] ** 2 + GARCH_BETA * h
         past[t % 48] = r[t]
         past_var[t % 48] = sigma[t] ** 2
+    return r, sigma
 
-    close = 10_000.0 * np.exp(np.cumsum(r))
-    open_ = np.concatenate([[10_000.0], close[:-1]])
-    wick = np.abs(rng.normal(size=(2, n))) * sigma * 0.6
-    high = np.maximum(open_, close) * np.exp(wick[0])
-    low = np.minimum(open_, close) * np.exp(-wick[1])
-    rel_vol = np.log(sigma / np.median(sigma))
-    volume = np.exp(6.0 + 1.2 * rel_vol + 0.35 * np.abs(shocks) + 0.25 * rng.normal(size=n))
 
-    # order-flow feed: taker imbalance follows m_t; depth and spread follow volatility
+def _order_flow(
+    rng: np.random.Generator, volume: np.ndarray, rel_vol: np.ndarray, m: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The order-flow feed: taker imbalance follows m_t; depth and spread follow volatility."""
+    n = volume.size
     imbalance = np.tanh(0.6 * m + 0.5 * rng.normal(size=n))  # in (-1, 1)
     buy = volume * (1 + imbalance) / 2
     trades = np.round(volume / np.exp(rng.normal(1.5, 0.2, size=n))).astype(float)
     depth = np.exp(7.0 - 0.8 * rel_vol + 0.2 * rng.normal(size=(2, n)))
     depth_tilt = np.exp(0.15 * m)  # book leans the way the flow goes
     spread = 2.0 * np.exp(0.9 * rel_vol + 0.15 * rng.normal(size=n))
-
-    df = pd.DataFrame({
-        "timestamp": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume,
-        "buy_volume": buy, "sell_volume": volume - buy, "trade_count": trades,
-        "bid_depth": depth[0] * depth_tilt, "ask_depth": depth[1] / depth_tilt, "spread_bps": spread,
-        "regime": np.asarray(REGIME_NAMES)[regime],
-    })
-    df.loc[df["timestamp"] >= test_start, list(ORDER_FLOW_COLUMNS)] = np.nan
-    return df
+    return {"buy_volume": buy, "sell_volume": volume - buy, "trade_count": trades,
+            "bid_depth": depth[0] * depth_tilt, "ask_depth": depth[1] / depth_tilt, "spread_bps": spread}
 
 
 def stylised_facts(bars: pd.DataFrame) -> dict:

@@ -90,6 +90,11 @@ Where this departs from the paper (simplifications and changes, all deliberate)
   toward the volatile bars where the oracle trades. The term is kept, at a weight that does not
   hurt, and the weight is a config field.
 
+Where the code lives: this module holds the config and the networks; ``models.cgdt_file`` the
+checkpoint format (``save_cgdt``, ``load_cgdt``, ``describe_cgdt``); ``models.cgdt_predict`` the
+prediction with its fixed point (``predict_cgdt``); ``training.cgdt`` the rewards, the losses and
+``train_cgdt``.
+
 Determinism: training and prediction are deterministic for a fixed ``config.seed`` on one
 machine and thread count (the global RNG is forked; every random draw comes from a seeded
 generator or the forked RNG).
@@ -97,34 +102,32 @@ generator or the forked RNG).
 
 from __future__ import annotations
 
-import json
+import importlib
 import math
-import os
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flagcore.models.checkpoint import CGDT_FORMAT, write_safetensors
-from flagcore.data.dataset import CLASS_NAMES, UNLABELLED, Dataset
 from flagcore.errors import FlagcoreError
-from flagcore.models.inference import Predictions, from_logits
+from flagcore.models.config_dict import ConfigDict
+from flagcore.vocab import DIRECTION, N_CLASSES
 
-FORMAT = CGDT_FORMAT
-POSITION = (-1.0, 0.0, 1.0)  # SELL, HOLD, BUY
-N_ACTIONS = 3
+POSITION = DIRECTION  # SELL, HOLD, BUY: short, flat, long
+N_ACTIONS = N_CLASSES
 UNKNOWN_ACTION = 3  # action-table row for "not shown": training dropout, first guess of the fixed point
 ACTION_TOKENS = ("policy", "behaviour")
 CRITIC_DATA = ("counterfactual", "behaviour")
 
 
 @dataclass(frozen=True)
-class CGDTConfig:
+class CGDTConfig(ConfigDict):
+    """The CGDT architecture, its training and its inference target (see the module docstring)."""
+
+    ERROR_PREFIX: ClassVar[str] = "CGDT config"
+
     state_dim: int = 60  # model inputs per bar
     context: int = 16  # K: steps per window (3K tokens)
     d_model: int = 64
@@ -190,17 +193,6 @@ class CGDTConfig:
             raise FlagcoreError(
                 f"CGDT config: d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
             )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CGDTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise FlagcoreError(f"CGDT config: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -293,7 +285,7 @@ class DecisionTransformer(nn.Module):
 
     def forward(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         B, T, _ = states.shape
-        if T > self.config.context:
+        if self.config.context < T:
             raise FlagcoreError(f"window of {T} steps exceeds the CGDT context {self.config.context}")
         tok = torch.stack(
             [self.embed_rtg(rtg[..., None]), self.embed_state(states), self.embed_action(actions)], dim=2
@@ -308,6 +300,11 @@ class DecisionTransformer(nn.Module):
 
 class CGDT(nn.Module):
     """Policy + critic + the training statistics inference needs (all saved as tensors)."""
+
+    rtg_mean: torch.Tensor  # buffers, registered below
+    rtg_std: torch.Tensor
+    target_rtg: torch.Tensor
+    class_weight: torch.Tensor
 
     def __init__(self, cfg: CGDTConfig):
         super().__init__()
@@ -325,486 +322,20 @@ class CGDT(nn.Module):
         return self.policy(rtg, states, actions)
 
 
-# ----------------------------------------------------------------------------- data
+# ----------------------------------------------------------------------------- moved names
+
+# Where the CGDT code that used to live here is now: its file format, its prediction and (one layer
+# up) its training. Transitional, for callers that still import them from here; they move later.
+_MOVED = {
+    **dict.fromkeys(("FORMAT", "save_cgdt", "load_cgdt", "describe_cgdt"), "flagcore.models.cgdt_file"),
+    **dict.fromkeys(("predict_cgdt", "predict_cgdt_sequential"), "flagcore.models.cgdt_predict"),
+    **dict.fromkeys(("train_cgdt", "market_returns", "rewards_to_go", "action_returns", "critic_nll",
+                     "guidance_loss"), "flagcore.training.cgdt"),
+}
 
 
-def market_returns(close: np.ndarray, vol_span: int = 168) -> np.ndarray:
-    """``log(close_{t+1}/close_t) / sigma_t`` per bar (0 at the last bar): a long position's reward.
-
-    NaN at the first bars, where no causal volatility exists yet (see ``labels.ewm_volatility``);
-    a zero volatility (constant prices) is replaced by the largest one seen.
-    """
-    from flagcore.data.labels import ewm_volatility
-
-    close = np.asarray(close, np.float64)
-    sigma = ewm_volatility(close, span=vol_span)
-    pos = np.isfinite(sigma) & (sigma > 0)
-    sigma = np.where(np.isfinite(sigma) & ~pos, np.max(sigma[pos]) if pos.any() else 1.0, sigma)
-    m = np.zeros(close.size)
-    m[:-1] = np.diff(np.log(close)) / sigma[:-1]
-    return m
-
-
-def rewards_to_go(
-    close: np.ndarray, labels: np.ndarray, horizon: int, vol_span: int = 168
-) -> tuple[np.ndarray, np.ndarray]:
-    """(R, valid): the behaviour policy's H-bar return-to-go per bar, and where it is defined.
-
-    ``r_t = p(a_t) * log(close_{t+1}/close_t) / sigma_t``; ``R_t = r_t + ... + r_{t+H-1}``; valid
-    where ``a_t .. a_{t+H-1}`` are labelled and ``close_{t+H}`` exists.
-    """
-    close = np.asarray(close, np.float64)
-    labels = np.asarray(labels)
-    n = close.size
-    mret = market_returns(close, vol_span)
-    known = (labels != UNLABELLED) & np.isfinite(mret)  # a bar without a causal volatility has no reward
-    pos = np.where(known, np.asarray(POSITION)[np.where(known, labels, 1).astype(np.int64)], 0.0)
-    r = pos * np.where(known, mret, 0.0)
-    c = np.concatenate([[0.0], np.cumsum(r)])
-    k = np.concatenate([[0], np.cumsum(known)])
-    R = np.full(n, np.nan)
-    valid = np.zeros(n, bool)
-    m = n - horizon  # bars t < m have close_{t+H}
-    if m > 0:
-        R[:m] = c[horizon : horizon + m] - c[:m]
-        valid[:m] = (k[horizon : horizon + m] - k[:m]) == horizon
-    R[~valid] = np.nan
-    return R, valid
-
-
-def action_returns(
-    close: np.ndarray, labels: np.ndarray, horizon: int, vol_span: int = 168
-) -> tuple[np.ndarray, np.ndarray]:
-    """(R_a (n, 3), valid): the return-to-go had action a been taken at bar t, the behaviour after.
-
-    ``R_t(a) = R_t + (p(a) - p(a_t)) * m_t`` with ``m_t = log(close_{t+1}/close_t) / sigma_t``:
-    exact, because the reward of bar t is the position times a market return our orders do not
-    move. ``R_t(a_t) = R_t``. NaN where ``valid`` is false.
-    """
-    R, valid = rewards_to_go(close, labels, horizon, vol_span)
-    m = np.nan_to_num(market_returns(close, vol_span))  # NaN only where valid is false anyway
-    pos = np.asarray(POSITION)
-    taken = pos[np.where(valid, labels, 1).astype(np.int64)]
-    return R[:, None] + (pos[None, :] - taken[:, None]) * m[:, None], valid
-
-
-# ----------------------------------------------------------------------------- losses
-
-
-def critic_nll(mu: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Gaussian negative log-likelihood without its constant: mean of log s + (R - mu)^2 / 2s^2."""
-    return (log_std + 0.5 * ((target - mu) / log_std.exp()) ** 2).mean()
-
-
-def guidance_loss(
-    logits: torch.Tensor, rtg: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, tau: float,
-) -> torch.Tensor:
-    """Asymmetric critic guidance, in expectation under the policy.
-
-    logits (..., 3), rtg (...) the conditioning return, mu and sigma (..., 3) the critic's
-    Gaussian for each action. ``u_a = (R - mu_a) / sigma_a``; the loss is the mean over positions
-    of ``sum_a pi_a * |tau - 1(u_a < 0)| * u_a^2``: a shortfall of the expected return below the
-    target (u > 0) weighs ``tau``, an excess ``1 - tau``.
-    """
-    u = (rtg[..., None] - mu) / sigma  # (..., 3)
-    w = torch.where(u > 0, tau, 1.0 - tau)
-    return (logits.softmax(-1) * w * u.square()).sum(-1).mean()
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def train_cgdt(
-    train: Dataset, config: CGDTConfig = CGDTConfig(), progress: Callable[[int, int], None] | None = None,
-) -> CGDT:
-    """Fit the critic, then the policy, on ``train``; returns an eval-mode CGDT on the CPU.
-
-    ``progress(done, total)`` is called after each epoch (critic epochs, then policy epochs).
-    """
-    cfg = config
-    if not isinstance(cfg, CGDTConfig):
-        raise FlagcoreError(f"config must be a CGDTConfig, got {type(cfg).__name__}")
-    src = train.source or "training set"
-    if train.labels is None:
-        raise FlagcoreError(f"{src}: CGDT needs labels (the behaviour actions)")
-    if train.close is None:
-        raise FlagcoreError(f"{src}: CGDT needs close prices (the rewards)")
-    if train.state_dim != cfg.state_dim:
-        raise FlagcoreError(f"{src}: {train.state_dim} inputs per bar, the CGDT config has {cfg.state_dim}")
-    if not np.isfinite(train.features).all():
-        raise FlagcoreError(f"{src}: features hold NaN or infinite values")
-    t0 = time.perf_counter()
-    K = cfg.context
-    R, valid = rewards_to_go(train.close, train.labels, cfg.horizon, cfg.vol_span)
-    # windows of K consecutive valid bars, by their first bar
-    ok = np.concatenate([[0], np.cumsum(valid)])
-    starts = np.flatnonzero(ok[K:] - ok[:-K] == K)
-    if starts.size == 0 or valid.sum() < 100:
-        raise FlagcoreError(
-            f"{src}: only {int(valid.sum())} bars with a full {cfg.horizon}-bar return-to-go "
-            f"({starts.size} windows of {K}); too few to train CGDT"
-        )
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        g = torch.Generator().manual_seed(cfg.seed)
-        model = CGDT(cfg)
-        X = torch.as_tensor(train.features, dtype=torch.float32)  # (n, D)
-        A = torch.as_tensor(np.where(valid, train.labels, 1).astype(np.int64))  # (n,)
-        Rv = R[valid]
-        mean, std = float(Rv.mean()), float(Rv.std()) or 1.0
-        Z = torch.as_tensor(np.where(valid, (np.nan_to_num(R) - mean) / std, 0.0), dtype=torch.float32)
-        counts = np.bincount(train.labels[valid].astype(np.int64), minlength=N_ACTIONS)
-        if (counts == 0).any():
-            missing = [CLASS_NAMES[i] for i in range(N_ACTIONS) if counts[i] == 0]
-            raise FlagcoreError(f"{src}: no {', '.join(missing)} label among the usable bars")
-        share = counts / counts.sum()
-        weight = 1.0 / (N_ACTIONS * share) if cfg.balance_classes else np.ones(N_ACTIONS)
-        model.rtg_mean.fill_(mean)
-        model.rtg_std.fill_(std)
-        model.class_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        total = cfg.critic_epochs + cfg.epochs
-        history: list[dict] = []
-
-        # 1. critic: Gaussian NLL on (s_t, a, R_t(a)); "counterfactual": every action at every
-        # bar, R_t(a) = R_t + (p(a) - p(a_t)) * m_t (our orders do not move the market)
-        RA, _ = action_returns(train.close, train.labels, cfg.horizon, cfg.vol_span)  # (n, 3)
-        ZA = torch.as_tensor(np.nan_to_num((RA - mean) / std).reshape(-1), dtype=torch.float32)
-        if cfg.critic_data == "counterfactual":
-            idx = torch.as_tensor(np.flatnonzero(np.repeat(valid, N_ACTIONS)))  # 3t + a
-        else:
-            idx = torch.as_tensor(np.flatnonzero(valid)) * N_ACTIONS + A[torch.as_tensor(valid)]
-        SA = torch.arange(N_ACTIONS).repeat(X.shape[0])  # (3n,) action of index 3t + a
-        critic = model.critic.train()
-        opt = torch.optim.AdamW(critic.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        bs = 4 * cfg.batch_size
-        for epoch in range(cfg.critic_epochs):
-            perm = idx[torch.randperm(idx.numel(), generator=g)]
-            tot = 0.0
-            for s in range(0, perm.numel(), bs):
-                b = perm[s : s + bs]
-                mu, log_std = critic(X[b // N_ACTIONS], SA[b])
-                nll = critic_nll(mu, log_std, ZA[b])
-                opt.zero_grad(set_to_none=True)
-                nll.backward()
-                opt.step()
-                tot += float(nll.detach()) * b.numel()
-            history.append({"stage": "critic", "epoch": epoch + 1, "nll": tot / perm.numel()})
-            if progress:
-                progress(epoch + 1, total)
-        critic.eval()
-        for p in critic.parameters():
-            p.requires_grad_(False)
-        with torch.no_grad():
-            MU, SIG = critic.all_actions(X)  # (n, 3) each, frozen guidance
-
-        # 2. policy: weighted CE + lambda * asymmetric critic guidance
-        policy = model.policy.train()
-        opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        starts_t = torch.as_tensor(starts)
-        per_epoch = starts.size if cfg.windows_per_epoch == 0 else min(cfg.windows_per_epoch, starts.size)
-        steps = cfg.epochs * math.ceil(per_epoch / cfg.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.1
-        )
-        cw = model.class_weight
-        offs = torch.arange(K)
-        for epoch in range(cfg.epochs):
-            perm = starts_t[torch.randperm(starts_t.numel(), generator=g)[:per_epoch]]
-            sums = np.zeros(3)
-            for s in range(0, perm.numel(), cfg.batch_size):
-                rows = perm[s : s + cfg.batch_size, None] + offs  # (B, K) bar indices
-                a = A[rows]  # (B, K) behaviour actions
-                z = Z[rows]  # (B, K) standardised RTG
-                if cfg.rtg_noise > 0:
-                    z = z + cfg.rtg_noise * torch.randn(z.shape, generator=g)
-                if cfg.action_tokens == "policy":  # the policy's own greedy actions, no gradient
-                    policy.eval()
-                    with torch.no_grad():
-                        own = policy(z, X[rows], torch.full_like(a, UNKNOWN_ACTION)).argmax(-1)
-                    policy.train()
-                else:
-                    own = a
-                shown = torch.where(
-                    torch.rand(a.shape, generator=g) < cfg.action_dropout, UNKNOWN_ACTION, own
-                )
-                logits = policy(z, X[rows], shown)  # (B, K, 3)
-                ce = F.cross_entropy(logits.reshape(-1, N_ACTIONS), a.reshape(-1), weight=cw)
-                guide = guidance_loss(logits, z, MU[rows], SIG[rows], cfg.asymmetry)
-                loss = ce + cfg.guidance_weight * guide
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                parts = [float(loss.detach()), float(ce.detach()), float(guide.detach())]
-                sums += rows.shape[0] * np.array(parts)
-            sums /= max(perm.numel(), 1)
-            history.append({"stage": "policy", "epoch": epoch + 1, "loss": float(sums[0]),
-                            "ce": float(sums[1]), "guidance": float(sums[2]),
-                            "seconds": round(time.perf_counter() - t0, 2)})
-            if progress:
-                progress(cfg.critic_epochs + epoch + 1, total)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model.eval()
-        zv = np.sort((Rv - mean) / std)
-        if cfg.rtg_quantile is not None:
-            target = float(np.quantile(zv, cfg.rtg_quantile))
-            calibration = None
-        else:
-            cal = X[-min(cfg.calibration_bars, X.shape[0]) :]
-            target, calibration = _calibrate_target(model, cal, zv, cfg.hold_share)
-        model.target_rtg.fill_(target)
-    model.info = {
-        "train_source": train.source,
-        "train_content_hash": train.content_hash,
-        "feature_names": list(train.feature_names),
-        "usable_bars": int(valid.sum()),
-        "windows": int(starts.size),
-        "windows_per_epoch": int(per_epoch),
-        "behaviour_shares": {c: float(share[i]) for i, c in enumerate(CLASS_NAMES)},
-        "rtg_mean": mean,
-        "rtg_std": std,
-        "target_rtg": float(model.target_rtg) * std + mean,
-        "target_quantile": float(np.searchsorted(zv, float(model.target_rtg), side="right") / zv.size),
-        "calibration": calibration,
-        "history": history,
-        "train_seconds": round(time.perf_counter() - t0, 2),
-    }
-    return model
-
-
-# ----------------------------------------------------------------------------- inference
-
-
-def _window_logits(
-    net: CGDT, X: torch.Tensor, acts: torch.Tensor, ends: torch.Tensor, target: torch.Tensor, bs: int,
-) -> torch.Tensor:
-    """Logits for bars ``ends`` (each >= K-1) from full windows, the earlier actions from ``acts``."""
-    K = net.config.context
-    rows = ends[:, None] - (K - 1) + torch.arange(K)  # (m, K)
-    out = torch.empty((ends.numel(), N_ACTIONS))
-    for s in range(0, ends.numel(), bs):
-        r = rows[s : s + bs]
-        a = acts[r].clone()
-        a[:, -1] = UNKNOWN_ACTION  # a_t comes after s_t: invisible to it, filled for shape
-        out[s : s + r.shape[0]] = net(target.expand(r.shape), X[r], a)[:, -1]
-    return out
-
-
-def _predict_features(
-    net: CGDT, X: torch.Tensor, target: torch.Tensor, batch_size: int = 512,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """(logits (n, 3), short_history (n,)) of the autoregressive policy on features X (n, D)."""
-    K = net.config.context
-    n = X.shape[0]
-    acts = torch.full((n,), UNKNOWN_ACTION, dtype=torch.long)
-    logits = torch.empty((n, N_ACTIONS))
-    short = np.arange(n) < K - 1
-
-    # bars 0 .. K-2: the history they have, one at a time (each needs the previous actions)
-    head = min(K - 1, n)
-    for t in range(head):
-        a = acts[None, : t + 1].clone()
-        a[0, -1] = UNKNOWN_ACTION
-        logits[t] = net(target.expand(1, t + 1), X[None, : t + 1], a)[0, -1]
-        acts[t] = logits[t].argmax()
-    if progress and head:
-        progress(head, n)
-    if n < K:
-        return logits, short
-
-    # bars K-1 .. n-1: fixed-point iteration of a_t = argmax f(a_{t-K+1} .. a_{t-1}, states)
-    ends = torch.arange(K - 1, n)
-    dirty = torch.ones(ends.numel(), dtype=torch.bool)
-    rounds, limit = 0, ends.numel() + 2
-    while True:
-        while dirty.any():
-            rounds += 1
-            if rounds > limit:  # cannot happen: each round settles at least the first dirty bar
-                raise FlagcoreError(f"CGDT prediction did not settle after {limit} rounds")
-            todo = ends[dirty]
-            new = _window_logits(net, X, acts, todo, target, batch_size).argmax(-1)
-            changed = torch.zeros(n)
-            changed[todo] = (new != acts[todo]).float()
-            acts[todo] = new
-            dirty = _affected(changed, K)[K - 1 :]
-        # final pass in a fixed batch layout: the logits do not depend on the iteration path
-        final = _window_logits(net, X, acts, ends, target, batch_size)
-        new = final.argmax(-1)
-        if torch.equal(new, acts[K - 1 :]):
-            break
-        changed = torch.zeros(n)  # a last-bit difference flipped a near-tie: settle it again
-        changed[K - 1 :] = (new != acts[K - 1 :]).float()
-        acts[K - 1 :] = new
-        dirty = _affected(changed, K)[K - 1 :]
-    logits[K - 1 :] = final
-    if progress:
-        progress(n, n)
-    return logits, short
-
-
-@torch.inference_mode()
-def predict_cgdt(
-    model: CGDT, ds: Dataset, progress: Callable[[int, int], None] | None = None, *,
-    batch_size: int = 512,
-) -> Predictions:
-    """Logits for every bar of ``ds``, autoregressive on the policy's own earlier actions.
-
-    Uses ``ds.features`` only (no close, no label). ``progress(done, total)`` is called as bars
-    are settled. Equal to predicting bar by bar (see the module docstring); deterministic.
-    """
-    if not isinstance(model, CGDT):
-        raise FlagcoreError(f"expected a CGDT model, got {type(model).__name__}")
-    net = model.eval()
-    cfg = net.config
-    x = np.asarray(ds.features)
-    if x.ndim != 2 or x.shape[1] != cfg.state_dim:
-        raise FlagcoreError(
-            f"{ds.source}: features of shape {x.shape} do not fit CGDT state_dim {cfg.state_dim}"
-        )
-    if not np.isfinite(x).all():
-        raise FlagcoreError(f"{ds.source}: features hold NaN or infinite values")
-    if x.shape[0] == 0:
-        raise FlagcoreError(f"{ds.source}: no bars to predict")
-    if batch_size < 1:
-        raise FlagcoreError(f"batch_size must be >= 1, got {batch_size}")
-    X = torch.as_tensor(x, dtype=torch.float32)
-    logits, short = _predict_features(net, X, net.target_rtg, batch_size, progress)
-    return from_logits(logits.numpy(), short, cfg.context)
-
-
-@torch.inference_mode()
-def _calibrate_target(net: CGDT, X: torch.Tensor, zv: np.ndarray, hold_share: float) -> tuple[float, dict]:
-    """The standardised target at which the policy holds ``hold_share`` of the bars X, by bisection.
-
-    The HOLD share falls as the target rises (a high return is what acting earns), so bisection
-    between the 1% and 99% quantiles of the training RTGs ``zv``; 10 steps.
-    """
-    def share(z: float) -> float:
-        logits, _ = _predict_features(net, X, torch.tensor(z, dtype=torch.float32))
-        return float((logits.argmax(-1) == 1).float().mean())
-
-    lo, hi = float(np.quantile(zv, 0.01)), float(np.quantile(zv, 0.99))
-    s_lo, s_hi = share(lo), share(hi)
-    if s_lo > hold_share and s_hi < hold_share:
-        for _ in range(10):  # invariant: share(lo) > hold_share >= share(hi)
-            mid = 0.5 * (lo + hi)
-            s_mid = share(mid)
-            if s_mid > hold_share:
-                lo, s_lo = mid, s_mid
-            else:
-                hi, s_hi = mid, s_mid
-    # the closer end (the share can jump: the policy's HOLD decision is sharp in the target)
-    z, s = (lo, s_lo) if abs(s_lo - hold_share) <= abs(s_hi - hold_share) else (hi, s_hi)
-    return z, {"bars": int(X.shape[0]), "hold_share_wanted": hold_share, "hold_share": s}
-
-
-def _affected(changed: torch.Tensor, K: int) -> torch.Tensor:
-    """Bars t whose earlier window bars t-K+1 .. t-1 hold a changed action: (n,) bool."""
-    if K == 1:
-        return torch.zeros_like(changed, dtype=torch.bool)
-    padded = F.pad(changed[None, None], (K - 1, 0))[..., :-1]  # out[t] sums changed[t-K+1 .. t-1]
-    return F.conv1d(padded, torch.ones(1, 1, K - 1))[0, 0] > 0
-
-
-def predict_cgdt_sequential(model: CGDT, ds: Dataset) -> Predictions:
-    """The bar-by-bar recursion ``predict_cgdt`` computes in batches; slow, for checking."""
-    net = model.eval()
-    K = net.config.context
-    X = torch.as_tensor(np.asarray(ds.features), dtype=torch.float32)
-    n = X.shape[0]
-    acts = torch.full((n,), UNKNOWN_ACTION, dtype=torch.long)
-    logits = torch.empty((n, N_ACTIONS))
-    with torch.inference_mode():
-        for t in range(n):
-            lo = max(0, t - K + 1)
-            a = acts[None, lo : t + 1].clone()
-            a[0, -1] = UNKNOWN_ACTION
-            logits[t] = net(net.target_rtg.expand(1, t + 1 - lo), X[None, lo : t + 1], a)[0, -1]
-            acts[t] = logits[t].argmax()
-    return from_logits(logits.numpy(), np.arange(n) < K - 1, K)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_cgdt(model: CGDT, path: str | os.PathLike) -> Path:
-    """Write ``model`` as one safetensors file with a JSON header, atomically."""
-    if not isinstance(model, CGDT):
-        raise FlagcoreError(f"save_cgdt expects a CGDT model, got {type(model).__name__}")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    header = {
-        "format": FORMAT,
-        "config": json.dumps(model.config.to_dict()),
-        "meta": json.dumps({"class_order": list(CLASS_NAMES), "info": model.info}),
-    }
-    return write_safetensors(tensors, path, header)
-
-
-def load_cgdt(path: str | os.PathLike) -> CGDT:
-    """A CGDT saved by ``save_cgdt``, in eval mode; any other file is refused with FlagcoreError."""
-    from safetensors import SafetensorError, safe_open
-
-    p = Path(path)
-    if not p.exists():
-        raise FlagcoreError(f"{p}: no such CGDT checkpoint")
-    if p.is_dir():
-        raise FlagcoreError(f"{p}: is a folder, expected a CGDT .safetensors file")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise FlagcoreError(
-            f"{p}: not a CGDT checkpoint (not a readable safetensors file: {first})"
-        ) from None
-    if header.get("format") != FORMAT:
-        raise FlagcoreError(
-            f"{p}: not a CGDT checkpoint (header format {header.get('format')!r}, expected {FORMAT!r})"
-        )
-    try:
-        cfg = CGDTConfig.from_dict(json.loads(header["config"]))
-        meta = json.loads(header.get("meta", "{}"))
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise FlagcoreError(f"{p}: CGDT header is damaged ({type(e).__name__}: {e})") from None
-    except FlagcoreError as e:
-        raise FlagcoreError(f"{p}: {e}") from None
-    if tuple(meta.get("class_order", CLASS_NAMES)) != CLASS_NAMES:
-        raise FlagcoreError(f"{p}: class order {meta.get('class_order')} differs from {list(CLASS_NAMES)}")
-    model = CGDT(cfg)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    extra = [k for k in tensors if k not in expected]
-    if missing or extra:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
-        raise FlagcoreError(f"{p}: tensors do not match the CGDT architecture ({what})")
-    for k, v in expected.items():
-        t = tensors[k]
-        if tuple(t.shape) != tuple(v.shape) or t.dtype != v.dtype:
-            raise FlagcoreError(
-                f"{p}: tensor {k!r} is {t.dtype} {tuple(t.shape)}, expected {v.dtype} {tuple(v.shape)}"
-            )
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise FlagcoreError(f"{p}: tensor {k!r} holds NaN or infinite values")
-    model.load_state_dict(tensors, strict=True)
-    model.info = dict(meta.get("info", {}))
-    for q in model.parameters():
-        q.requires_grad_(False)
-    return model.eval()
-
-
-def describe_cgdt(model: CGDT) -> dict:
-    """Config, parameter counts and the inference target, for reports."""
-    n_pol = sum(p.numel() for p in model.policy.parameters())
-    n_cri = sum(p.numel() for p in model.critic.parameters())
-    return {
-        "config": model.config.to_dict(),
-        "policy_params": n_pol,
-        "critic_params": n_cri,
-        "target_rtg": float(model.target_rtg * model.rtg_std + model.rtg_mean),
-        "class_weight": [float(w) for w in model.class_weight],
-    }
+def __getattr__(name: str) -> Any:
+    """The names that moved out of this module, looked up where they live now (PEP 562)."""
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

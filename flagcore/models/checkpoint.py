@@ -20,24 +20,26 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel
 
+from flagcore.data.tables import first_line
 from flagcore.errors import FlagcoreError
-from flagcore.models.flag_trader import (
-    CLASS_NAMES,
-    FlagTraderConfig,
-    base_network,
-    build_model,
-    count_parameters,
+from flagcore.models.flag_trader import FlagTraderConfig, base_network, build_model, count_parameters
+from flagcore.models.safetensors_file import (
+    CGDT_FORMAT,
+    FLAG_TRADER_FORMAT,
+    header_format,
+    read_safetensors,
+    write_safetensors,
 )
+from flagcore.vocab import CLASS_NAMES, N_CLASSES
 
-FORMAT = "flagcore-checkpoint/1"
-CGDT_FORMAT = "flagcore-cgdt/1"
+FORMAT = FLAG_TRADER_FORMAT
 WEIGHTS_FILE = "model.safetensors"
 PEFT_PREFIX = "base_model.model."
 # The reviewed code fixes LoRA's alpha at 16 whatever the rank.
@@ -132,38 +134,16 @@ def save_checkpoint(
     return write_safetensors(tensors, path, header)
 
 
-def write_safetensors(tensors: dict, path: str | os.PathLike, header: dict) -> Path:
-    """Write a safetensors file atomically: a crash leaves the old file or none, never half of one."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def _strip_prefix(key: str) -> str:
     return key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
 
 
 def _read_flagcore(path: Path) -> tuple[dict, FlagTraderConfig, CheckpointMeta]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise FlagcoreError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+    header, tensors = read_safetensors(path)
     if header.get("format") == CGDT_FORMAT:
-        raise FlagcoreError(f"{path}: a CGDT checkpoint, not FLAG-TRADER (read it with flagcore.models.cgdt.load_cgdt)")
+        raise FlagcoreError(
+            f"{path}: a CGDT checkpoint, not FLAG-TRADER (read it with flagcore.models.cgdt_file.load_cgdt)"
+        )
     if header.get("format") != FORMAT:
         raise FlagcoreError(
             f"{path}: safetensors file without a flagcore header (format {header.get('format')!r})"
@@ -178,7 +158,7 @@ def _read_flagcore(path: Path) -> tuple[dict, FlagTraderConfig, CheckpointMeta]:
             provenance=dict(m.get("provenance", {})),
         )
     except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise FlagcoreError(f"{path}: flagcore header is damaged ({_first_line(e)})") from None
+        raise FlagcoreError(f"{path}: flagcore header is damaged ({first_line(e)})") from None
     if tuple(meta.class_order) != CLASS_NAMES:
         raise FlagcoreError(
             f"{path}: class order {meta.class_order} differs from {list(CLASS_NAMES)}"
@@ -193,14 +173,14 @@ def _torch_load_weights_only(path: Path):
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        what = _first_line(e).split("Unsupported global:")[-1].strip()[:120]
+        what = first_line(e).split("Unsupported global:")[-1].strip()[:120]
         raise FlagcoreError(
             f"{path}: refused: the file needs full unpickling, which can run arbitrary code "
             f"({what}); only tensors and plain values are read"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, struct.error) as e:
         raise FlagcoreError(
-            f"{path}: not a readable torch checkpoint, truncated or corrupt ({_first_line(e)})"
+            f"{path}: not a readable torch checkpoint, truncated or corrupt ({first_line(e)})"
         ) from None
 
 
@@ -280,7 +260,7 @@ def infer_config(
     if d_pos != d_model:
         raise FlagcoreError(f"{path}: pos_embedding width {d_pos} != state_embedding width {d_model}")
     heads = num_heads or int(container_config.get("num_heads", REVIEWED_NUM_HEADS))
-    inferred = {
+    inferred: dict[str, Any] = {
         "state_dim": state_dim, "action_dim": action_dim, "max_length": max_length,
         "d_model": d_model, "num_layers": len(blocks), "ff_dim": ff_dim, "lora_rank": lora_rank,
     }
@@ -292,7 +272,7 @@ def infer_config(
             raise FlagcoreError(
                 f"{path}: config says {key}={value} but the tensors give {inferred[name]}"
             )
-    if action_dim != len(CLASS_NAMES):
+    if action_dim != N_CLASSES:
         raise FlagcoreError(f"{path}: action_head has {action_dim} outputs, expected 3 (SELL, HOLD, BUY)")
     alpha = float(container_config.get("lora_alpha", REVIEWED_LORA_ALPHA))
     win = window or int(container_config.get("window", min(DEFAULT_WINDOW, max_length)))
@@ -324,16 +304,10 @@ def file_kind(path: Path) -> str:
 
 def is_cgdt(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a CGDT checkpoint (flagcore.models.cgdt), judged by its safetensors header."""
-    from safetensors import SafetensorError, safe_open
-
     p = Path(path)
     if not p.is_file() or file_kind(p) != "safetensors":
         return False
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == CGDT_FORMAT
-    except (SafetensorError, OSError, ValueError):
-        return False
+    return header_format(p) == CGDT_FORMAT
 
 
 def _resolve(path: str | os.PathLike) -> Path:
@@ -404,7 +378,7 @@ def load_checkpoint(
     ``model.checkpoint_info`` holds the config, feature names, padding, provenance and file hash.
     """
     model, info = read_checkpoint(path, num_heads=num_heads, window=window)
-    model.checkpoint_info = info
+    model.checkpoint_info = info  # type: ignore[assignment]  # a plain attribute, not a submodule
     if device is not None:
         model.to(device)
     return model.eval()
@@ -427,7 +401,3 @@ def checkpoint_summary(path: str | os.PathLike, **kw) -> dict:
     total, trainable = count_parameters(model)
     return {**info.to_dict(), "total_params": total, "trainable_params": trainable}
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]

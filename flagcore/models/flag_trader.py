@@ -14,7 +14,7 @@ The action is read at the last position. LoRA sits on the six Linear layers of e
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from flagcore.errors import FlagcoreError
+from flagcore.models.config_dict import ConfigDict
+from flagcore.vocab import CLASS_NAMES
 
-CLASS_NAMES = ("SELL", "HOLD", "BUY")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "ffn.0", "ffn.3")
 # Parameters the reviewed code trains besides LoRA; peft freezes them, we unfreeze them by name.
 NON_LORA_TRAINABLE = ("state_embedding", "pos_embedding", "norm1", "norm2", "output_norm", "action_head",
@@ -31,7 +32,7 @@ NON_LORA_TRAINABLE = ("state_embedding", "pos_embedding", "norm1", "norm2", "out
 
 
 @dataclass(frozen=True)
-class FlagTraderConfig:
+class FlagTraderConfig(ConfigDict):
     state_dim: int = 60  # model inputs per bar; fewer real features are zero-padded on the right
     action_dim: int = 3  # SELL, HOLD, BUY
     d_model: int = 768
@@ -71,17 +72,6 @@ class FlagTraderConfig:
     @property
     def lora_scaling(self) -> float:
         return self.lora_alpha / self.lora_rank
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FlagTraderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise FlagcoreError(f"config: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
 
 
 PRESETS: dict[str, FlagTraderConfig] = {
@@ -177,11 +167,11 @@ class FlagTrader(nn.Module):
         last block computes its query, feed-forward and norms for the last position alone.
         """
         B, T, D = states.shape
-        if D != self.config.state_dim:
+        if self.config.state_dim != D:
             raise FlagcoreError(
                 f"model expects {self.config.state_dim} features per bar, got {D}"
             )
-        if T > self.config.max_length:
+        if self.config.max_length < T:
             raise FlagcoreError(
                 f"window of {T} bars exceeds the model's max_length {self.config.max_length}"
             )
@@ -202,7 +192,7 @@ class FlagTrader(nn.Module):
 def lora_config(cfg: FlagTraderConfig) -> LoraConfig:
     return LoraConfig(
         r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
+        lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft takes a float alpha too
         target_modules=list(LORA_TARGETS),
         lora_dropout=0.0,
         bias="none",

@@ -20,6 +20,10 @@ import torch
 
 from flagcore.errors import FlagcoreError
 from flagcore.models.flag_trader import base_network, merged_copy
+from flagcore.vocab import CLASS_NAMES, LOGIT_COLUMNS, N_CLASSES
+
+# the probability columns of a predictions file (``predictions_frame``)
+PROBABILITY_COLUMNS = tuple(f"prob_{c.lower()}" for c in CLASS_NAMES)
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.action)
 
-    def since(self, start: int) -> "Predictions":
+    def since(self, start: int) -> Predictions:
         """The predictions from bar ``start`` on (for example a dataset's evaluation period)."""
         return Predictions(self.logits[start:], self.probs[start:], self.action[start:],
                            self.confidence[start:], self.short_history[start:], self.window)
@@ -122,13 +126,11 @@ def predictions_frame(timestamps, pred: Predictions):
     """A table with one row per bar: timestamp, logits, probabilities, action, confidence."""
     import pandas as pd
 
-    from flagcore.models.flag_trader import CLASS_NAMES
-
     out = pd.DataFrame({"timestamp": timestamps})
-    for j, c in enumerate(CLASS_NAMES):
-        out[f"logit_{c.lower()}"] = pred.logits[:, j]
-    for j, c in enumerate(CLASS_NAMES):
-        out[f"prob_{c.lower()}"] = pred.probs[:, j]
+    for j, col in enumerate(LOGIT_COLUMNS):
+        out[col] = pred.logits[:, j]
+    for j, col in enumerate(PROBABILITY_COLUMNS):
+        out[col] = pred.probs[:, j]
     out["action"] = np.asarray(CLASS_NAMES)[pred.action]
     out["confidence"] = pred.confidence
     out["short_history"] = pred.short_history
@@ -137,10 +139,8 @@ def predictions_frame(timestamps, pred: Predictions):
 
 def action_summary(pred: Predictions, labels: np.ndarray | None = None) -> dict:
     """Counts and shares of each action, confidence statistics, and accuracy where labels exist."""
-    from flagcore.models.flag_trader import CLASS_NAMES
-
     n = len(pred)
-    counts = np.bincount(pred.action, minlength=3)
+    counts = np.bincount(pred.action, minlength=N_CLASSES)
     out = {
         "bars": n,
         "action_counts": {c: int(counts[j]) for j, c in enumerate(CLASS_NAMES)},

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import LOSSES
 
 DEFAULT_ROOT = Path("data") / "demo"
 
@@ -39,11 +40,10 @@ class DemoPlan:
     settings: dict = field(default_factory=dict)
 
 
-FULL = DemoPlan("demo", "2020-01-01", 9073, ("ce", "weighted", "focal", "logit_adjusted", "oversample", "multitask"),
-                windows_per_epoch=8000, epochs=5, cgdt_epochs=3, cgdt_windows=6144, cgdt_critic_epochs=2,
-                walk_forward=True)
-QUICK = DemoPlan("demo-quick", "2024-01-01", 1500, ("ce", "weighted", "focal"), windows_per_epoch=3000, epochs=3,
-                 cgdt_epochs=2, cgdt_windows=1024, cgdt_critic_epochs=1, walk_forward=False)
+FULL = DemoPlan("demo", "2020-01-01", 9073, LOSSES, windows_per_epoch=8000, epochs=5, cgdt_epochs=3,
+                cgdt_windows=6144, cgdt_critic_epochs=2, walk_forward=True)
+QUICK = DemoPlan("demo-quick", "2024-01-01", 1500, ("ce", "weighted", "focal"), windows_per_epoch=3000,
+                 epochs=3, cgdt_epochs=2, cgdt_windows=1024, cgdt_critic_epochs=1, walk_forward=False)
 
 Progress = Callable[[str, float], None]
 
@@ -55,9 +55,6 @@ def _noop(stage: str, frac: float) -> None:
 def build_demo(store, *, quick: bool = False, root: str | Path | None = None, progress: Progress = _noop,
                device: str | None = None, workers: int | None = None) -> dict:
     """Build (or reuse) every artifact of the demo and its evaluated run; returns what was done."""
-    from flagcore.data.dataset import write_dataset
-    from flagcore.data.features import build_datasets
-    from flagcore.data.market import TEST_START, demo_market
     from flagcore.pipeline.evaluate import EvaluateSettings, evaluate
 
     plan = QUICK if quick else FULL
@@ -66,55 +63,87 @@ def build_demo(store, *, quick: bool = False, root: str | Path | None = None, pr
     d = base / ("quick" if quick else "full")
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    steps: dict[str, str] = {}
+    paths = DemoPaths(d, plan)
+    steps: dict[str, str] = {"data": _build_data(paths, plan, progress)}
+    steps.update(_train_models(paths, plan, device, workers, progress))
 
-    market, train_p, test_p = d / "market.parquet", d / "train.parquet", d / "test.parquet"
-    if not (market.exists() and train_p.exists() and test_p.exists()):
-        progress("market and features", 0.0)
-        bars = demo_market(train_start=pd.Timestamp(plan.train_start, tz="UTC"), test_bars=plan.test_bars)
-        sets = build_datasets(bars, test_start=TEST_START, source=str(market))
-        for k, (df, meta) in sets.items():
-            write_dataset(df, d / f"{k}.parquet", **meta)
-        write_dataset(bars, market)  # last: its presence marks the step done
-        steps["data"] = "built"
-    else:
-        steps["data"] = "reused"
-
-    # training runs as tasks in worker processes: the demo models are small, and two one-thread
-    # processes get more from two cores than one process with two threads
-    models = {loss: d / "models" / loss for loss in plan.losses}
-    wf_path = d / "models" / "walk_forward" / "predictions.parquet"
-    cgdt_path = d / "models" / "cgdt" / "cgdt.safetensors"
-    tasks: dict[str, tuple] = {}
-    if not cgdt_path.exists():
-        tasks["cgdt"] = ("cgdt", str(train_p), str(cgdt_path), plan, device)
-    for loss in plan.losses:
-        if not (models[loss] / "model.safetensors").exists():
-            tasks[f"train {loss}"] = ("train", str(train_p), str(models[loss]), plan, device, loss)
-    wf_task = ("walk_forward", str(models["weighted"]), str(test_p), str(wf_path), device)
-    wanted_wf = plan.walk_forward and not wf_path.exists()
-    total = len(tasks) + int(wanted_wf)
-    for name in [f"train {loss}" for loss in plan.losses] + ["cgdt"]:
-        steps[name] = "trained" if name in tasks else "reused"
+    retrained = [str(paths.models[loss]) for loss in plan.losses if loss != "ce"]
     if plan.walk_forward:
+        retrained.append(f"walk_forward={paths.walk_forward}")
+    progress("evaluating", 0.0)
+    res = evaluate(paths.models["ce"], paths.test, store=store, train_data=paths.train, partner=paths.cgdt,
+                   retrained=retrained, name=plan.name, settings=EvaluateSettings(device=device),
+                   progress=progress, reuse=True)
+    steps["evaluate"] = "reused" if res["reused"] else "evaluated"
+    return {"run_id": res["run_id"], "steps": steps, "root": str(d),
+            "seconds": round(time.perf_counter() - t0, 1), "inference": res["inference"]}
+
+
+class DemoPaths:
+    """Where the demo's artifacts lie under its folder ``d``."""
+
+    def __init__(self, d: Path, plan: DemoPlan):
+        self.market, self.train, self.test = d / "market.parquet", d / "train.parquet", d / "test.parquet"
+        self.models = {loss: d / "models" / loss for loss in plan.losses}
+        self.walk_forward = d / "models" / "walk_forward" / "predictions.parquet"
+        self.cgdt = d / "models" / "cgdt" / "cgdt.safetensors"
+
+
+def _build_data(paths: DemoPaths, plan: DemoPlan, progress: Progress) -> str:
+    """The market and its training and test datasets: "built", or "reused" when all three exist."""
+    from flagcore.data.dataset import write_dataset
+    from flagcore.data.features import build_datasets
+    from flagcore.data.market import TEST_START, demo_market
+
+    if paths.market.exists() and paths.train.exists() and paths.test.exists():
+        return "reused"
+    progress("market and features", 0.0)
+    bars = demo_market(train_start=pd.Timestamp(plan.train_start, tz="UTC"), test_bars=plan.test_bars)
+    sets = build_datasets(bars, test_start=TEST_START, source=str(paths.market))
+    for k, (df, meta) in sets.items():
+        write_dataset(df, paths.market.parent / f"{k}.parquet", **meta)
+    write_dataset(bars, paths.market)  # last: its presence marks the step done
+    return "built"
+
+
+def _train_models(paths: DemoPaths, plan: DemoPlan, device: str | None, workers: int,
+                  progress: Progress) -> dict[str, str]:
+    """Train the models that are missing, as tasks; returns each one's step ("trained" or "reused").
+
+    Training runs as tasks in worker processes: the demo models are small, and two one-thread
+    processes get more from two cores than one process with two threads. The walk-forward task
+    starts once the class-weighted model it starts from is trained.
+    """
+    from flagcore.training.tasks import Placement, run_tasks
+
+    tasks: dict[str, tuple] = {}
+    if not paths.cgdt.exists():
+        tasks["cgdt"] = ("cgdt", str(paths.train), str(paths.cgdt), plan, device)
+    for loss in plan.losses:
+        if not (paths.models[loss] / "model.safetensors").exists():
+            tasks[f"train {loss}"] = ("train", str(paths.train), str(paths.models[loss]), plan, device, loss)
+    names = [f"train {loss}" for loss in plan.losses]
+    steps = {name: "trained" if name in tasks else "reused" for name in names}
+    steps["cgdt"] = "trained" if "cgdt" in tasks else "reused"
+    if plan.walk_forward:
+        wanted_wf = not paths.walk_forward.exists()
         steps["walk-forward"] = "trained" if wanted_wf else "reused"
+        if wanted_wf:
+            tasks["walk-forward"] = ("walk_forward", str(paths.models["weighted"]), str(paths.test),
+                                     str(paths.walk_forward), device)
+    keys = list(tasks)
+    after = None  # walk-forward waits for the class-weighted model when that is trained too
+    if "walk-forward" in tasks and "train weighted" in tasks:
+        after = {keys.index("walk-forward"): keys.index("train weighted")}
+    total = len(tasks)
     if total:
         progress(f"training {total} models", 0.0)
-        _run_tasks(tasks, wf_task if wanted_wf else None, workers,
-                   lambda done: progress(f"training {total} models", done / total))
-
-    retrained = [str(models[loss]) for loss in plan.losses if loss != "ce"]
-    if plan.walk_forward:
-        retrained.append(f"walk_forward={wf_path}")
-    progress("evaluating", 0.0)
-    res = evaluate(models["ce"], test_p, store=store, train_data=train_p, partner=cgdt_path, retrained=retrained,
-                   name=plan.name, settings=EvaluateSettings(device=device), progress=progress, reuse=True)
-    steps["evaluate"] = "reused" if res["reused"] else "evaluated"
-    return {"run_id": res["run_id"], "steps": steps, "root": str(d), "seconds": round(time.perf_counter() - t0, 1),
-            "inference": res["inference"]}
+        run_tasks(_task, list(tasks.values()), placement=Placement(workers=workers), after=after,
+                  progress=lambda done, n: progress(f"training {total} models", done / total))
+    return steps
 
 
-def _task(task: tuple) -> str:
+def _task(shared: None, task: tuple) -> str:
     """One training task, in a worker process (or in this one with a single worker)."""
     kind = task[0]
     if kind == "train":
@@ -129,44 +158,11 @@ def _task(task: tuple) -> str:
     return kind
 
 
-def _run_tasks(tasks: dict[str, tuple], wf_task: tuple | None, workers: int, on_done: Callable[[int], None]) -> None:
-    """Run the tasks, then walk-forward as soon as the class-weighted model it starts from exists."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    wf_start = None if wf_task is None else Path(wf_task[1]) / "model.safetensors"
-    done = 0
-    if workers == 1:
-        for t in list(tasks.values()) + ([wf_task] if wf_task else []):
-            _task(t)
-            done += 1
-            on_done(done)
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    from flagcore.training.tasks import worker_context
-    from flagcore.training.tasks import worker_init
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=worker_init,
-                             initargs=(threads, os.getpid())) as pool:
-        pending = {pool.submit(_task, t) for t in tasks.values()}
-        if wf_task is not None and wf_start.exists():
-            pending.add(pool.submit(_task, wf_task))
-            wf_task = None
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished:
-                f.result()  # re-raise a worker's error here
-                done += 1
-                on_done(done)
-            if wf_task is not None and wf_start.exists():
-                pending.add(pool.submit(_task, wf_task))
-                wf_task = None
-
-
 def _train(train_p: Path, out: Path, loss: str, plan: DemoPlan, device) -> None:
-    from flagcore.models.checkpoint import save_checkpoint
     from flagcore.data.dataset import load_dataset
+    from flagcore.models.checkpoint import save_checkpoint
     from flagcore.models.flag_trader import preset
-    from flagcore.training.train import TrainConfig, train_model
+    from flagcore.training.loop import TrainConfig, train_model
 
     mcfg = preset("demo")
     ds = load_dataset(train_p, state_dim=mcfg.state_dim)
@@ -177,26 +173,22 @@ def _train(train_p: Path, out: Path, loss: str, plan: DemoPlan, device) -> None:
 
 
 def _walk_forward(start: Path, test_p: Path, out: Path) -> None:
-    import numpy as np
-
+    from flagcore.data.dataset import load_dataset
     from flagcore.models.checkpoint import load_checkpoint
-    from flagcore.data.dataset import load_dataset, write_dataset
-    from flagcore.models.inference import from_logits, predictions_frame
-    from flagcore.training.train import walk_forward
+    from flagcore.training.walk_forward import walk_forward, write_predictions
 
     model = load_checkpoint(start)
     ds = load_dataset(test_p, state_dim=model.checkpoint_info.config.state_dim)
     logits, _, _ = walk_forward(model, ds)
-    pred = from_logits(logits, np.zeros(len(logits), bool), model.checkpoint_info.config.window)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.parquet")
-    write_dataset(predictions_frame(ds.timestamps[ds.eval_index:], pred), tmp, walk_forward={"start": str(start)})
-    tmp.replace(out)
+    window = model.checkpoint_info.config.window
+    write_predictions(ds, logits, window, out, walk_forward={"start": str(start)})
 
 
 def _train_cgdt(train_p: Path, out: Path, plan: DemoPlan) -> None:
-    from flagcore.models.cgdt import CGDTConfig, save_cgdt, train_cgdt
     from flagcore.data.dataset import load_dataset
+    from flagcore.models.cgdt import CGDTConfig
+    from flagcore.models.cgdt_file import save_cgdt
+    from flagcore.training.cgdt import train_cgdt
 
     cfg = CGDTConfig(epochs=plan.cgdt_epochs, windows_per_epoch=plan.cgdt_windows,
                      critic_epochs=plan.cgdt_critic_epochs)

@@ -14,6 +14,10 @@ the items' order, wherever the tasks ran, so the caller's results do not depend 
   cluster with the tasks (Ray's ``py_modules``); torch and the other dependencies must be installed
   on its nodes.
 
+``after`` orders tasks that depend on each other: ``after={i: j}`` starts item i only once item j
+has finished (the demo's walk-forward task starts from the model another task trains). The results
+still come back in the items' order.
+
 ``fn`` must be a module-level function (it is pickled by reference), and scripts that call this with
 ``workers > 1`` need the usual ``if __name__ == "__main__":`` guard, as with any start method but fork.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +66,8 @@ class Placement:
 
 # what every worker imports anyway (torch and peft take about 5 s on 2 cores): imported once, in
 # the server the workers are forked from, instead of in every spawned worker
-PRELOAD = ["flagcore.training.train", "flagcore.models.inference", "flagcore.models.cgdt"]
+PRELOAD = ["flagcore.training.loop", "flagcore.training.walk_forward", "flagcore.training.cpcv",
+           "flagcore.training.cgdt", "flagcore.models.inference", "flagcore.models.checkpoint"]
 
 
 def worker_context():
@@ -130,49 +135,117 @@ def _ray_task(fn: Callable, threads: int, shared: Any, item: Any) -> Any:
     return fn(shared, item)
 
 
+class _Schedule:
+    """Which items may start: those without a dependency, or whose dependency has finished."""
+
+    def __init__(self, n: int, after: Mapping[int, int] | None):
+        self.after = _check_after(n, after)
+        self.waiting = list(range(n))  # not started yet, in the items' order
+        self.finished: set[int] = set()
+
+    def _ready(self, i: int) -> bool:
+        return i not in self.after or self.after[i] in self.finished
+
+    def start_ready(self) -> list[int]:
+        """Every waiting item that may start now, in order; they count as started."""
+        ready = [i for i in self.waiting if self._ready(i)]
+        self.waiting = [i for i in self.waiting if i not in ready]
+        return ready
+
+    def start_next(self) -> int:
+        """The first waiting item that may start now (there is one while any is waiting, in process)."""
+        i = next(i for i in self.waiting if self._ready(i))
+        self.waiting.remove(i)
+        return i
+
+    def finish(self, i: int) -> None:
+        self.finished.add(i)
+
+
+def _check_after(n: int, after: Mapping[int, int] | None) -> dict[int, int]:
+    """``after`` as a dict, refused when it names an item that does not exist or forms a loop."""
+    deps = dict(after or {})
+    for i, j in deps.items():
+        for k in (i, j):
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
+                raise FlagcoreError(f"after: {k!r} is not an item index (there are {n} items)")
+    for i in deps:
+        seen, j = {i}, deps[i]
+        while j not in seen and j in deps:
+            seen.add(j)
+            j = deps[j]
+        if j in seen:
+            raise FlagcoreError(f"after: item {i} waits for itself (a loop of dependencies)")
+    return deps
+
+
 def run_tasks(fn: Callable[[Any, Any], Any], items: Sequence, *, shared: Any = None,
               placement: Placement | None = None,
-              progress: Callable[[int, int], None] | None = None) -> list:
+              progress: Callable[[int, int], None] | None = None,
+              after: Mapping[int, int] | None = None) -> list:
     """``[fn(shared, item) for item in items]``, run where ``placement`` says; results in order.
 
-    ``progress(done, total)`` is called as tasks finish. A task's error is raised here, after the
-    other tasks in flight are cancelled.
+    Parameters
+    ----------
+    fn : a module-level function ``fn(shared, item)``.
+    items : the tasks' arguments.
+    shared : the argument every task shares (sent to each worker once).
+    placement : where the tasks run (default: in this process).
+    progress : ``progress(done, total)``, called as tasks finish.
+    after : ``{i: j}``: item i starts only once item j has finished.
+
+    Returns
+    -------
+    list : the tasks' results, in the items' order. A task's error is raised here, after the other
+    tasks in flight are cancelled; the items that wait for a failed one never start.
     """
     placement = placement or Placement()
     items = list(items)
+    schedule = _Schedule(len(items), after)
     if not items:
         return []
     if placement.ray_address is not None:
-        return _run_ray(fn, items, shared, placement, progress)
+        return _run_ray(fn, items, shared, placement, progress, schedule)
     if placement.workers == 1:
-        out = []
-        for item in items:
-            out.append(fn(shared, item))
+        results: dict[int, Any] = {}
+        while schedule.waiting:
+            i = schedule.start_next()
+            results[i] = fn(shared, items[i])
+            schedule.finish(i)
             if progress:
-                progress(len(out), len(items))
-        return out
-    return _run_local(fn, items, shared, placement.workers, progress)
+                progress(len(results), len(items))
+        return [results[i] for i in range(len(items))]
+    return _run_local(fn, items, shared, placement.workers, progress, schedule)
 
 
-def _run_local(fn, items, shared, workers, progress) -> list:
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+def _run_local(fn, items, shared, workers, progress, schedule: _Schedule) -> list:
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     results: dict[int, Any] = {}
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=worker_context(),
                              initializer=_local_init, initargs=(threads, shared, os.getpid())) as pool:
-        futures = {pool.submit(_local_task, fn, item): i for i, item in enumerate(items)}
-        pending = set(futures)
+        futures: dict[Future, int] = {}
+
+        def submit_ready() -> set[Future]:
+            new = {pool.submit(_local_task, fn, items[i]): i for i in schedule.start_ready()}
+            futures.update(new)
+            return set(new)
+
+        pending = submit_ready()
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
-                if f.exception() is not None:
+                error = f.exception()
+                if error is not None:
                     for p in pending:
                         p.cancel()
-                    raise f.exception()
+                    raise error
                 results[futures[f]] = f.result()
+                schedule.finish(futures[f])
                 if progress:
                     progress(len(results), len(items))
+            pending |= submit_ready()
     return [results[i] for i in range(len(items))]
 
 
@@ -188,7 +261,9 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
-        raise FlagcoreError(f"--ray-address {address}: nothing answers at {host}:{port} ({e.strerror or e})") from None
+        raise FlagcoreError(
+            f"--ray-address {address}: nothing answers at {host}:{port} ({e.strerror or e})"
+        ) from None
 
 
 def _connect_ray(address: str):
@@ -218,15 +293,23 @@ def _connect_ray(address: str):
     return ray, True
 
 
-def _run_ray(fn, items, shared, placement: Placement, progress) -> list:
+def _run_ray(fn, items, shared, placement: Placement, progress, schedule: _Schedule) -> list:
     ray, started = _connect_ray(str(placement.ray_address))
     try:
         task = ray.remote(num_cpus=placement.task_cpus, max_retries=0)(_ray_task)
         shared_ref = ray.put(shared)  # sent to the object store once, not with every task
-        refs = [task.remote(fn, placement.task_cpus, shared_ref, item) for item in items]
-        index = {r: i for i, r in enumerate(refs)}
+        index: dict[Any, int] = {}
+
+        def submit_ready() -> list:
+            refs = []
+            for i in schedule.start_ready():
+                ref = task.remote(fn, placement.task_cpus, shared_ref, items[i])
+                index[ref] = i
+                refs.append(ref)
+            return refs
+
         results: dict[int, Any] = {}
-        pending = list(refs)
+        pending = submit_ready()
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:
@@ -238,8 +321,10 @@ def _run_ray(fn, items, shared, placement: Placement, progress) -> list:
                 if isinstance(cause, Exception):
                     raise cause from None
                 raise
+            schedule.finish(index[done[0]])
             if progress:
                 progress(len(results), len(items))
+            pending += submit_ready()
         return [results[i] for i in range(len(items))]
     finally:
         if started:
