@@ -22,14 +22,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import _runs, bench_inference, gemm_peak, machine  # noqa: E402
+from run import bench_inference, gemm_peak, machine  # noqa: E402
+from timing import runs  # noqa: E402
 
 
 def gpu_section(res: dict, save) -> None:
     import torch
 
-    from flagcore.models.inference import predict
     from flagcore.models.flag_trader import build_model, preset
+    from flagcore.models.inference import predict
 
     bf16 = torch.bfloat16
     g = res.setdefault("gpu", {})
@@ -50,15 +51,16 @@ def gpu_section(res: dict, save) -> None:
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     x = np.random.default_rng(0).standard_normal((9073 + 63, 60)).astype(np.float32)
-    t_bf16, p_bf16 = _runs(lambda: predict(model, x, device="cuda", dtype=bf16, batch_size=512), 3)
-    t_fp32, p_fp32 = _runs(lambda: predict(model, x, device="cuda", batch_size=512), 3)
+    t_bf16, p_bf16 = runs(lambda: predict(model, x, device="cuda", dtype=bf16, batch_size=512), 3)
+    t_fp32, p_fp32 = runs(lambda: predict(model, x, device="cuda", batch_size=512), 3)
     g["predict_full_bars"] = int(x.shape[0])
     g["predict_full_bf16"] = t_bf16
     g["predict_full_fp32"] = t_fp32
     g["predict_bf16_vs_fp32"] = {
         "actions_equal": float((p_bf16.action == p_fp32.action).mean()),
         "max_abs_logit_diff": float(np.abs(p_bf16.logits - p_fp32.logits).max()),
-        "max_abs_confidence_diff": float(np.abs(p_bf16.confidence - p_fp32.confidence).max())}
+        "max_abs_confidence_diff": float(np.abs(p_bf16.confidence - p_fp32.confidence).max()),
+    }
     save()
 
 
@@ -73,8 +75,9 @@ def scaleout_section(res: dict, save, train_path: Path, reps: int) -> None:
     s = res.setdefault("scaleout", {"bars": ds.n_bars, "splits": 15, "cores": os.cpu_count(), "retrain": {}})
     logits = {}
     for workers in (1, 2, 4, 8, 15):
-        s["retrain"][f"workers_{workers}"], rc = _runs(
-            lambda w=workers: retrain_cpcv(ds, preset("demo"), cfg, placement=Placement(workers=w)), reps)
+        s["retrain"][f"workers_{workers}"], rc = runs(
+            lambda w=workers: retrain_cpcv(ds, preset("demo"), cfg, placement=Placement(workers=w)), reps
+        )
         logits[workers] = rc.path_logits
         save()
     base = logits[1]

@@ -47,7 +47,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
 }
 THRESHOLD_OPTION = "opt3_threshold"  # the option the HOLD-threshold slider recomputes
 TAU_OPTION = "logit_adjust"  # the option the tau slider recomputes
-NOT_A_TRIAL = ("opt5_labels",)  # the upper bound, not a strategy one would pick
+LABELS_OPTION = "opt5_labels"  # the labels as a perfect-foresight signal
+NOT_A_TRIAL = (LABELS_OPTION,)  # the upper bound, not a strategy one would pick
 
 # training losses (``flagcore train --loss``) and the option each one's model stands for
 LOSSES = ("ce", "weighted", "focal", "logit_adjusted", "oversample", "multitask")

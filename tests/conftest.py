@@ -17,8 +17,9 @@ from flagcore.models.flag_trader import FlagTraderConfig
 
 # A small architecture with every structural feature of the full one; r=8 with the reviewed
 # alpha of 16 gives LoRA scaling 2, so a wrong scaling cannot hide behind 1.0.
-SMALL = FlagTraderConfig(d_model=32, num_layers=2, num_heads=4, ff_dim=64, max_length=16, window=8,
-                         lora_rank=8, lora_alpha=16.0)
+SMALL = FlagTraderConfig(
+    d_model=32, num_layers=2, num_heads=4, ff_dim=64, max_length=16, window=8, lora_rank=8, lora_alpha=16.0
+)
 
 
 @pytest.fixture
@@ -80,8 +81,10 @@ def reference_forward(sd: dict, states: torch.Tensor, num_heads: int, lora_alpha
         b = f"transformer_blocks.{i}"
         d = x.shape[-1]
         hd = d // num_heads
-        q, k, v = (lora_linear(f"{b}.attention.{n}", x).view(Bsz, T, num_heads, hd).transpose(1, 2)
-                   for n in ("q_proj", "k_proj", "v_proj"))
+        q, k, v = (
+            lora_linear(f"{b}.attention.{n}", x).view(Bsz, T, num_heads, hd).transpose(1, 2)
+            for n in ("q_proj", "k_proj", "v_proj")
+        )
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1)
         a = (att @ v).transpose(1, 2).reshape(Bsz, T, d)
         x = layer_norm(f"{b}.norm1", x + lora_linear(f"{b}.attention.out_proj", a))
@@ -119,9 +122,16 @@ def small_demo(tmp_path_factory):
     bars_path = write_dataset(bars, root / "market.parquet")
     sets = build_datasets(bars, test_start="2025-01-01")
     paths = {k: write_dataset(df, root / f"{k}.parquet", **meta) for k, (df, meta) in sets.items()}
-    return {"root": root, "bars": bars, "bars_path": bars_path, "meta": {k: m for k, (_, m) in sets.items()},
-            "train": load_dataset(paths["train"]), "test": load_dataset(paths["test"]),
-            "train_path": paths["train"], "test_path": paths["test"]}
+    return {
+        "root": root,
+        "bars": bars,
+        "bars_path": bars_path,
+        "meta": {k: m for k, (_, m) in sets.items()},
+        "train": load_dataset(paths["train"]),
+        "test": load_dataset(paths["test"]),
+        "train_path": paths["train"],
+        "test_path": paths["test"],
+    }
 
 
 def with_trained_lora(model, std: float = 0.05):
@@ -145,7 +155,66 @@ def quick_demo(tmp_path_factory):
     return {"store": store, "run_id": res["run_id"], "root": base / "demo" / "quick", "result": res}
 
 
-# ----------------------------------------------------------------------------- browser (Playwright + chromium)
+def copy_demo_store(quick_demo: dict, folder: Path) -> dict:
+    """``quick_demo`` with its store copied into ``folder``: what a test writes there (reviews, runs)
+    stays out of the shared store. For session or module fixtures, such as a server's store."""
+    from flagcore.store.store import Store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "store.duckdb"
+    shutil.copy(quick_demo["store"].path, path)
+    return {**quick_demo, "store": Store(path)}
+
+
+@pytest.fixture
+def quick_demo_copy(quick_demo, tmp_path):
+    """The quick demo on this test's own copy of the store (same keys as ``quick_demo``): for every
+    test that writes reviews or runs. The artifact folder (``root``) is shared: read it, never write."""
+    return copy_demo_store(quick_demo, tmp_path / "own_store")
+
+
+# ----------------------------------------------------------------------------- markers
+#
+# Registered in pyproject.toml, with --strict-markers. The fast subset,
+#     .venv/bin/python -m pytest -m "not slow and not browser and not ray"
+# runs every test file's unit tests, and leaves out what trains real models or builds the demo. Tests
+# under tests/reliability/ and the Ray tests in tests/test_tasks.py carry their markers as decorators;
+# every other test gets them here, by these rules:
+#   browser: every test under tests/browser/ (a real `streamlit run` driven in chromium);
+#   slow:    every test that needs the quick demo (the `quick_demo` fixture, directly or through
+#            another fixture): building it takes a minute or more on 2 cores;
+#   slow:    every test that uses a fixture in SLOW_FIXTURES (a module-scoped fixture that trains);
+#   slow:    the tests in SLOW (all their parameters), each over 15 s in a --durations=0 run on 2 cores.
+# The three determinism tests of training (FLAG-TRADER, CGDT, retraining CPCV) stay in the fast subset,
+# at about 15 s each: they are the fast subset's only run of those training loops.
+SLOW_FIXTURES = {
+    ("test_train.py", "trained"),  # three FLAG-TRADER models
+    ("test_cgdt.py", "model"),  # a CGDT model
+}
+SLOW = {
+    "tests/test_train.py::test_reviewed_per_position_loss_leaks_the_future",
+    "tests/test_train.py::test_further_losses_train_and_trade",
+    "tests/test_train.py::test_train_command_writes_checkpoint_with_provenance",
+    "tests/test_cli.py::test_info_full_preset_in_a_real_process",  # builds the 88M-parameter preset
+}
+
+
+def _is_slow(item) -> bool:
+    if "quick_demo" in item.fixturenames or item.nodeid.split("[")[0] in SLOW:
+        return True
+    return any((Path(item.path).name, name) in SLOW_FIXTURES for name in item.fixturenames)
+
+
+def pytest_collection_modifyitems(config, items):
+    browser_dir = Path(__file__).resolve().parent / "browser"
+    for item in items:
+        if browser_dir in Path(item.path).parents:
+            item.add_marker(pytest.mark.browser)
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
+# ---------------------------------------------------------------------------- browser (Playwright + chromium)
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FLAGCORE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -173,9 +242,16 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+            ],
+        )
         yield b
         b.close()
 
@@ -190,9 +266,28 @@ def streamlit_server(store_path, log_path):
     env = {**os.environ, "FLAGCORE_STORE": str(store_path)}
     with open(log_path, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(REPO / "app.py"),
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60

@@ -258,7 +258,7 @@ def test_other_files_are_refused_naming_the_path(tmp_path, model):
 def test_predict_command_reads_a_cgdt_checkpoint(model, data, tmp_path, capsys):
     import json
 
-    from flagcore.cli.main import main
+    from flagcore.cli.command import main
     from flagcore.data.predictions import load_predictions
     from flagcore.models.checkpoint import is_cgdt, load_checkpoint
 

@@ -5,7 +5,7 @@ import torch
 from conftest import SMALL, reference_forward, reviewed_state_dict, with_trained_lora
 
 from flagcore import load_checkpoint
-from flagcore.cli.main import main
+from flagcore.cli.command import main
 from flagcore.errors import FlagcoreError
 from flagcore.models.checkpoint import import_checkpoint, read_checkpoint, save_checkpoint
 from flagcore.models.flag_trader import PRESETS, build_model

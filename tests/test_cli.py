@@ -31,8 +31,8 @@ def test_usage_error_exit_code(capsys):
 
 def test_the_old_import_path_still_gives_the_command():
     import flagcore.cli
-    from flagcore.cli.main import main as old_main
-    from flagcore.cli.main import runs_json  # noqa: F401
+    from flagcore.cli.command import main as old_main
+    from flagcore.cli.runs import runs_json
 
     assert old_main is main and flagcore.cli.main is main  # the console script's flagcore.cli:main
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import make_frame
 
-from flagcore.cli.main import main
+from flagcore.cli.command import main
 from flagcore.data.calendar import periods_per_year
 from flagcore.data.dataset import load_dataset, temporal_split, write_dataset
 from flagcore.errors import FlagcoreError

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flagcore.cli.main import main
+from flagcore.cli.command import main
 from flagcore.data.dataset import write_dataset
 from flagcore.data.features import (
     MARKET_FEATURES,

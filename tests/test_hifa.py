@@ -6,16 +6,10 @@ from skfolio.measures import deflated_sharpe_ratio as sk_dsr
 from skfolio.measures import probabilistic_sharpe_ratio as sk_psr
 from skfolio.model_selection import CombinatorialPurgedCV
 
-from flagcore.analysis.hifa import (
-    cpcv_paths,
-    cpcv_splits,
-    deflated_sharpe_ratio,
-    expected_max_sharpe,
-    permutation_test,
-    probabilistic_sharpe_ratio,
-    probability_of_backtest_overfitting,
-    sharpe_moments,
-)
+from flagcore.analysis.cpcv import cpcv_paths, cpcv_splits
+from flagcore.analysis.dsr import deflated_sharpe_ratio, expected_max_sharpe, probabilistic_sharpe_ratio, sharpe_moments
+from flagcore.analysis.permutation import permutation_test
+from flagcore.analysis.pbo import probability_of_backtest_overfitting
 from flagcore.errors import FlagcoreError
 
 
@@ -128,7 +122,7 @@ def test_pbo_noise_and_real_edge():
 
 
 def test_posthoc_cpcv_single_value_equals_the_backtest_and_fits_per_split():
-    from flagcore.analysis.hifa import posthoc_cpcv
+    from flagcore.analysis.cpcv import posthoc_cpcv
     rng = np.random.default_rng(4)
     T = 1200
     base = rng.normal(0.0002, 0.01, T)
@@ -145,7 +139,7 @@ def test_posthoc_cpcv_single_value_equals_the_backtest_and_fits_per_split():
 
 
 def test_collapsed_model_fails_all_three_criteria_as_in_the_seed():
-    from flagcore.analysis.hifa import hifa_verdict
+    from flagcore.analysis.gate import hifa_verdict
     flat = np.zeros(9072)
     p = permutation_test(flat, np.random.default_rng(0).normal(0, 0.01, 9072), 99).p_value
     v = hifa_verdict(cpcv_path_sharpes=np.zeros(5), returns=flat, n_trials=10, trial_sharpes=np.zeros(10),
@@ -156,7 +150,7 @@ def test_collapsed_model_fails_all_three_criteria_as_in_the_seed():
 
 
 def test_verdict_on_a_strong_strategy_and_the_haircut():
-    from flagcore.analysis.hifa import hifa_verdict
+    from flagcore.analysis.gate import hifa_verdict
     rng = np.random.default_rng(5)
     r = rng.normal(0.001, 0.01, 9000)  # about 9.4 a year
     one = hifa_verdict(cpcv_path_sharpes=np.full(5, 0.1), returns=r, n_trials=1, trial_sharpes=[0.1],
@@ -169,7 +163,7 @@ def test_verdict_on_a_strong_strategy_and_the_haircut():
 
 
 def test_criteria_from_toml(tmp_path):
-    from flagcore.analysis.hifa import DEFAULT_CRITERIA, load_criteria
+    from flagcore.analysis.gate import DEFAULT_CRITERIA, load_criteria
     assert load_criteria() == DEFAULT_CRITERIA and DEFAULT_CRITERIA["cpcv_mean_sharpe_min"] == 1.5
     f = tmp_path / "hifa.toml"
     f.write_text("[hifa]\ncpcv_mean_sharpe_min = 1.0\nn_permutations = 2000\n")
@@ -184,7 +178,7 @@ def test_criteria_from_toml(tmp_path):
 
 
 def test_permutation_fast_path_equals_explicit_shuffles():
-    from flagcore.analysis.hifa import block_permutations
+    from flagcore.analysis.permutation import block_permutations
     rng = np.random.default_rng(9)
     n, block, m = 1003, 25, 50  # a partial last block of 3
     pos, r, c = rng.normal(size=n), rng.normal(0, 0.01, n), np.abs(rng.normal(0, 1e-4, n))

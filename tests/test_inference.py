@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_frame, with_trained_lora
 
-from flagcore.cli.main import main
+from flagcore.cli.command import main
 from flagcore.data.dataset import load_dataset
 from flagcore.errors import FlagcoreError
 from flagcore.models.checkpoint import save_checkpoint

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flagcore.data.dataset import load_predictions
+from flagcore.data.predictions import load_predictions
 from flagcore.errors import FlagcoreError
 
 

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from flagcore.cli.main import main
-from flagcore.pipeline.evaluate import EvaluateSettings, evaluate
+from flagcore.cli.command import main
+from flagcore.pipeline.settings import EvaluateSettings
+from flagcore.pipeline.evaluate import evaluate
 from flagcore.store.schema import RUN_TABLES
 from flagcore.store.store import Store
 
@@ -160,7 +161,7 @@ def test_evaluate_errors_are_one_line(quick_demo, tmp_path, capsys):
 
 def test_write_run_needs_a_baseline():
     from flagcore.errors import FlagcoreError
-    from flagcore.pipeline.evaluate import compute_run
+    from flagcore.pipeline.run import compute_run
 
     with pytest.raises(FlagcoreError, match="baseline"):
         compute_run({}, None)

@@ -96,7 +96,8 @@ def test_labels_as_signals_beat_a_model_and_random():
 
 
 def test_compare_options_gives_every_option_the_same_metrics():
-    from flagcore.analysis.remedies import OPTIONS, PeriodInputs, compare_options
+    from flagcore.vocab import OPTIONS
+    from flagcore.analysis.remedies import PeriodInputs, compare_options
     from flagcore.data.labels import triple_barrier
     rng = np.random.default_rng(7)
 

@@ -124,7 +124,7 @@ def test_ray_address_without_ray_installed_says_how_to_install(monkeypatch):
 
 
 def test_cli_refuses_zero_workers(tmp_path, capsys):
-    from flagcore.cli.main import main
+    from flagcore.cli.command import main
 
     rc = main(["validate", "--store", str(tmp_path / "s.duckdb"), "--retrain", "--workers", "0"])
     err = capsys.readouterr().err.strip()
@@ -252,7 +252,7 @@ def test_cli_evaluate_passes_its_ray_address_on(quick_demo, tmp_path, capsys):
     """`flagcore evaluate --ray-address` reaches the task runner: an address where nothing answers is
     reported in one line, and the store gets no run."""
     require_ray()
-    from flagcore.cli.main import main
+    from flagcore.cli.command import main
     from flagcore.store.store import Store
 
     root = quick_demo["root"]

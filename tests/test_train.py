@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flagcore.cli.main import main
+from flagcore.cli.command import main
 from flagcore.errors import FlagcoreError
 from flagcore.models.checkpoint import read_checkpoint
 from flagcore.models.flag_trader import PRESETS
@@ -180,7 +180,7 @@ def test_diagnose_command_shows_the_seed_picture_for_plain_ce(trained, small_dem
 
 def test_retraining_cpcv_in_worker_processes(small_demo):
     """Every bar on every path is predicted by a model trained without it; workers change nothing."""
-    from flagcore.analysis.hifa import cpcv_splits
+    from flagcore.analysis.cpcv import cpcv_splits
     from flagcore.training.cpcv import retrain_cpcv
 
     train = small_demo["train"]

@@ -27,7 +27,7 @@ from flagcore.errors import FlagcoreError
 
 # OPTIONS is also read from here (``from flagcore.analysis.remedies import OPTIONS``): a re-export,
 # until callers import it from flagcore.vocab
-from flagcore.vocab import BUY, HOLD, MODEL_ROLES, OPTIONS, SELL, TAU_OPTION, THRESHOLD_OPTION
+from flagcore.vocab import BUY, HOLD, LABELS_OPTION, MODEL_ROLES, OPTIONS, SELL, TAU_OPTION, THRESHOLD_OPTION
 
 
 @dataclass
@@ -213,7 +213,7 @@ def option_signals(option: str, logits: dict, *, partner_actions=None, partner_p
             return a, conf
         q = probability_average(p, partner_p, partner_weight)
         return q.argmax(1).astype(np.int8), q.max(1)
-    if option == "opt5_labels":
+    if option == LABELS_OPTION:
         if labels is None:
             return None
         a = perfect_foresight_actions(labels)
@@ -244,7 +244,7 @@ def compare_options(test: PeriodInputs, train: PeriodInputs | None = None, *,
         if sig is None:
             continue
         payoff, payoff_source = 1.0, "default (no training-period signals)"
-        if train is not None and name != "opt5_labels":
+        if train is not None and name != LABELS_OPTION:
             tsig = signals(name, train)
             if tsig is not None:
                 payoff = payoff_ratio(DIRECTION[tsig[0]], simple_returns(train.close))

@@ -70,11 +70,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     update, close = progress("predict", args.quiet)
     try:
         if is_cgdt(args.checkpoint):
-            from flagcore.models.cgdt import load_cgdt, predict_cgdt
+            from flagcore.models.cgdt_file import load_cgdt
+            from flagcore.models.cgdt_predict import predict_cgdt
 
-            model = load_cgdt(args.checkpoint)
-            ds = load_dataset(args.data, state_dim=model.config.state_dim, require_close=False)
-            pred = predict_cgdt(model, ds, progress=update)
+            cgdt = load_cgdt(args.checkpoint)
+            ds = load_dataset(args.data, state_dim=cgdt.config.state_dim, require_close=False)
+            pred = predict_cgdt(cgdt, ds, progress=update)
         else:
             model = load_checkpoint(args.checkpoint, window=args.window)
             ds = load_dataset(args.data, state_dim=model.checkpoint_info.config.state_dim,

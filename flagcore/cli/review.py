@@ -54,7 +54,7 @@ def criteria_in_file(path: str) -> dict[str, Any]:
     """The HIFA settings a TOML file sets (validated), without the defaults it leaves out."""
     import tomllib
 
-    from flagcore.analysis.hifa import load_criteria
+    from flagcore.analysis.gate import load_criteria
 
     full = load_criteria(path)
     with open(path, "rb") as f:

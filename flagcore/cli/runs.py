@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from flagcore.cli.options import Subparsers
-    from flagcore.pipeline.evaluate import EvaluateSettings
+    from flagcore.pipeline.settings import EvaluateSettings
     from flagcore.store.store import Store
 
 # option_results columns holding each class's share of the actions, in class order
@@ -43,7 +43,7 @@ def _run_json(r: pd.Series) -> dict[str, Any]:
     """A run's own fields (no options yet) from a ``Store.list_runs`` row."""
     import pandas as pd
 
-    from flagcore.store.store import from_json
+    from flagcore.store.codec import from_json
 
     summary = from_json(r["summary"])
     return {"run_id": int(r["run_id"]), "name": r["name"], "created_at": r["created_at"].isoformat(),
@@ -106,8 +106,8 @@ def runs_lines(store: Store, only: list[int] | None = None) -> list[str]:
 def settings(args: argparse.Namespace) -> EvaluateSettings:
     """The evaluation settings from ``evaluate``'s options (``--criteria`` read and checked here)."""
     from flagcore.analysis.backtest import BacktestConfig
-    from flagcore.analysis.hifa import load_criteria
-    from flagcore.pipeline.evaluate import EvaluateSettings
+    from flagcore.analysis.gate import load_criteria
+    from flagcore.pipeline.settings import EvaluateSettings
 
     bt = BacktestConfig(sizing=args.sizing, kelly_fraction=args.kelly_fraction, fee_bps=args.fee_bps,
                         slippage_bps=args.slippage_bps, hold=args.hold)

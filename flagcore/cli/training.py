@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flagcore.models.checkpoint import save_checkpoint
     from flagcore.models.flag_trader import preset
     from flagcore.models.inference import action_summary, predict
-    from flagcore.training.train import TrainConfig, train_model
+    from flagcore.training.loop import TrainConfig, train_model
 
     mcfg = preset(args.preset)
     cfg = TrainConfig(loss=args.loss, class_weights=per_class(args.class_weights),
@@ -123,7 +123,10 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
 
 def cmd_train_cgdt(args: argparse.Namespace) -> int:
     from flagcore.data.dataset import check_disjoint, load_dataset
-    from flagcore.models.cgdt import CGDTConfig, describe_cgdt, predict_cgdt, save_cgdt, train_cgdt
+    from flagcore.models.cgdt import CGDTConfig
+    from flagcore.models.cgdt_file import describe_cgdt, save_cgdt
+    from flagcore.models.cgdt_predict import predict_cgdt
+    from flagcore.training.cgdt import train_cgdt
     from flagcore.models.inference import action_summary
 
     cfg = CGDTConfig(epochs=args.epochs, seed=args.seed)

@@ -33,16 +33,8 @@ def store_key() -> str:
 
 
 def store_version(path: str) -> str:
-    """The store file's version: size and modification time of the file and of its write-ahead log."""
-    parts = []
-    for p in (Path(path), Path(f"{path}.wal")):
-        try:
-            s = p.stat()
-        except OSError:
-            parts.append("-")
-            continue
-        parts.append(f"{s.st_ino}:{s.st_size}:{s.st_mtime_ns}")
-    return "/".join(parts)
+    """The store file's version (``Store.version``): a cache keyed on it is fresh after every write."""
+    return Store(path).version()
 
 
 # ----------------------------------------------------------------------------- cached reads

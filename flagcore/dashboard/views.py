@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from flagcore.analysis.gate import HifaVerdict
-from flagcore.store.store import from_json
+from flagcore.store.codec import from_json
 from flagcore.vocab import BADGE, CLASS_NAMES, CRITERIA, CRITERION_LABELS, NOT_A_TRIAL, collapse_label
 
 

@@ -55,7 +55,8 @@ def _noop(stage: str, frac: float) -> None:
 def build_demo(store, *, quick: bool = False, root: str | Path | None = None, progress: Progress = _noop,
                device: str | None = None, workers: int | None = None) -> dict:
     """Build (or reuse) every artifact of the demo and its evaluated run; returns what was done."""
-    from flagcore.pipeline.evaluate import EvaluateSettings, evaluate
+    from flagcore.pipeline.evaluate import evaluate
+    from flagcore.pipeline.settings import EvaluateSettings
 
     plan = QUICK if quick else FULL
     workers = workers or max(1, min(2, os.cpu_count() or 1))

@@ -100,7 +100,8 @@ def is_checkpoint(path) -> bool:
 def load_evaluation_data(data, train_data, config, s: EvaluateSettings) -> tuple[Any, Any, Any]:
     """The evaluated dataset, the training stretch the payoff ratios come from, and the whole
     training dataset (both None without ``train_data``), checked against the model's ``config``."""
-    from flagcore.data.dataset import check_disjoint, load_dataset, periods_per_year
+    from flagcore.data.calendar import periods_per_year
+    from flagcore.data.dataset import check_disjoint, load_dataset
 
     test = load_dataset(data, state_dim=config.state_dim)
     if test.close is None:

@@ -128,7 +128,8 @@ def cgdt_id(path) -> str:
 def cgdt_logits(store: Store, path, test, train, stats: InferenceStats,
                 progress: Progress = no_progress) -> ModelLogits:
     """Logits of a CGDT checkpoint on both periods, cached."""
-    from flagcore.models.cgdt import describe_cgdt, load_cgdt, predict_cgdt
+    from flagcore.models.cgdt_file import describe_cgdt, load_cgdt
+    from flagcore.models.cgdt_predict import predict_cgdt
 
     model = load_cgdt(path)
     mid = cgdt_id(path)
@@ -154,7 +155,7 @@ def cgdt_logits(store: Store, path, test, train, stats: InferenceStats,
 def file_logits(path, role: str, test, train) -> ModelLogits:
     """Another model's predictions file (``flagcore predict`` / ``walk-forward`` output, or any
     file with timestamp and logits or actions), aligned to the evaluated bars."""
-    from flagcore.data.dataset import load_predictions
+    from flagcore.data.predictions import load_predictions
     from flagcore.models.checkpoint import file_sha256
 
     pf = load_predictions(path)
@@ -188,7 +189,8 @@ def inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
     """
     kind, path, ds, device, model_id = job
     if kind == "cgdt":
-        from flagcore.models.cgdt import load_cgdt, predict_cgdt
+        from flagcore.models.cgdt_file import load_cgdt
+        from flagcore.models.cgdt_predict import predict_cgdt
 
         found = cgdt_id(path)
         p = predict_cgdt(load_cgdt(path), ds)

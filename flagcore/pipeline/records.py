@@ -12,7 +12,7 @@ import pandas as pd
 from flagcore.pipeline.run import RunResult
 from flagcore.store.codec import to_json
 from flagcore.store.store import RunRows, Store
-from flagcore.vocab import CLASS_NAMES, LOGIT_COLUMNS, N_CLASSES, OPTIONS
+from flagcore.vocab import CLASS_NAMES, LABELS_OPTION, LOGIT_COLUMNS, N_CLASSES, OPTIONS
 
 # the backtest's per-bar arrays: stored in the predictions table, not among an option's metrics
 _PER_BAR = ("equity", "returns", "positions")
@@ -44,7 +44,7 @@ def option_predictions(run: RunResult, option: str, o: dict) -> pd.DataFrame:
     """One option's ``predictions`` rows over the test period: logits, actions, positions, equity."""
     n = len(run.test_bars)
     bt = o["backtest"]
-    src = run.models.get(option) or (run.models["baseline"] if option != "opt5_labels" else None)
+    src = run.models.get(option) or (run.models["baseline"] if option != LABELS_OPTION else None)
     lg = src.test if src is not None else np.full((n, N_CLASSES), np.nan)
     equity = np.concatenate([[1.0], bt["equity"]])  # equity at each bar's close, 1 at the first
     net = np.concatenate([bt["returns"], [np.nan]])  # return earned from bar t to t+1

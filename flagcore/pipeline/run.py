@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 
 from flagcore.analysis.backtest import BacktestConfig, simple_returns
-from flagcore.analysis.hifa import PBOResult
+from flagcore.analysis.pbo import PBOResult
 from flagcore.analysis.remedies import PeriodInputs
 from flagcore.analysis.sharpe import sharpe_ratio
 from flagcore.errors import FlagcoreError
 from flagcore.pipeline.inference_cache import ModelLogits
 from flagcore.pipeline.settings import EvaluateSettings, Progress, no_progress
 from flagcore.store.codec import to_json
-from flagcore.vocab import N_CLASSES, NOT_A_TRIAL, TAU_OPTION, THRESHOLD_OPTION, UNLABELLED
+from flagcore.vocab import LABELS_OPTION, N_CLASSES, NOT_A_TRIAL, TAU_OPTION, THRESHOLD_OPTION, UNLABELLED
 
 
 @dataclass
@@ -127,7 +127,7 @@ def period_inputs(models: dict[str, ModelLogits], ds, period: str,
                   partner: ModelLogits | None) -> PeriodInputs | None:
     """What every option is computed from over ``period`` ("test" or "train") of dataset ``ds``;
     None for the training period when the baseline has no logits there."""
-    from flagcore.data.dataset import periods_per_year
+    from flagcore.data.calendar import periods_per_year
 
     if period == "test":
         logits = {r: m.test for r, m in models.items()}
@@ -183,7 +183,7 @@ def run_sweeps(te: PeriodInputs, tr: PeriodInputs | None, s: EvaluateSettings, o
 
 def count_trials(options: dict, sweeps: Sweeps, s: EvaluateSettings) -> Trials:
     """The trials the deflated Sharpe counts: every candidate option, plus every other swept value."""
-    from flagcore.analysis.hifa import probability_of_backtest_overfitting
+    from flagcore.analysis.pbo import probability_of_backtest_overfitting
 
     trial_returns = [o["backtest"]["returns"] for k, o in options.items() if k not in NOT_A_TRIAL]
     trial_returns += [row for row, v in zip(sweeps.threshold_returns, s.thresholds, strict=True)
@@ -198,7 +198,7 @@ def count_trials(options: dict, sweeps: Sweeps, s: EvaluateSettings) -> Trials:
 
 
 def _option_cpcv(option: str, returns: np.ndarray, sweeps: Sweeps, s: EvaluateSettings, crit: dict, h: int):
-    from flagcore.analysis.hifa import posthoc_cpcv
+    from flagcore.analysis.cpcv import posthoc_cpcv
 
     split = {"n_groups": int(crit["cpcv_groups"]), "n_test_groups": int(crit["cpcv_test_groups"]),
              "purge": h, "embargo": h}
@@ -213,7 +213,8 @@ def validate_option(option: str, o: dict, te: PeriodInputs, sweeps: Sweeps, tria
                     s: EvaluateSettings, h: int) -> None:
     """One option's validation: the permutation test, post-hoc CPCV and the HIFA verdict, stored
     in ``o`` as ``"hifa"``, ``"cpcv"``, ``"permutation"`` and ``"is_trial"``."""
-    from flagcore.analysis.hifa import hifa_verdict, permutation_test
+    from flagcore.analysis.gate import hifa_verdict
+    from flagcore.analysis.permutation import permutation_test
 
     crit = s.resolved_criteria()
     r = simple_returns(te.close)
@@ -251,10 +252,10 @@ def run_diagnostics(models: dict[str, ModelLogits], options: dict, te: PeriodInp
         e = test.eval_index
         diags.setdefault("baseline", {})["feature_shift"] = feature_shift(
             full_train.features, test.features[e:], names=input_names(test), padded_inputs=test.padded_inputs)
-    if "opt5_labels" in options and test.labels is not None:
+    if LABELS_OPTION in options and test.labels is not None:
         train_labels = (full_train.labels if full_train is not None and full_train.labels is not None
                         else np.array([], np.int8))
-        diags["opt5_labels"] = label_analysis(train_labels, te.labels)
+        diags[LABELS_OPTION] = label_analysis(train_labels, te.labels)
     if "opt4_ensemble" in options:
         diags["opt4_ensemble"] = {"agreement": agreement(models["baseline"].test.argmax(1),
                                                          te.partner_actions)}

@@ -60,7 +60,7 @@ class EvaluateSettings:
             raise FlagcoreError(f"payoff_years must be > 0, got {self.payoff_years!r}")
 
     def resolved_criteria(self) -> dict:
-        from flagcore.analysis.hifa import DEFAULT_CRITERIA
+        from flagcore.analysis.gate import DEFAULT_CRITERIA
 
         return dict(self.criteria or DEFAULT_CRITERIA)
 

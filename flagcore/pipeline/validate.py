@@ -17,7 +17,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from flagcore.analysis.hifa import HifaVerdict, judge
+from flagcore.analysis.gate import HifaVerdict, judge
 from flagcore.errors import FlagcoreError
 from flagcore.store.codec import from_json
 from flagcore.store.schema import RETRAIN_MODE
@@ -61,7 +61,7 @@ def rejudge(store: Store, run_id: int, criteria: dict | None = None) -> dict:
 
 
 def _train_config(provenance: dict, quick: bool):
-    from flagcore.training.train import TrainConfig
+    from flagcore.training.loop import TrainConfig
 
     raw = dict(provenance.get("train_config") or {})
     if not raw:
@@ -115,7 +115,7 @@ def retrain_validation(store: Store, run_id: int, *, options: str | None = None,
     """
     from flagcore.analysis.backtest import BacktestConfig
     from flagcore.models.flag_trader import FlagTraderConfig
-    from flagcore.training.train import retrain_cpcv
+    from flagcore.training.cpcv import retrain_cpcv
 
     run = store.run(run_id)
     ds = _training_data(store, run)

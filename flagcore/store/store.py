@@ -114,6 +114,19 @@ class Store:
             return None
         return f"{self.path.resolve()}:{st.st_ino}:{st.st_mtime_ns}"
 
+    def version(self) -> str:
+        """The file's version: identity, size and modification time of the store file and of its
+        write-ahead log. Every write changes it, so a cache keyed on it never serves a stale read."""
+        parts = []
+        for p in (self.path, Path(f"{self.path}.wal")):
+            try:
+                s = p.stat()
+            except OSError:
+                parts.append("-")
+                continue
+            parts.append(f"{s.st_ino}:{s.st_size}:{s.st_mtime_ns}")
+        return "/".join(parts)
+
     @property
     def _schema_checked(self) -> bool:
         key = self._version_key()

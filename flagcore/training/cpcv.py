@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flagcore.analysis.hifa import cpcv_paths, cpcv_splits, group_indices
+from flagcore.analysis.cpcv import cpcv_paths, cpcv_splits, group_indices
 from flagcore.data.dataset import Dataset
 from flagcore.errors import FlagcoreError
 from flagcore.models.flag_trader import FlagTraderConfig

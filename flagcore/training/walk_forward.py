@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,9 +25,11 @@ from flagcore.training.loop import TrainConfig, loss_total, run_epoch, usable_en
 from flagcore.training.losses import make_loss
 from flagcore.vocab import N_CLASSES
 
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)  # the final model is a copy of the starting one
+
 
 def walk_forward(
-    model: torch.nn.Module,
+    model: ModelT,
     ds: Dataset,
     *,
     every: int = 720,
@@ -34,7 +37,7 @@ def walk_forward(
     epochs: int = 2,
     cfg: TrainConfig | None = None,
     on_block: Callable[[dict], None] | None = None,
-) -> tuple[np.ndarray, torch.nn.Module, list[dict]]:
+) -> tuple[np.ndarray, ModelT, list[dict]]:
     """Online learning over the evaluation period of ``ds``; returns its logits (n_eval, 3).
 
     Bars are predicted in blocks of ``every``; after each block the model is fine-tuned on the

@@ -12,6 +12,8 @@ import torch
 from flagcore.cli.main import main
 from flagcore.store.store import RUN_TABLES, Store
 
+pytestmark = pytest.mark.slow  # every case runs against a copy of the quick demo's store
+
 
 def _digest(store: Store) -> str:
     """A logical fingerprint of the store: every table's rows, in order."""
@@ -29,13 +31,29 @@ def env(quick_demo, tmp_path_factory):
     shutil.copy(quick_demo["store"].path, store)
     root = quick_demo["root"]
     frame = pd.read_parquet(root / "test.parquet")
-    return {"store": Store(store), "root": root, "tmp": tmp, "frame": frame,
-            "feature": [c for c in frame.columns if c not in ("timestamp", "close", "label")][0]}
+    return {
+        "store": Store(store),
+        "root": root,
+        "tmp": tmp,
+        "frame": frame,
+        "feature": [c for c in frame.columns if c not in ("timestamp", "close", "label")][0],
+    }
 
 
 def _evaluate(env, data, *extra, checkpoint=None) -> tuple[int, str]:
-    return main(["evaluate", "--checkpoint", str(checkpoint or env["root"] / "models" / "ce"), "--data", str(data),
-                 "--store", str(env["store"].path), "--quiet", *extra])
+    return main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint or env["root"] / "models" / "ce"),
+            "--data",
+            str(data),
+            "--store",
+            str(env["store"].path),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def _write_csv(env, name, df, **kw):
@@ -51,30 +69,62 @@ def _frame_cases(env) -> dict:
         "missing timestamp": (f.drop(columns="timestamp"), "missing column 'timestamp'"),
         "missing close": (f.drop(columns="close"), "missing column 'close'"),
         "NaN in a feature": (f.assign(**{col: f[col].mask(f.index == 300)}), f"column '{col}' has NaN"),
-        "inf in a feature": (f.assign(**{col: f[col].where(f.index != 301, np.inf)}), "infinite value at row 302"),
-        "string in a feature": (f.assign(**{col: f[col].astype(object).where(f.index != 5, "n/a")}),
-                                "non-numeric value 'n/a' at row 6"),
-        "string in close": (f.assign(close=f["close"].astype(object).where(f.index != 7, "ten")),
-                            "column 'close' has a non-numeric value 'ten' at row 8"),
+        "inf in a feature": (
+            f.assign(**{col: f[col].where(f.index != 301, np.inf)}),
+            "infinite value at row 302",
+        ),
+        "string in a feature": (
+            f.assign(**{col: f[col].astype(object).where(f.index != 5, "n/a")}),
+            "non-numeric value 'n/a' at row 6",
+        ),
+        "string in close": (
+            f.assign(close=f["close"].astype(object).where(f.index != 7, "ten")),
+            "column 'close' has a non-numeric value 'ten' at row 8",
+        ),
         "unsorted timestamps": (f.iloc[[0, 2, 1] + list(range(3, n))], "timestamps are not increasing"),
-        "duplicated timestamps": (f.assign(timestamp=f["timestamp"].where(f.index != 9, f["timestamp"][8])),
-                                  "duplicated timestamp"),
+        "duplicated timestamps": (
+            f.assign(timestamp=f["timestamp"].where(f.index != 9, f["timestamp"][8])),
+            "duplicated timestamp",
+        ),
         "time zones that collide in UTC": (
-            f.assign(timestamp=f["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00").where(
-                f.index != 10, (f["timestamp"][9] + pd.Timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S+02:00"))),
-            "duplicated timestamp"),
-        "label outside the three classes": (f.assign(label=f["label"].astype(object).where(f.index != 12, 7)),
-                                            "unknown label '7' at row 13"),
-        "61 features": (f.assign(**{f"extra_{j}": 0.0 for j in range(61 - (f.shape[1] - 3))}),
-                        "61 feature columns, more than the model's state_dim 60"),
+            f.assign(
+                timestamp=f["timestamp"]
+                .dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+                .where(
+                    f.index != 10,
+                    (f["timestamp"][9] + pd.Timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S+02:00"),
+                )
+            ),
+            "duplicated timestamp",
+        ),
+        "label outside the three classes": (
+            f.assign(label=f["label"].astype(object).where(f.index != 12, 7)),
+            "unknown label '7' at row 13",
+        ),
+        "61 features": (
+            f.assign(**{f"extra_{j}": 0.0 for j in range(61 - (f.shape[1] - 3))}),
+            "61 feature columns, more than the model's state_dim 60",
+        ),
         "shorter than the window": (f.iloc[:20], "20 bars, fewer than the model's window of 32"),
         "too few evaluated bars": (f.iloc[:40], "40 evaluated bars; the backtest and its validation need"),
     }
 
 
-CASE_NAMES = ["missing timestamp", "missing close", "NaN in a feature", "inf in a feature", "string in a feature",
-              "string in close", "unsorted timestamps", "duplicated timestamps", "time zones that collide in UTC",
-              "label outside the three classes", "61 features", "shorter than the window", "too few evaluated bars"]
+CASE_NAMES = [
+    "missing timestamp",
+    "missing close",
+    "NaN in a feature",
+    "inf in a feature",
+    "string in a feature",
+    "string in close",
+    "unsorted timestamps",
+    "duplicated timestamps",
+    "time zones that collide in UTC",
+    "label outside the three classes",
+    "61 features",
+    "shorter than the window",
+    "too few evaluated bars",
+]
 
 
 def _assert_one_line(capsys, where, message):
@@ -93,13 +143,16 @@ def test_bad_dataset(env, capsys, case):
     assert _digest(env["store"]) == before
 
 
-@pytest.mark.parametrize("case, content, message", [
-    ("missing", None, "no such file"),
-    ("empty", b"", "the file is empty"),
-    ("header only", b"timestamp,close,label\n", "has a header but no rows"),
-    ("binary", bytes(range(128, 256)) * 8, "not UTF-8"),
-    ("binary with ASCII", bytes(range(256)) * 4, "not a well-formed CSV"),
-])
+@pytest.mark.parametrize(
+    "case, content, message",
+    [
+        ("missing", None, "no such file"),
+        ("empty", b"", "the file is empty"),
+        ("header only", b"timestamp,close,label\n", "has a header but no rows"),
+        ("binary", bytes(range(128, 256)) * 8, "not UTF-8"),
+        ("binary with ASCII", bytes(range(256)) * 4, "not a well-formed CSV"),
+    ],
+)
 def test_unreadable_files(env, capsys, case, content, message):
     before = _digest(env["store"])
     path = env["tmp"] / f"{case.replace(' ', '_')}.csv"
@@ -116,7 +169,9 @@ def test_wrong_delimiter_encoding_and_truncation(env, capsys):
     assert _evaluate(env, semi) == 1
     _assert_one_line(capsys, semi, "missing column 'timestamp'")
     latin = env["tmp"] / "latin1.csv"
-    df = env["frame"].assign(label=env["frame"]["label"].astype(object).where(env["frame"].index != 3, "HÖLD"))
+    df = env["frame"].assign(
+        label=env["frame"]["label"].astype(object).where(env["frame"].index != 3, "HÖLD")
+    )
     latin.write_bytes(df.to_csv(index=False).encode("latin-1"))
     assert _evaluate(env, latin) == 1
     _assert_one_line(capsys, latin, "not UTF-8")
@@ -149,6 +204,7 @@ def test_partner_with_other_timestamps(env, capsys):
 class _Boom:
     def __reduce__(self):
         import os
+
         return (os.system, ("touch /tmp/flagcore-pwned",))
 
 
@@ -185,8 +241,18 @@ def _checkpoint_cases(env) -> dict:
     return cases
 
 
-@pytest.mark.parametrize("case", ["corrupt", "truncated", "missing keys", "extra keys", "another architecture",
-                                  "pickle that runs code", "garbage"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "corrupt",
+        "truncated",
+        "missing keys",
+        "extra keys",
+        "another architecture",
+        "pickle that runs code",
+        "garbage",
+    ],
+)
 def test_bad_checkpoint(env, capsys, case):
     import os
 

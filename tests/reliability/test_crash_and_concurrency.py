@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import streamlit_server
 
 from flagcore.store.store import Store
@@ -27,12 +28,14 @@ def _check_complete(store: Store, n_bars: int) -> None:
     for rid in store.list_runs()["run_id"]:
         opts = store.option_results(int(rid))
         assert len(opts) >= 1
-        n = store.query("SELECT count(*) AS n FROM predictions WHERE run_id = ? AND period = 'test'",
-                        [int(rid)])["n"].iloc[0]
+        n = store.query(
+            "SELECT count(*) AS n FROM predictions WHERE run_id = ? AND period = 'test'", [int(rid)]
+        )["n"].iloc[0]
         assert n == len(opts) * n_bars
         assert len(store.hifa(int(rid))) == 3 * len(opts)
 
 
+@pytest.mark.slow  # ten evaluate processes, each killed or finished
 def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
     store_path = tmp_path / "store.duckdb"
     shutil.copy(quick_demo["store"].path, store_path)
@@ -42,9 +45,20 @@ def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
     store.add_review(rid0, "Ann", "reject", "before the crashes")
     n_bars = store.run(rid0)["summary"]["evaluated_bars"]
     root = quick_demo["root"]
-    cmd = FLAGCORE + ["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(root / "test.parquet"),
-                      "--retrained", str(root / "models" / "weighted"), "--store", str(store_path), "--quiet",
-                      "--criteria", str(_fast_criteria(tmp_path))]
+    cmd = FLAGCORE + [
+        "evaluate",
+        "--checkpoint",
+        str(root / "models" / "ce"),
+        "--data",
+        str(root / "test.parquet"),
+        "--retrained",
+        str(root / "models" / "weighted"),
+        "--store",
+        str(store_path),
+        "--quiet",
+        "--criteria",
+        str(_fast_criteria(tmp_path)),
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     full = time.perf_counter() - t
@@ -67,6 +81,8 @@ def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
     assert finished < 10  # at least one kill hit a running evaluate
 
 
+@pytest.mark.slow  # a minute at least, by design
+@pytest.mark.browser
 def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
     store_path = tmp_path / "store.duckdb"
     shutil.copy(quick_demo["store"].path, store_path)
@@ -74,25 +90,62 @@ def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
     root = quick_demo["root"]
     log = tmp_path / "server.log"
     with streamlit_server(store_path, log) as url:
-        writers = [subprocess.Popen(FLAGCORE + ["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data",
-                                                str(root / "test.parquet"), "--store", str(store_path), "--quiet",
-                                                "--name", f"concurrent-{i}", "--criteria",
-                                                str(_fast_criteria(tmp_path))], stderr=subprocess.PIPE, text=True)
-                   for i in range(2)]
-        reviewers = [subprocess.Popen(FLAGCORE + ["review", "--store", str(store_path), "--run",
-                                                  str(quick_demo["run_id"]), "--reviewer", f"r{i}", "--verdict",
-                                                  "needs-work", "--comment", f"comment {i}"],
-                                      stderr=subprocess.PIPE, text=True) for i in range(6)]
+        writers = [
+            subprocess.Popen(
+                FLAGCORE
+                + [
+                    "evaluate",
+                    "--checkpoint",
+                    str(root / "models" / "ce"),
+                    "--data",
+                    str(root / "test.parquet"),
+                    "--store",
+                    str(store_path),
+                    "--quiet",
+                    "--name",
+                    f"concurrent-{i}",
+                    "--criteria",
+                    str(_fast_criteria(tmp_path)),
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        reviewers = [
+            subprocess.Popen(
+                FLAGCORE
+                + [
+                    "review",
+                    "--store",
+                    str(store_path),
+                    "--run",
+                    str(quick_demo["run_id"]),
+                    "--reviewer",
+                    f"r{i}",
+                    "--verdict",
+                    "needs-work",
+                    "--comment",
+                    f"comment {i}",
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(6)
+        ]
         pages = ["", "solutions", "hifa", "reviews"]
         loads = 0
         contexts = [browser.new_context() for _ in range(3)]  # three separate browser sessions
         sessions = [c.new_page() for c in contexts]
         t0 = time.time()
-        while time.time() - t0 < 60 or any(w.poll() is None for w in writers + reviewers):  # a minute at least
+        while time.time() - t0 < 60 or any(
+            w.poll() is None for w in writers + reviewers
+        ):  # a minute at least
             for i, pg in enumerate(sessions):
                 pg.goto(f"{url}/{pages[(loads + i) % len(pages)]}?run={quick_demo['run_id']}")
-                pg.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']",
-                                     timeout=120_000)
+                pg.wait_for_selector(
+                    "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000
+                )
                 assert pg.locator("[data-testid='stException']").count() == 0
                 loads += 1
             if time.time() - t0 > 240:
@@ -106,7 +159,9 @@ def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
         pg = sessions[0]
         for rid in new_ids:
             pg.goto(f"{url}/?run={rid}")
-            pg.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
+            pg.wait_for_selector(
+                "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000
+            )
             assert pg.get_by_text(f"Run {rid}", exact=True).count() == 1
         for c in contexts:
             c.close()

@@ -9,7 +9,9 @@ from flagcore.analysis.backtest import BacktestConfig, backtest
 from flagcore.data.dataset import load_dataset
 from flagcore.data.labels import ewm_volatility, triple_barrier
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @st.composite
@@ -54,17 +56,22 @@ def test_labels_never_look_past_their_horizon(seed, n, h, width):
     y = triple_barrier(close, sigma, h, width)
     assert y.shape == (n,) and set(np.unique(y)) <= {-1, 0, 1, 2}
     # a bar whose time barrier lies inside the data is resolved, once a causal volatility exists (bar 2)
-    assert (y[2: n - h] >= 0).all() and (y[:2] == -1).all()
+    assert (y[2 : n - h] >= 0).all() and (y[:2] == -1).all()
     t = int(rng.integers(0, n - h - 1))
     # prices after t + h cannot change the label of bar t
     changed = close.copy()
-    changed[t + h + 1:] *= np.exp(rng.normal(0, 0.2, n - t - h - 1))
+    changed[t + h + 1 :] *= np.exp(rng.normal(0, 0.2, n - t - h - 1))
     assert triple_barrier(changed, ewm_volatility(changed), h, width)[t] == y[t]
 
 
 @SETTINGS
-@given(st.integers(0, 2**31 - 1), st.integers(3, 300), st.sampled_from(["kelly", "unit"]),
-       st.sampled_from(["flat", "keep"]), st.floats(0, 50))
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(3, 300),
+    st.sampled_from(["kelly", "unit"]),
+    st.sampled_from(["flat", "keep"]),
+    st.floats(0, 50),
+)
 def test_backtest_equity_matches_returns_and_has_no_look_ahead(seed, n, sizing, hold, cost_bps):
     rng = np.random.default_rng(seed)
     close = np.exp(rng.normal(0, 0.01, n).cumsum()) * 100
@@ -79,7 +86,7 @@ def test_backtest_equity_matches_returns_and_has_no_look_ahead(seed, n, sizing, 
     # the result up to bar t depends on nothing after t's close
     t = int(rng.integers(1, n - 1))
     later = close.copy()
-    later[t + 1:] *= np.exp(rng.normal(0, 0.05, n - t - 1))
+    later[t + 1 :] *= np.exp(rng.normal(0, 0.05, n - t - 1))
     bt2 = backtest(actions, later, 8766.0, confidence=conf, payoff=bt["payoff_ratio"], cfg=cfg)
     assert np.array_equal(bt2["positions"], bt["positions"])
-    assert np.allclose(bt2["returns"][: t], bt["returns"][: t])
+    assert np.allclose(bt2["returns"][:t], bt["returns"][:t])
