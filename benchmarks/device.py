@@ -67,8 +67,9 @@ def gpu_section(res: dict, save) -> None:
 def scaleout_section(res: dict, save, train_path: Path, reps: int) -> None:
     from flagcore.data.dataset import load_dataset
     from flagcore.models.flag_trader import preset
+    from flagcore.training.cpcv import retrain_cpcv
+    from flagcore.training.loop import TrainConfig
     from flagcore.training.tasks import Placement
-    from flagcore.training.train import TrainConfig, retrain_cpcv
 
     ds = load_dataset(train_path)
     cfg = TrainConfig(loss="weighted", epochs=2, windows_per_epoch=2000)

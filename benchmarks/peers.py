@@ -26,7 +26,7 @@ def _peer_cpcv(n: int) -> dict:
     """CPCV splits against skfolio's CombinatorialPurgedCV, and whether their train sets are the same."""
     from skfolio.model_selection import CombinatorialPurgedCV
 
-    from flagcore.analysis.hifa import cpcv_splits
+    from flagcore.analysis.cpcv import cpcv_splits
 
     N, k, h = 6, 2, 24
     cv = CombinatorialPurgedCV(n_folds=N, n_test_folds=k, purged_size=h, embargo_size=h)
@@ -47,7 +47,7 @@ def _peer_psr_dsr(r: np.ndarray, trials: np.ndarray) -> dict:
     from skfolio.measures import deflated_sharpe_ratio as sk_dsr
     from skfolio.measures import probabilistic_sharpe_ratio as sk_psr
 
-    from flagcore.analysis.hifa import deflated_sharpe_ratio, probabilistic_sharpe_ratio, sharpe_moments
+    from flagcore.analysis.dsr import deflated_sharpe_ratio, probabilistic_sharpe_ratio, sharpe_moments
 
     def ours_psr():
         s, m, a, b = sharpe_moments(r)
@@ -66,7 +66,7 @@ def _peer_psr_dsr(r: np.ndarray, trials: np.ndarray) -> dict:
 
 def _peer_permutation(r: np.ndarray, pos: np.ndarray) -> dict:
     """The vectorised block-permutation test against a plain Python loop over the same permutations."""
-    from flagcore.analysis.hifa import block_permutations, permutation_test
+    from flagcore.analysis.permutation import block_permutations, permutation_test
 
     n = len(r)
     block, m = 24, 1000

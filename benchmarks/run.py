@@ -167,7 +167,9 @@ def section_slider(res: dict, store, run_id: int) -> None:
 
 
 def section_validation(res: dict, store, run_id: int) -> None:
-    from flagcore.analysis.hifa import hifa_verdict, permutation_test, posthoc_cpcv
+    from flagcore.analysis.cpcv import posthoc_cpcv
+    from flagcore.analysis.gate import hifa_verdict
+    from flagcore.analysis.permutation import permutation_test
     from flagcore.dashboard.live import load_live_inputs
     from flagcore.pipeline.run import sweep
     from flagcore.pipeline.settings import default_thresholds

@@ -47,8 +47,9 @@ def _retrain_placements(ds, reps: int) -> dict:
     import torch
 
     from flagcore.models.flag_trader import preset
+    from flagcore.training.cpcv import retrain_cpcv
+    from flagcore.training.loop import TrainConfig
     from flagcore.training.tasks import Placement
-    from flagcore.training.train import TrainConfig, retrain_cpcv
 
     cfg = TrainConfig(loss="weighted", epochs=2, windows_per_epoch=2000)
     threads = torch.get_num_threads()

@@ -52,8 +52,14 @@ NOT_A_TRIAL = (LABELS_OPTION,)  # the upper bound, not a strategy one would pick
 
 # training losses (``flagcore train --loss``) and the option each one's model stands for
 LOSSES = ("ce", "weighted", "focal", "logit_adjusted", "oversample", "multitask")
-ROLE_BY_LOSS = {"ce": "baseline", "weighted": "opt1_class_weights", "focal": "opt2_focal",
-                "logit_adjusted": "logit_adjusted_loss", "oversample": "oversample", "multitask": "multitask"}
+ROLE_BY_LOSS = {
+    "ce": "baseline",
+    "weighted": "opt1_class_weights",
+    "focal": "opt2_focal",
+    "logit_adjusted": "logit_adjusted_loss",
+    "oversample": "oversample",
+    "multitask": "multitask",
+}
 # the roles a model can play in a run: the model under review, its retrained variants, the partner
 MODEL_ROLES = (*ROLE_BY_LOSS.values(), "walk_forward", "cgdt")
 TRAINABLE_ROLES = tuple(ROLE_BY_LOSS.values())  # what retraining CPCV can retrain
@@ -101,7 +107,7 @@ VERDICTS = ("approve", "reject", "needs-work")
 
 
 def collapse_label(collapse: Mapping[str, Any]) -> str:
-    """"COLLAPSED" or "not collapsed": the one word a table shows for a collapse verdict."""
+    """ "COLLAPSED" or "not collapsed": the one word a table shows for a collapse verdict."""
     return "COLLAPSED" if collapse.get("collapsed") else "not collapsed"
 
 

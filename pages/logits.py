@@ -23,15 +23,21 @@ st.subheader("Actions and confidence")
 c = st.columns(4)
 for i, cls in enumerate(CLASS_NAMES):
     c[i].metric(cls, f"{ad['counts'][cls]:,}", f"{ad['shares'][cls]:.2%} of bars", delta_color="off")
-c[3].metric("Mean confidence", ac.pct(conf["mean"]), f"min {conf['min']:.2%}, max {conf['max']:.2%}",
-            delta_color="off")
+c[3].metric(
+    "Mean confidence",
+    ac.pct(conf["mean"]),
+    f"min {conf['min']:.2%}, max {conf['max']:.2%}",
+    delta_color="off",
+)
 left, right = st.columns(2)
 left.plotly_chart(plots.action_shares({titles[option]: ad["shares"]}), width="stretch")
 right.plotly_chart(plots.confidence_histogram(p["confidence"].to_numpy()), width="stretch")
 
 st.subheader("Logits per class")
-st.caption("The seed's table: strongly separated means with small spreads mean the model is sure of one "
-           "class whatever the input.")
+st.caption(
+    "The seed's table: strongly separated means with small spreads mean the model is sure of one "
+    "class whatever the input."
+)
 st.dataframe(views.per_class_table(d["logits"]), width="stretch")
 left, right = st.columns(2)
 left.plotly_chart(plots.logit_distributions(logits), width="stretch")
@@ -42,8 +48,11 @@ if m:
     st.subheader("Against the labels")
     c = st.columns(5)
     c[0].metric("Accuracy", ac.pct(m["accuracy"]))
-    c[1].metric(f"Majority-class baseline ({m['majority_class']})", ac.pct(m["majority_baseline"]),
-                help="what always predicting the most common label scores")
+    c[1].metric(
+        f"Majority-class baseline ({m['majority_class']})",
+        ac.pct(m["majority_baseline"]),
+        help="what always predicting the most common label scores",
+    )
     c[2].metric("Balanced accuracy", ac.pct(m["balanced_accuracy"]))
     c[3].metric("Macro-F1", f"{m['macro_f1']:.3f}")
     c[4].metric("MCC / kappa", f"{m['mcc']:.3f} / {m['cohen_kappa']:.3f}")

@@ -16,8 +16,10 @@ c[0].metric("Total parameters", f"{int(base['total_parameters']):,}")
 c[1].metric("Trainable (LoRA and unfrozen)", f"{int(base['trainable_parameters']):,}")
 c[2].metric("Trainable share", f"{views.trainable_share(base):.2%}")
 st.json(base["config"], expanded=False)
-st.caption("The seed's table, from the presets as built (peft LoRA on the six Linear layers of each block); "
-           "`full` is the reviewed model: 87,955,971 parameters, 2,938,371 trainable.")
+st.caption(
+    "The seed's table, from the presets as built (peft LoRA on the six Linear layers of each block); "
+    "`full` is the reviewed model: 87,955,971 parameters, 2,938,371 trainable."
+)
 st.dataframe(ac.presets(), width="stretch")
 
 st.subheader("Checkpoints in this run")
@@ -26,8 +28,10 @@ with st.expander("Provenance of the baseline checkpoint"):
     st.json(base["provenance"])
 
 st.subheader("Load and forward-pass check")
-st.caption("Loads the baseline checkpoint, runs it on the last bars of the evaluation data and compares "
-           "the logits with the stored ones.")
+st.caption(
+    "Loads the baseline checkpoint, runs it on the last bars of the evaluation data and compares "
+    "the logits with the stored ones."
+)
 if st.button("Run the check"):
     try:
         res = ac.forward_check(path, rid, base)
@@ -36,15 +40,18 @@ if st.button("Run the check"):
     else:
         (st.success if res["ok"] else st.error)(
             f"{res['bars']} bars re-run in {res['seconds'] * 1000:.0f} ms: largest logit difference "
-            f"{res['max_abs_diff']:.2e} ({'matches' if res['ok'] else 'DOES NOT match'} the stored run).")
+            f"{res['max_abs_diff']:.2e} ({'matches' if res['ok'] else 'DOES NOT match'} the stored run)."
+        )
 
 diag = ac.diagnostics(path, rid, "baseline")
 st.subheader("Feature coverage and shift")
 shift = diag.get("feature_shift")
 if shift:
     padded = views.padded_inputs(shift)
-    st.write(f"{len(padded)} of {len(shift)} model inputs are zero padding in the evaluation data"
-             + (f": {', '.join(padded)}." if padded else "."))
+    st.write(
+        f"{len(padded)} of {len(shift)} model inputs are zero padding in the evaluation data"
+        + (f": {', '.join(padded)}." if padded else ".")
+    )
     st.plotly_chart(plots.feature_shift(shift), width="stretch")
     st.dataframe(views.shift_table(shift), hide_index=True, width="stretch")
 else:

@@ -6,8 +6,10 @@ from flagcore.vocab import VERDICTS
 
 st.title("Reviews and sign-off")
 rid = ac.require_run()
-st.caption("Reviews are append-only: each records the reviewer, the verdict, the comment, the time and the "
-           "HIFA verdicts of the run at that moment. Nothing is edited or deleted.")
+st.caption(
+    "Reviews are append-only: each records the reviewer, the verdict, the comment, the time and the "
+    "HIFA verdicts of the run at that moment. Nothing is edited or deleted."
+)
 with st.form("review", clear_on_submit=True):
     reviewer = st.text_input("Reviewer", max_chars=200)
     verdict = st.radio("Verdict", VERDICTS, horizontal=True)
@@ -35,7 +37,9 @@ for _, r in history.sort_values("review_id", ascending=False).iterrows():
 path = ac.store_key()
 st.subheader("Findings report")
 c = st.columns(2)
-c[0].download_button("Download Markdown", ac.report(path, rid, "md"), file_name=f"flagcore-run-{rid}.md",
-                     mime="text/markdown")
-c[1].download_button("Download HTML", ac.report(path, rid, "html"), file_name=f"flagcore-run-{rid}.html",
-                     mime="text/html")
+c[0].download_button(
+    "Download Markdown", ac.report(path, rid, "md"), file_name=f"flagcore-run-{rid}.md", mime="text/markdown"
+)
+c[1].download_button(
+    "Download HTML", ac.report(path, rid, "html"), file_name=f"flagcore-run-{rid}.html", mime="text/html"
+)

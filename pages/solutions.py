@@ -13,18 +13,27 @@ settings, summary = info["settings"], info["summary"]
 opts = ac.option_results(path, rid)
 titles = views.option_titles(opts)
 
-st.caption(f"Every option on the same {summary['evaluated_bars']:,} evaluated bars, backtested with "
-           f"{settings['backtest']['sizing']} sizing and {settings['backtest']['fee_bps']} + "
-           f"{settings['backtest']['slippage_bps']} bps of costs per change of position.")
+st.caption(
+    f"Every option on the same {summary['evaluated_bars']:,} evaluated bars, backtested with "
+    f"{settings['backtest']['sizing']} sizing and {settings['backtest']['fee_bps']} + "
+    f"{settings['backtest']['slippage_bps']} bps of costs per change of position."
+)
 table = views.options_table(opts).drop(columns=["key"])
 pct = st.column_config.NumberColumn(format="percent")
 formats = {k: pct for k in (*CLASS_NAMES, "accuracy", "balanced accuracy", "return", "max drawdown")}
-formats |= {"Sharpe": st.column_config.NumberColumn(format="%.2f"),
-            "macro-F1": st.column_config.NumberColumn(format="%.3f")}
+formats |= {
+    "Sharpe": st.column_config.NumberColumn(format="%.2f"),
+    "macro-F1": st.column_config.NumberColumn(format="%.3f"),
+}
 st.dataframe(table, hide_index=True, width="stretch", column_config=formats)
 eq = ac.equity_curves(path, rid)
-shown = st.multiselect("Equity curves", list(titles), default=[o for o in titles if o not in NOT_A_TRIAL],
-                       format_func=titles.get, key="equity_options")
+shown = st.multiselect(
+    "Equity curves",
+    list(titles),
+    default=[o for o in titles if o not in NOT_A_TRIAL],
+    format_func=titles.get,
+    key="equity_options",
+)
 st.plotly_chart(plots.equity_curves(views.rows(eq, option=shown), titles), width="stretch")
 sw = ac.sweeps(path, rid)
 
@@ -34,13 +43,30 @@ def threshold_panel() -> None:
     from flagcore.dashboard.live import threshold_view
 
     st.subheader("Option 3: the HOLD threshold")
-    st.caption("Where the model says HOLD with confidence below the threshold, take its second-best action "
-               "(the seed's rule), recomputed live from the stored logits.")
-    value = st.slider("HOLD threshold", 0.0, 1.0, float(settings["hold_threshold"]), 0.001, format="%.3f",
-                      key="threshold", bind="query-params")
+    st.caption(
+        "Where the model says HOLD with confidence below the threshold, take its second-best action "
+        "(the seed's rule), recomputed live from the stored logits."
+    )
+    value = st.slider(
+        "HOLD threshold",
+        0.0,
+        1.0,
+        float(settings["hold_threshold"]),
+        0.001,
+        format="%.3f",
+        key="threshold",
+        bind="query-params",
+    )
     show_view(threshold_view(ac.live_inputs(path, rid), value), "threshold")
-    st.plotly_chart(plots.sweep_chart(views.rows(sw, parameter="hold_threshold"), value, "HOLD threshold",
-                                      "Sharpe and trades across the swept thresholds"), width="stretch")
+    st.plotly_chart(
+        plots.sweep_chart(
+            views.rows(sw, parameter="hold_threshold"),
+            value,
+            "HOLD threshold",
+            "Sharpe and trades across the swept thresholds",
+        ),
+        width="stretch",
+    )
 
 
 @st.fragment
@@ -48,12 +74,18 @@ def tau_panel() -> None:
     from flagcore.dashboard.live import tau_view
 
     st.subheader("Logit adjustment (post hoc)")
-    st.caption("argmax(logit - tau * log prior): tau = 0 is the plain argmax, tau = 1 the Bayes rule for "
-               "balanced error (Menon et al. 2021), the principled form of option 3.")
+    st.caption(
+        "argmax(logit - tau * log prior): tau = 0 is the plain argmax, tau = 1 the Bayes rule for "
+        "balanced error (Menon et al. 2021), the principled form of option 3."
+    )
     value = st.slider("tau", 0.0, 3.0, float(settings["tau"]), 0.05, key="tau", bind="query-params")
     show_view(tau_view(ac.live_inputs(path, rid), value), "tau")
-    st.plotly_chart(plots.sweep_chart(views.rows(sw, parameter="tau"), value, "tau",
-                                      "Sharpe and trades across the swept tau values"), width="stretch")
+    st.plotly_chart(
+        plots.sweep_chart(
+            views.rows(sw, parameter="tau"), value, "tau", "Sharpe and trades across the swept tau values"
+        ),
+        width="stretch",
+    )
 
 
 threshold_panel()

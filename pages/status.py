@@ -4,14 +4,20 @@ from flagcore.dashboard import state as ac
 from flagcore.dashboard import views
 
 st.title("Validation status")
-st.caption("Every evaluation run in the store. A run passes HIFA when an option meets all three criteria: "
-           "CPCV mean Sharpe, deflated Sharpe and permutation p-value. The perfect-foresight labels are "
-           "shown as an upper bound and never count as a passing option.")
+st.caption(
+    "Every evaluation run in the store. A run passes HIFA when an option meets all three criteria: "
+    "CPCV mean Sharpe, deflated Sharpe and permutation p-value. The perfect-foresight labels are "
+    "shown as an upper bound and never count as a passing option."
+)
 path = ac.store_key()
 runs = ac.runs(path)
 overview = views.runs_overview(runs, ac.all_option_results(path))
-st.dataframe(overview, hide_index=True, width="stretch",
-             column_config={"baseline HOLD share": st.column_config.NumberColumn(format="percent")})
+st.dataframe(
+    overview,
+    hide_index=True,
+    width="stretch",
+    column_config={"baseline HOLD share": st.column_config.NumberColumn(format="percent")},
+)
 rid = ac.current_run()
 if rid is not None:
     st.subheader(f"Run {rid}")
@@ -31,23 +37,31 @@ if rid is not None:
     links[2].page_link("pages/solutions.py", label="Solution comparison", query_params=q)
     links[3].page_link("pages/hifa.py", label="HIFA criteria", query_params=q)
     links[4].page_link("pages/reviews.py", label="Reviews and sign-off", query_params=q)
-    st.dataframe(views.hifa_badges(ac.hifa(path, rid), ac.option_results(path, rid)), hide_index=True,
-                 width="stretch")
-st.caption("New runs: `flagcore evaluate --checkpoint CKPT --data FILE [--train FILE] [--partner CGDT] "
-           "[--retrained CKPT ...]`; refresh the page to see them.")
+    st.dataframe(
+        views.hifa_badges(ac.hifa(path, rid), ac.option_results(path, rid)), hide_index=True, width="stretch"
+    )
+st.caption(
+    "New runs: `flagcore evaluate --checkpoint CKPT --data FILE [--train FILE] [--partner CGDT] "
+    "[--retrained CKPT ...]`; refresh the page to see them."
+)
 
 with st.expander("Evaluate a checkpoint on a dataset"):
     files = ac.files()
-    st.caption("Files under the configured folders (`FLAGCORE_FILES`, default `data/`). Inference is cached "
-               "in the store, so a checkpoint and dataset already evaluated are not run again.")
+    st.caption(
+        "Files under the configured folders (`FLAGCORE_FILES`, default `data/`). Inference is cached "
+        "in the store, so a checkpoint and dataset already evaluated are not run again."
+    )
     if not files["checkpoints"] or not files["datasets"]:
         st.info("No checkpoints or datasets found under the configured folders.")
     else:
         ckpt = st.selectbox("Checkpoint (the model under review)", files["checkpoints"], key="eval_ckpt")
         data = st.selectbox("Evaluation data", files["datasets"], key="eval_data")
-        train = st.selectbox("Training data (prior, payoff ratios, feature shift)",
-                             [None, *files["datasets"]], format_func=lambda p: "none" if p is None else p,
-                             key="eval_train")
+        train = st.selectbox(
+            "Training data (prior, payoff ratios, feature shift)",
+            [None, *files["datasets"]],
+            format_func=lambda p: "none" if p is None else p,
+            key="eval_train",
+        )
         if st.button("Evaluate", key="eval_go"):
             bar = st.progress(0.0, text="starting")
             try:

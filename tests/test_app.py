@@ -12,15 +12,20 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 @pytest.fixture(autouse=True)
 def clear_caches():
     import streamlit as st
+
     st.cache_data.clear()
     st.cache_resource.clear()
 
 
 @pytest.fixture
 def demo_app(quick_demo, monkeypatch):
-    monkeypatch.setenv("FLAGCORE_STORE", str(quick_demo["store"].path))
+    return _app(quick_demo, monkeypatch)
+
+
+def _app(demo: dict, monkeypatch) -> AppTest:
+    monkeypatch.setenv("FLAGCORE_STORE", str(demo["store"].path))
     at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["run"] = str(quick_demo["run_id"])  # other tests may have added newer runs
+    at.query_params["run"] = str(demo["run_id"])  # other tests may have added newer runs
     at.run()
     assert not at.exception
     return at
@@ -125,8 +130,9 @@ def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
     assert any(t.startswith("Permutation null (p = 1.0000)") for t in titles)
 
 
-def test_review_round_trip_stores_text_verbatim(demo_app, quick_demo):
-    at = _page(demo_app, "pages/reviews.py")
+def test_review_round_trip_stores_text_verbatim(quick_demo_copy, monkeypatch):
+    quick_demo = quick_demo_copy  # its own copy of the store: the review lands there only
+    at = _page(_app(quick_demo, monkeypatch), "pages/reviews.py")
     comment = "<script>alert('x')</script> looks collapsed"
     at.text_input[0].input("Rita Reviewer")
     at.radio[0].set_value("reject")
@@ -218,9 +224,11 @@ def test_evaluate_files_refuses_paths_outside_the_roots(tmp_path):
     (root / "test.csv").write_text("timestamp,close\n")
     (outside / "test.csv").write_text("timestamp,close\n")
     store = Store(tmp_path / "store.duckdb")
-    for ckpt, data, train in [(root / "ce", outside / "test.csv", None),
-                              (root / "ce", root / "test.csv", outside / "test.csv"),
-                              (root / "ce" / ".." / ".." / "outside", root / "test.csv", None)]:
+    for ckpt, data, train in [
+        (root / "ce", outside / "test.csv", None),
+        (root / "ce", root / "test.csv", outside / "test.csv"),
+        (root / "ce" / ".." / ".." / "outside", root / "test.csv", None),
+    ]:
         with pytest.raises(FlagcoreError, match="only files under the configured folders"):
             evaluate_files(store, str(ckpt), str(data), None if train is None else str(train), roots=[root])
     assert not store.exists()  # refused before anything was read or written
@@ -242,8 +250,12 @@ def test_paths_appended_to_a_run_show_on_the_next_read(quick_demo, monkeypatch, 
     at = _page(at.run(), "pages/hifa.py")
 
     def boxes() -> list[str]:
-        return [t["name"] for c in _charts(at) if c["layout"]["title"]["text"] == "CPCV path Sharpe ratios"
-                for t in c["data"]]
+        return [
+            t["name"]
+            for c in _charts(at)
+            if c["layout"]["title"]["text"] == "CPCV path Sharpe ratios"
+            for t in c["data"]
+        ]
 
     assert boxes() and not any(name.endswith("[retraining]") for name in boxes())
     before = len(state.cpcv_paths(str(copy.resolve()), rid))

@@ -59,8 +59,9 @@ def test_costs_on_every_change_of_position():
 
 
 def test_hold_keep_carries_the_position():
-    pos = positions(np.array([HOLD, BUY, HOLD, HOLD, SELL, HOLD]),
-                    cfg=BacktestConfig(sizing="unit", hold="keep"))
+    pos = positions(
+        np.array([HOLD, BUY, HOLD, HOLD, SELL, HOLD]), cfg=BacktestConfig(sizing="unit", hold="keep")
+    )
     assert pos.tolist() == [0, 1, 1, 1, -1, -1]
 
 
@@ -104,8 +105,14 @@ def test_metrics_refuse_bad_input():
 def test_kelly_resizing_is_not_a_new_trade_but_costs():
     close = np.array([100.0, 101, 102, 103, 104])
     cfg = BacktestConfig(sizing="kelly", kelly_fraction=1.0, fee_bps=10, slippage_bps=0)
-    r = backtest(np.array([BUY, BUY, BUY, SELL, SELL]), close, 4,
-                 confidence=np.array([0.6, 0.7, 0.8, 0.6, 0.6]), cfg=cfg, payoff=1.0)
+    r = backtest(
+        np.array([BUY, BUY, BUY, SELL, SELL]),
+        close,
+        4,
+        confidence=np.array([0.6, 0.7, 0.8, 0.6, 0.6]),
+        cfg=cfg,
+        payoff=1.0,
+    )
     # sizes 0.2, 0.4, 0.6, then -0.2: two trades (one long run, one short), four position changes
     assert r["trades"] == 2 and r["position_changes"] == 4
     np.testing.assert_allclose(r["positions"], [0.2, 0.4, 0.6, -0.2, -0.2])

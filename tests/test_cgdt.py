@@ -20,8 +20,16 @@ from flagcore.models.cgdt_predict import predict_cgdt, predict_cgdt_sequential
 from flagcore.training.cgdt import action_returns, guidance_loss, market_returns, rewards_to_go, train_cgdt
 
 SMALL = CGDTConfig(
-    context=8, d_model=32, num_layers=1, num_heads=2, ff_dim=64, critic_hidden=64,
-    critic_epochs=2, epochs=4, windows_per_epoch=8192, calibration_bars=1024,
+    context=8,
+    d_model=32,
+    num_layers=1,
+    num_heads=2,
+    ff_dim=64,
+    critic_hidden=64,
+    critic_epochs=2,
+    epochs=4,
+    windows_per_epoch=8192,
+    calibration_bars=1024,
 )
 TINY = dataclasses.replace(SMALL, critic_epochs=1, epochs=1, windows_per_epoch=512, rtg_quantile=0.6)
 
@@ -62,8 +70,10 @@ def test_rewards_to_go_match_a_direct_sum():
     from flagcore.data.labels import ewm_volatility
 
     sigma = ewm_volatility(close, span=10)
-    r = [(-1, 0, 1)[labels[t]] * np.log(close[t + 1] / close[t]) / sigma[t] if labels[t] >= 0 else 0.0
-         for t in range(n - 1)]
+    r = [
+        (-1, 0, 1)[labels[t]] * np.log(close[t + 1] / close[t]) / sigma[t] if labels[t] >= 0 else 0.0
+        for t in range(n - 1)
+    ]
     for t in range(n):
         ok = t + H <= n - 1 and all(labels[t : t + H] >= 0) and np.isfinite(r[t : t + H]).all()
         assert valid[t] == ok, t
@@ -193,10 +203,18 @@ def test_training_refuses_data_it_cannot_use(data):
         train_cgdt(train.slice(0, 60), TINY)
 
 
-@pytest.mark.parametrize("bad", [
-    {"context": 0}, {"asymmetry": 1.0}, {"rtg_quantile": 0.0}, {"dropout": 1.0},
-    {"d_model": 30, "num_heads": 4}, {"action_tokens": "oracle"}, {"balance_classes": 1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"context": 0},
+        {"asymmetry": 1.0},
+        {"rtg_quantile": 0.0},
+        {"dropout": 1.0},
+        {"d_model": 30, "num_heads": 4},
+        {"action_tokens": "oracle"},
+        {"balance_classes": 1},
+    ],
+)
 def test_config_refuses_bad_values(bad):
     with pytest.raises(FlagcoreError, match="CGDT config"):
         CGDTConfig(**bad)
@@ -228,8 +246,18 @@ def test_other_files_are_refused_naming_the_path(tmp_path, model):
     from flagcore.models.flag_trader import FlagTraderConfig, build_model
 
     flag = save_checkpoint(
-        build_model(FlagTraderConfig(d_model=16, num_layers=1, num_heads=2, ff_dim=32, max_length=8,
-                                     window=4, lora_rank=2, lora_alpha=2.0)),
+        build_model(
+            FlagTraderConfig(
+                d_model=16,
+                num_layers=1,
+                num_heads=2,
+                ff_dim=32,
+                max_length=8,
+                window=4,
+                lora_rank=2,
+                lora_alpha=2.0,
+            )
+        ),
         tmp_path / "flagtrader.safetensors",
     )
     text = tmp_path / "notes.safetensors"
@@ -254,7 +282,6 @@ def test_other_files_are_refused_naming_the_path(tmp_path, model):
         load_cgdt(tmp_path / "broken.safetensors")
 
 
-
 def test_predict_command_reads_a_cgdt_checkpoint(model, data, tmp_path, capsys):
     import json
 
@@ -272,9 +299,22 @@ def test_predict_command_reads_a_cgdt_checkpoint(model, data, tmp_path, capsys):
         frame[name] = test.features[:, j]
     write_dataset(frame, tmp_path / "test.parquet")
     out = tmp_path / "partner.parquet"
-    assert main(["predict", "--checkpoint", str(path), "--data", str(tmp_path / "test.parquet"),
-                 "--out", str(out),
-                 "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(path),
+                "--data",
+                str(tmp_path / "test.parquet"),
+                "--out",
+                str(out),
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["bars"] == test.n_bars
     partner = load_predictions(out)  # the file works as an ensemble partner

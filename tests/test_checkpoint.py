@@ -13,10 +13,14 @@ from flagcore.models.flag_trader import PRESETS, build_model
 
 def _reviewed_file(tmp_path, layout, cfg=SMALL, seed=0, config=None):
     sd = reviewed_state_dict(cfg, seed)
-    obj = {"model": {"model": sd, "config": config or {"state_dim": 60, "action_dim": 3,
-                                                       "max_length": cfg.max_length}},
-           "model_state_dict": {"model_state_dict": sd, "epoch": 3},
-           "bare": sd}[layout]
+    obj = {
+        "model": {
+            "model": sd,
+            "config": config or {"state_dim": 60, "action_dim": 3, "max_length": cfg.max_length},
+        },
+        "model_state_dict": {"model_state_dict": sd, "epoch": 3},
+        "bare": sd,
+    }[layout]
     path = tmp_path / f"reviewed_{layout}.pt"
     torch.save(obj, path)
     return path, sd
@@ -49,8 +53,9 @@ def test_wrong_head_count_changes_logits(tmp_path):
 
 
 def test_config_in_file_supplies_num_heads(tmp_path):
-    path, sd = _reviewed_file(tmp_path, "model", config={"state_dim": 60, "action_dim": 3,
-                                                        "max_length": 16, "num_heads": 4})
+    path, sd = _reviewed_file(
+        tmp_path, "model", config={"state_dim": 60, "action_dim": 3, "max_length": 16, "num_heads": 4}
+    )
     model = load_checkpoint(path)
     x = torch.randn(2, 6, 60)
     with torch.inference_mode():
@@ -71,8 +76,13 @@ def test_full_size_reviewed_checkpoint_counts(tmp_path, capsys):
 def test_own_format_round_trip_is_exact(tmp_path):
     model = build_model(PRESETS["demo"], seed=5)
     with_trained_lora(model, 1.0)
-    path = save_checkpoint(model, tmp_path / "ckpt.safetensors", feature_names=[f"f{i}" for i in range(49)],
-                           padded_inputs=list(range(49, 60)), provenance={"loss": "ce", "seed": 5})
+    path = save_checkpoint(
+        model,
+        tmp_path / "ckpt.safetensors",
+        feature_names=[f"f{i}" for i in range(49)],
+        padded_inputs=list(range(49, 60)),
+        provenance={"loss": "ce", "seed": 5},
+    )
     loaded, info = read_checkpoint(path)
     a, b = model.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys()
@@ -102,6 +112,7 @@ def test_folder_checkpoint_and_import_command(tmp_path, capsys):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("touch EVIL_RAN",))
 
 
@@ -123,13 +134,16 @@ def _mutate(tmp_path, fn):
     return path
 
 
-@pytest.mark.parametrize("mutation, message", [
-    (lambda sd: sd.pop("transformer_blocks.1.ffn.3.lora.lora_B"), "1 missing"),
-    (lambda sd: sd.update({"extra.weight": torch.zeros(2)}), "1 unexpected (first: extra.weight)"),
-    (lambda sd: sd.pop("state_embedding.weight"), "tensor 'state_embedding.weight' is missing"),
-    (lambda sd: sd.update({"transformer_blocks.0.norm1.weight": torch.zeros(5)}), "has shape (5,)"),
-    (lambda sd: sd["action_head.bias"].fill_(float("nan")), "NaN"),
-])
+@pytest.mark.parametrize(
+    "mutation, message",
+    [
+        (lambda sd: sd.pop("transformer_blocks.1.ffn.3.lora.lora_B"), "1 missing"),
+        (lambda sd: sd.update({"extra.weight": torch.zeros(2)}), "1 unexpected (first: extra.weight)"),
+        (lambda sd: sd.pop("state_embedding.weight"), "tensor 'state_embedding.weight' is missing"),
+        (lambda sd: sd.update({"transformer_blocks.0.norm1.weight": torch.zeros(5)}), "has shape (5,)"),
+        (lambda sd: sd["action_head.bias"].fill_(float("nan")), "NaN"),
+    ],
+)
 def test_damaged_state_dicts_are_refused_with_the_key(tmp_path, capsys, mutation, message):
     path = _mutate(tmp_path, mutation)
     assert main(["info", "--checkpoint", str(path), "--num-heads", "4"]) == 1
@@ -144,10 +158,13 @@ def test_other_architecture_is_refused(tmp_path, capsys):
     assert "not a FLAG-TRADER checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"hello world, not a model", "neither a safetensors nor a torch checkpoint"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"hello world, not a model", "neither a safetensors nor a torch checkpoint"),
+    ],
+)
 def test_non_checkpoints_are_refused(tmp_path, capsys, content, message):
     path = tmp_path / "x.pt"
     path.write_bytes(content)
@@ -184,14 +201,16 @@ def test_import_round_trip_keeps_source_hash(tmp_path):
     out = import_checkpoint(path, tmp_path / "x.safetensors", num_heads=4)
     _, info = read_checkpoint(out)
     from flagcore.models.checkpoint import file_sha256
+
     assert info.meta.provenance["source_sha256"] == file_sha256(path)
 
 
 def test_safetensors_header_length_starting_with_pickle_opcode(tmp_path):
     """A header length whose low byte is 0x80 (the pickle PROTO opcode) is still safetensors."""
     from flagcore.models.checkpoint import file_kind
+
     path = tmp_path / "x.safetensors"
-    path.write_bytes(b"\x80\x17\x00\x00\x00\x00\x00\x00{\"__metadata__\": {}}")
+    path.write_bytes(b'\x80\x17\x00\x00\x00\x00\x00\x00{"__metadata__": {}}')
     assert file_kind(path) == "safetensors"
     legacy = tmp_path / "legacy.pt"
     legacy.write_bytes(b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8")  # a legacy torch.save stream

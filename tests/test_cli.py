@@ -11,8 +11,19 @@ COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
 def test_every_command_is_listed():
-    assert {"info", "import", "check-data", "predict", "init", "market", "features", "train", "walk-forward",
-            "train-cgdt", "diagnose"} <= set(COMMANDS)
+    assert {
+        "info",
+        "import",
+        "check-data",
+        "predict",
+        "init",
+        "market",
+        "features",
+        "train",
+        "walk-forward",
+        "train-cgdt",
+        "diagnose",
+    } <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -29,12 +40,16 @@ def test_usage_error_exit_code(capsys):
     assert e.value.code == 2
 
 
-def test_the_old_import_path_still_gives_the_command():
-    import flagcore.cli
-    from flagcore.cli.command import main as old_main
-    from flagcore.cli.runs import runs_json
+def test_the_console_script_names_the_command():
+    import tomllib
+    from pathlib import Path
 
-    assert old_main is main and flagcore.cli.main is main  # the console script's flagcore.cli:main
+    import flagcore.cli
+    from flagcore.cli.command import main as command_main
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["flagcore"] == "flagcore.cli:main"
+    assert command_main is main and flagcore.cli.main is main
 
 
 def test_shared_options_keep_their_defaults():
@@ -47,8 +62,12 @@ def test_shared_options_keep_their_defaults():
 
 
 def test_info_full_preset_in_a_real_process():
-    r = subprocess.run([sys.executable, "-m", "flagcore", "info", "--preset", "full", "--json"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "flagcore", "info", "--preset", "full", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert (info["total_params"], info["trainable_params"]) == (87955971, 2938371)

@@ -55,27 +55,43 @@ def test_numeric_labels_and_missing_labels(tmp_path):
 CASES = {
     "missing timestamp": (lambda df: df.drop(columns="timestamp"), "missing column 'timestamp'"),
     "missing close": (lambda df: df.drop(columns="close"), "missing column 'close'"),
-    "nan feature": (lambda df: df.assign(f03=df.f03.mask(df.index == 6)),
-                    "column 'f03' has NaN (missing) at row 7"),
-    "inf feature": (lambda df: df.assign(f10=df.f10.where(df.index != 2, np.inf)),
-                    "column 'f10' has an infinite value at row 3"),
-    "string feature": (lambda df: df.assign(f01=df.f01.astype(object).where(df.index != 4, "abc")),
-                       "column 'f01' has a non-numeric value 'abc' at row 5"),
-    "duplicated timestamp": (lambda df: df.assign(
-        timestamp=df.timestamp.where(df.index != 9, df.timestamp[8])),
-                             "duplicated timestamp 2025-01-01T08:00:00+00:00 at row 10"),
-    "unsorted timestamps": (lambda df: df.iloc[[0, 1, 3, 2] + list(range(4, len(df)))],
-                            "timestamps are not increasing: 2025-01-01T02:00:00+00:00 at row 4"),
-    "unreadable timestamp": (lambda df: df.assign(
-        timestamp=df.timestamp.astype(str).where(df.index != 1, "yesterday")),
-                             "unreadable date 'yesterday' at row 2"),
-    "unknown label": (lambda df: df.assign(label=df.label.where(df.index != 11, "STRONG_BUY")),
-                      "unknown label 'STRONG_BUY' at row 12"),
-    "too many features": (lambda df: df.assign(**{f"extra{i}": 0.0 for i in range(12)}),
-                          "61 feature columns, more than the model's state_dim 60 (first extra: 'extra11')"),
+    "nan feature": (
+        lambda df: df.assign(f03=df.f03.mask(df.index == 6)),
+        "column 'f03' has NaN (missing) at row 7",
+    ),
+    "inf feature": (
+        lambda df: df.assign(f10=df.f10.where(df.index != 2, np.inf)),
+        "column 'f10' has an infinite value at row 3",
+    ),
+    "string feature": (
+        lambda df: df.assign(f01=df.f01.astype(object).where(df.index != 4, "abc")),
+        "column 'f01' has a non-numeric value 'abc' at row 5",
+    ),
+    "duplicated timestamp": (
+        lambda df: df.assign(timestamp=df.timestamp.where(df.index != 9, df.timestamp[8])),
+        "duplicated timestamp 2025-01-01T08:00:00+00:00 at row 10",
+    ),
+    "unsorted timestamps": (
+        lambda df: df.iloc[[0, 1, 3, 2] + list(range(4, len(df)))],
+        "timestamps are not increasing: 2025-01-01T02:00:00+00:00 at row 4",
+    ),
+    "unreadable timestamp": (
+        lambda df: df.assign(timestamp=df.timestamp.astype(str).where(df.index != 1, "yesterday")),
+        "unreadable date 'yesterday' at row 2",
+    ),
+    "unknown label": (
+        lambda df: df.assign(label=df.label.where(df.index != 11, "STRONG_BUY")),
+        "unknown label 'STRONG_BUY' at row 12",
+    ),
+    "too many features": (
+        lambda df: df.assign(**{f"extra{i}": 0.0 for i in range(12)}),
+        "61 feature columns, more than the model's state_dim 60 (first extra: 'extra11')",
+    ),
     "no features": (lambda df: df[["timestamp", "close", "label"]], "no feature columns"),
-    "non-positive close": (lambda df: df.assign(close=df.close.where(df.index != 3, -1.0)),
-                           "non-positive price -1.0 at row 4"),
+    "non-positive close": (
+        lambda df: df.assign(close=df.close.where(df.index != 3, -1.0)),
+        "non-positive price -1.0 at row 4",
+    ),
 }
 
 
@@ -92,12 +108,15 @@ def test_bad_dataset_gives_one_line_naming_file_column_row(tmp_path, capsys, cas
     assert captured.out == ""
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "no such file"),
-    (b"", "the file is empty"),
-    (b"timestamp,close,f0\n", "has a header but no rows"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        (b"", "the file is empty"),
+        (b"timestamp,close,f0\n", "has a header but no rows"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not UTF-8"),
+    ],
+)
 def test_missing_empty_and_binary_files(tmp_path, capsys, content, message):
     path = tmp_path / "d.csv"
     if content is not None:
@@ -117,11 +136,17 @@ def test_unsupported_suffix_and_bad_parquet(tmp_path, capsys):
 
 def test_cli_exit_code_and_message_in_a_real_process(tmp_path):
     path = _csv(tmp_path, CASES["nan feature"][0](make_frame()))
-    r = subprocess.run([sys.executable, "-m", "flagcore", "check-data", "--data", str(path)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "flagcore", "check-data", "--data", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
-    assert r.stderr.strip() == (f"flagcore: error: {path}: column 'f03' has NaN (missing) at row 7 "
-                                "(timestamp 2025-01-01T06:00:00+00:00)")
+    assert r.stderr.strip() == (
+        f"flagcore: error: {path}: column 'f03' has NaN (missing) at row 7 "
+        "(timestamp 2025-01-01T06:00:00+00:00)"
+    )
 
 
 def test_mixed_timezones_are_converted_to_utc(tmp_path):

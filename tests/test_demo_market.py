@@ -143,14 +143,22 @@ def test_hold_share_grows_with_width_and_calibration_hits_target():
     assert abs(share - 0.6142) < 0.002
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda df: df.drop(columns="volume"), "missing column 'volume'"),
-    (lambda df: df.assign(high=df["low"] * 0.99), "high below or low above"),
-    (lambda df: df.assign(close=df["close"].where(df.index != 7, -5.0)), "impossible value -5.0 at row 8"),
-    (lambda df: df.head(50), "features need more than"),
-    (lambda df: df.assign(open=df["open"].astype(object).where(df.index != 3, "n/a")),
-     "non-numeric value 'n/a' at row 4"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda df: df.drop(columns="volume"), "missing column 'volume'"),
+        (lambda df: df.assign(high=df["low"] * 0.99), "high below or low above"),
+        (
+            lambda df: df.assign(close=df["close"].where(df.index != 7, -5.0)),
+            "impossible value -5.0 at row 8",
+        ),
+        (lambda df: df.head(50), "features need more than"),
+        (
+            lambda df: df.assign(open=df["open"].astype(object).where(df.index != 3, "n/a")),
+            "non-numeric value 'n/a' at row 4",
+        ),
+    ],
+)
 def test_bad_ohlcv_files(tmp_path, capsys, change, message):
     bars = demo_market(**SHORT).drop(columns=["regime"])
     path = tmp_path / "bars.csv"
@@ -165,13 +173,25 @@ def test_features_command_on_a_user_csv_without_order_flow(tmp_path, capsys):
     bars = demo_market(**SHORT)[["timestamp", "open", "high", "low", "close", "volume"]]
     bars = bars.iloc[::4].reset_index(drop=True)  # 4-hour bars: any frequency works
     bars.to_csv(tmp_path / "user.csv", index=False)
-    assert main(["features", "--ohlcv", str(tmp_path / "user.csv"), "--out", str(tmp_path / "f.parquet"),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                "--ohlcv",
+                str(tmp_path / "user.csv"),
+                "--out",
+                str(tmp_path / "f.parquet"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     s = json.loads(capsys.readouterr().out)
     d = s["datasets"]["all"]
     assert d["features"] == 49 and d["bars"] == len(bars) - WARMUP
     assert d["label_shares"]["HOLD"] == pytest.approx(0.6142, abs=0.01)
     from flagcore.data.dataset import load_dataset
+
     ds = load_dataset(tmp_path / "f.parquet")
     assert ds.label_horizon == 24 and 2150 < ds.summary()["periods_per_year"] < 2250
     assert read_ohlcv(tmp_path / "user.csv").shape[0] == len(bars)

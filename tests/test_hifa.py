@@ -7,9 +7,14 @@ from skfolio.measures import probabilistic_sharpe_ratio as sk_psr
 from skfolio.model_selection import CombinatorialPurgedCV
 
 from flagcore.analysis.cpcv import cpcv_paths, cpcv_splits
-from flagcore.analysis.dsr import deflated_sharpe_ratio, expected_max_sharpe, probabilistic_sharpe_ratio, sharpe_moments
-from flagcore.analysis.permutation import permutation_test
+from flagcore.analysis.dsr import (
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    probabilistic_sharpe_ratio,
+    sharpe_moments,
+)
 from flagcore.analysis.pbo import probability_of_backtest_overfitting
+from flagcore.analysis.permutation import permutation_test
 from flagcore.errors import FlagcoreError
 
 
@@ -47,8 +52,9 @@ def test_agrees_with_skfolio():
     assert got == pytest.approx(sk_dsr(r, trials), rel=1e-4)
 
 
-@pytest.mark.parametrize("n, N, k, purge, embargo",
-                         [(600, 6, 2, 5, 3), (1000, 5, 2, 10, 0), (603, 6, 3, 4, 2)])
+@pytest.mark.parametrize(
+    "n, N, k, purge, embargo", [(600, 6, 2, 5, 3), (1000, 5, 2, 10, 0), (603, 6, 3, 4, 2)]
+)
 def test_cpcv_invariants(n, N, k, purge, embargo):
     splits = cpcv_splits(n, N, k, purge, embargo)
     assert len(splits) == comb(N, k)
@@ -123,6 +129,7 @@ def test_pbo_noise_and_real_edge():
 
 def test_posthoc_cpcv_single_value_equals_the_backtest_and_fits_per_split():
     from flagcore.analysis.cpcv import posthoc_cpcv
+
     rng = np.random.default_rng(4)
     T = 1200
     base = rng.normal(0.0002, 0.01, T)
@@ -130,8 +137,14 @@ def test_posthoc_cpcv_single_value_equals_the_backtest_and_fits_per_split():
     assert one.path_returns.shape == (5, T) and np.allclose(one.path_returns, base)  # nothing fitted
     # a grid whose best value switches halfway: in-sample choice differs across splits
     good_first = np.where(np.arange(T) < T // 2, np.abs(base), -np.abs(base))
-    res = posthoc_cpcv(np.stack([good_first, -good_first]), ["a", "b"], n_groups=6, n_test_groups=2, purge=10,
-                       parameter="rule")
+    res = posthoc_cpcv(
+        np.stack([good_first, -good_first]),
+        ["a", "b"],
+        n_groups=6,
+        n_test_groups=2,
+        purge=10,
+        parameter="rule",
+    )
     assert res.mode == "post-hoc" and set(res.fitted) == {"a", "b"} and len(res.fitted) == 15
     # out of sample the choice made on other groups is often wrong: paths earn less than the oracle
     oracle = np.maximum(good_first, -good_first)
@@ -140,10 +153,17 @@ def test_posthoc_cpcv_single_value_equals_the_backtest_and_fits_per_split():
 
 def test_collapsed_model_fails_all_three_criteria_as_in_the_seed():
     from flagcore.analysis.gate import hifa_verdict
+
     flat = np.zeros(9072)
     p = permutation_test(flat, np.random.default_rng(0).normal(0, 0.01, 9072), 99).p_value
-    v = hifa_verdict(cpcv_path_sharpes=np.zeros(5), returns=flat, n_trials=10, trial_sharpes=np.zeros(10),
-                     permutation_p=p, periods_per_year=8766)
+    v = hifa_verdict(
+        cpcv_path_sharpes=np.zeros(5),
+        returns=flat,
+        n_trials=10,
+        trial_sharpes=np.zeros(10),
+        permutation_p=p,
+        periods_per_year=8766,
+    )
     assert v["cpcv_mean_sharpe"].value == 0 and v["deflated_sharpe"].value == 0 and p == 1.0
     assert not any(v[k].passed for k in ("cpcv_mean_sharpe", "deflated_sharpe", "permutation_p"))
     assert v.passed_all is False
@@ -151,12 +171,25 @@ def test_collapsed_model_fails_all_three_criteria_as_in_the_seed():
 
 def test_verdict_on_a_strong_strategy_and_the_haircut():
     from flagcore.analysis.gate import hifa_verdict
+
     rng = np.random.default_rng(5)
     r = rng.normal(0.001, 0.01, 9000)  # about 9.4 a year
-    one = hifa_verdict(cpcv_path_sharpes=np.full(5, 0.1), returns=r, n_trials=1, trial_sharpes=[0.1],
-                       permutation_p=0.001, periods_per_year=8766)
-    many = hifa_verdict(cpcv_path_sharpes=np.full(5, 0.1), returns=r, n_trials=200,
-                        trial_sharpes=rng.normal(0, 0.02, 200), permutation_p=0.001, periods_per_year=8766)
+    one = hifa_verdict(
+        cpcv_path_sharpes=np.full(5, 0.1),
+        returns=r,
+        n_trials=1,
+        trial_sharpes=[0.1],
+        permutation_p=0.001,
+        periods_per_year=8766,
+    )
+    many = hifa_verdict(
+        cpcv_path_sharpes=np.full(5, 0.1),
+        returns=r,
+        n_trials=200,
+        trial_sharpes=rng.normal(0, 0.02, 200),
+        permutation_p=0.001,
+        periods_per_year=8766,
+    )
     assert one.passed_all and one["deflated_sharpe"].inputs["sr0_annual"] == 0
     assert many["deflated_sharpe"].value < one["deflated_sharpe"].value  # more trials, bigger haircut
     assert 0 < many["deflated_sharpe"].inputs["dsr_probability"] <= 1
@@ -164,6 +197,7 @@ def test_verdict_on_a_strong_strategy_and_the_haircut():
 
 def test_criteria_from_toml(tmp_path):
     from flagcore.analysis.gate import DEFAULT_CRITERIA, load_criteria
+
     assert load_criteria() == DEFAULT_CRITERIA and DEFAULT_CRITERIA["cpcv_mean_sharpe_min"] == 1.5
     f = tmp_path / "hifa.toml"
     f.write_text("[hifa]\ncpcv_mean_sharpe_min = 1.0\nn_permutations = 2000\n")
@@ -179,6 +213,7 @@ def test_criteria_from_toml(tmp_path):
 
 def test_permutation_fast_path_equals_explicit_shuffles():
     from flagcore.analysis.permutation import block_permutations
+
     rng = np.random.default_rng(9)
     n, block, m = 1003, 25, 50  # a partial last block of 3
     pos, r, c = rng.normal(size=n), rng.normal(0, 0.01, n), np.abs(rng.normal(0, 1e-4, n))

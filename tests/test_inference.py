@@ -85,8 +85,22 @@ def test_predict_command_on_padded_dataset(tmp_path, model, capsys):
     df = make_frame(n=60, n_features=49)
     df.to_csv(tmp_path / "d.csv", index=False)
     out = tmp_path / "pred.parquet"
-    assert main(["predict", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d.csv"),
-                 "--out", str(out), "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(tmp_path / "d.csv"),
+                "--out",
+                str(out),
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     s = json.loads(capsys.readouterr().out)
     assert s["bars"] == 60 and s["padded_inputs"] == list(range(49, 60))
     assert s["short_history_bars"] == PRESETS["demo"].window - 1

@@ -86,14 +86,19 @@ def test_lower_layers_never_import_higher_ones():
             for dep in resolve(target, names, known):
                 theirs = layer_of(dep)
                 if theirs is not None and mine is not None and theirs > mine:
-                    bad.append(f"{path.relative_to(ROOT)}:{line} {mod} (layer {mine}) imports {dep} (layer {theirs})")
+                    bad.append(
+                        f"{path.relative_to(ROOT)}:{line} {mod} (layer {mine}) imports {dep} (layer {theirs})"
+                    )
     assert not bad, "\n".join(bad)
 
 
 def test_no_module_imports_another_modules_private_names():
     known = modules()
     bad = []
-    for mod, path in [*known.items(), *((module_name(p), p) for p in [ROOT / "app.py", *ROOT.glob("pages/*.py")])]:
+    for mod, path in [
+        *known.items(),
+        *((module_name(p), p) for p in [ROOT / "app.py", *ROOT.glob("pages/*.py")]),
+    ]:
         for target, names, line in imports(path):
             if not target.startswith("flagcore") or target == mod:
                 continue
@@ -121,7 +126,7 @@ def test_no_import_cycles_between_modules():
         stack.append(m)
         for d in sorted(graph[m]):
             if state.get(d) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(d):], d]))
+                cycles.append(" -> ".join([*stack[stack.index(d) :], d]))
             elif d not in state:
                 visit(d)
         stack.pop()
@@ -133,10 +138,13 @@ def test_no_import_cycles_between_modules():
     assert not cycles, "\n".join(cycles)
 
 
-@pytest.mark.parametrize("source, expect", [
-    ("from flagcore.store.store import Store\n", "flagcore.store.store"),
-    ("from flagcore.analysis import backtest\n", "flagcore.analysis.backtest"),
-])
+@pytest.mark.parametrize(
+    "source, expect",
+    [
+        ("from flagcore.store.store import Store\n", "flagcore.store.store"),
+        ("from flagcore.analysis import backtest\n", "flagcore.analysis.backtest"),
+    ],
+)
 def test_the_walker_sees_both_import_forms(tmp_path, source, expect):
     """The checks above are only as good as the walker: both forms must resolve to the module."""
     f = PACKAGE / "data" / "dataset.py"
@@ -148,3 +156,13 @@ def imports_of_source(source: str, path: Path) -> tuple[str, list[str], int]:
     node = ast.parse(source).body[0]
     assert isinstance(node, ast.ImportFrom)
     return node.module or "", [a.name for a in node.names], node.lineno
+
+
+def test_the_package_still_exports_what_users_import():
+    """``flagcore.load_checkpoint`` and the other top-level names resolve in their new homes."""
+    import flagcore
+
+    for name in flagcore.__all__:
+        assert getattr(flagcore, name) is not None, name
+    assert flagcore.load_checkpoint.__module__ == "flagcore.models.checkpoint"
+    assert flagcore.predict.__module__ == "flagcore.models.inference"

@@ -22,27 +22,56 @@ def test_full_preset_has_the_seed_parameter_counts():
 
 def test_full_preset_trainable_breakdown_matches_reviewed_model():
     model = build_model(PRESETS["full"])
-    groups = {"lora": 0, "norms": 0, "state_embedding": 0, "pos_embedding": 0, "output_norm": 0,
-              "action_head": 0}
+    groups = {
+        "lora": 0,
+        "norms": 0,
+        "state_embedding": 0,
+        "pos_embedding": 0,
+        "output_norm": 0,
+        "action_head": 0,
+    }
     for name, p in model.named_parameters():
         if not p.requires_grad:
             assert ".base_layer." in name, name  # only the six Linear layers' bases are frozen
             continue
-        key = ("lora" if "lora_" in name else "norms" if ".norm" in name
-               else next(k for k in groups if k in name))
+        key = (
+            "lora"
+            if "lora_" in name
+            else "norms"
+            if ".norm" in name
+            else next(k for k in groups if k in name)
+        )
         groups[key] += p.numel()
-    assert groups == {"lora": 2_654_208, "norms": 36_864, "state_embedding": 46_848,
-                      "pos_embedding": 196_608, "output_norm": 1_536, "action_head": 2_307}
+    assert groups == {
+        "lora": 2_654_208,
+        "norms": 36_864,
+        "state_embedding": 46_848,
+        "pos_embedding": 196_608,
+        "output_norm": 1_536,
+        "action_head": 2_307,
+    }
 
 
 def test_lora_is_peft_on_all_six_linears_with_scaling_one():
     model = build_model(PRESETS["demo"])
     assert isinstance(model, PeftModel)
-    lora_layers = {n.removeprefix("base_model.model.transformer_blocks.")
-                   for n, m in model.named_modules() if isinstance(m, LoraLayer)}
-    assert lora_layers == {f"{i}.{x}" for i in range(2) for x in
-                           ("attention.q_proj", "attention.k_proj", "attention.v_proj",
-                            "attention.out_proj", "ffn.0", "ffn.3")}
+    lora_layers = {
+        n.removeprefix("base_model.model.transformer_blocks.")
+        for n, m in model.named_modules()
+        if isinstance(m, LoraLayer)
+    }
+    assert lora_layers == {
+        f"{i}.{x}"
+        for i in range(2)
+        for x in (
+            "attention.q_proj",
+            "attention.k_proj",
+            "attention.v_proj",
+            "attention.out_proj",
+            "ffn.0",
+            "ffn.3",
+        )
+    }
     for m in model.modules():
         if isinstance(m, LoraLayer):
             assert m.scaling["default"] == 1.0
@@ -57,8 +86,9 @@ def test_forward_gives_logits_at_every_position():
 
 def test_post_ln_block_order():
     """Post-LN: each block's output is a LayerNorm output (zero mean, unit variance per row)."""
-    cfg = FlagTraderConfig(d_model=16, num_layers=1, num_heads=2, ff_dim=32, max_length=8, window=4,
-                           lora_rank=2, lora_alpha=2.0)
+    cfg = FlagTraderConfig(
+        d_model=16, num_layers=1, num_heads=2, ff_dim=32, max_length=8, window=4, lora_rank=2, lora_alpha=2.0
+    )
     net = base_network(build_model(cfg)).eval()
     out = {}
     net.transformer_blocks[0].register_forward_hook(lambda m, i, o: out.setdefault("y", o))
@@ -85,12 +115,15 @@ def test_build_is_seeded():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(d_model=30, num_heads=4), "not divisible"),
-    (dict(window=300), "exceeds max_length"),
-    (dict(num_layers=0), "num_layers"),
-    (dict(dropout=1.5), "dropout"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(d_model=30, num_heads=4), "not divisible"),
+        (dict(window=300), "exceeds max_length"),
+        (dict(num_layers=0), "num_layers"),
+        (dict(dropout=1.5), "dropout"),
+    ],
+)
 def test_config_validation_names_the_value(bad, match):
     with pytest.raises(FlagcoreError, match=match):
         FlagTraderConfig(**bad)
@@ -112,5 +145,6 @@ def test_last_position_path_equals_full_forward():
     x = torch.randn(5, 32, 60)
     with torch.inference_mode():
         torch.testing.assert_close(net.last_logits(x), model(x)[:, -1], atol=1e-5, rtol=0)
-        torch.testing.assert_close(net.hidden(x, last_only=True)[:, -1], net.hidden(x)[:, -1],
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            net.hidden(x, last_only=True)[:, -1], net.hidden(x)[:, -1], atol=1e-5, rtol=0
+        )

@@ -6,16 +6,18 @@ import numpy as np
 import pytest
 
 from flagcore.cli.command import main
-from flagcore.pipeline.settings import EvaluateSettings
 from flagcore.pipeline.evaluate import evaluate
+from flagcore.pipeline.settings import EvaluateSettings
 from flagcore.store.schema import RUN_TABLES
 from flagcore.store.store import Store
 
 
 def _counts(store: Store) -> dict:
     with store.read() as con:
-        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
-                for t in RUN_TABLES + ("runs", "datasets", "models", "reviews", "inference_cache")}
+        return {
+            t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+            for t in RUN_TABLES + ("runs", "datasets", "models", "reviews", "inference_cache")
+        }
 
 
 def test_quick_demo_reproduces_the_collapse(quick_demo, capsys):
@@ -56,9 +58,14 @@ def test_stored_run_is_complete_and_consistent(quick_demo):
     sweeps = s.sweeps(rid)
     n_opts = int((opts["option"] != "opt5_labels").sum())
     assert summary["trials_tried"] == n_opts + len(sweeps) - 2
-    assert 1 < summary["n_trials"] < summary["trials_tried"]  # repeats (e.g. thresholds that flip nothing) count once
+    assert (
+        1 < summary["n_trials"] < summary["trials_tried"]
+    )  # repeats (e.g. thresholds that flip nothing) count once
     h = s.hifa(rid)
-    assert (h.loc[h["criterion"] == "deflated_sharpe", "inputs"].map(lambda d: d["n_trials"]) == summary["n_trials"]).all()
+    assert (
+        h.loc[h["criterion"] == "deflated_sharpe", "inputs"].map(lambda d: d["n_trials"])
+        == summary["n_trials"]
+    ).all()
     # the payoff stretch is the training period's last year, counted in the data's own bars
     train_rows = s.dataset(s.run(rid)["train_dataset_id"])["bars"]
     year = round(summary["periods_per_year"])
@@ -76,8 +83,15 @@ def test_second_evaluate_reuses_cached_inference(quick_demo):
     s, root = quick_demo["store"], quick_demo["root"]
     before = _counts(s)
     fast = EvaluateSettings(criteria={**EvaluateSettings().resolved_criteria(), "n_permutations": 200})
-    res = evaluate(root / "models" / "ce", root / "test.parquet", store=s, train_data=root / "train.parquet",
-                   retrained=[str(root / "models" / "weighted")], name="again", settings=fast)
+    res = evaluate(
+        root / "models" / "ce",
+        root / "test.parquet",
+        store=s,
+        train_data=root / "train.parquet",
+        retrained=[str(root / "models" / "weighted")],
+        name="again",
+        settings=fast,
+    )
     assert res["inference"] == {"computed": 0, "cached": 4}
     assert not res["reused"] and res["run_id"] > quick_demo["run_id"]
     after = _counts(s)
@@ -111,11 +125,28 @@ def test_demo_is_idempotent(quick_demo):
     assert set(res["steps"].values()) == {"reused"}
 
 
-def test_report_and_review_through_the_cli(quick_demo, tmp_path, capsys):
+def test_report_and_review_through_the_cli(quick_demo_copy, tmp_path, capsys):
+    quick_demo = quick_demo_copy  # its own copy of the store: the review lands there only
     st, rid = str(quick_demo["store"].path), str(quick_demo["run_id"])
     comment = "<script>alert('x')</script> | '; DROP TABLE reviews; --"
-    assert main(["review", "--store", st, "--run", rid, "--reviewer", "Ann", "--verdict", "needs-work",
-                 "--comment", comment]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "--store",
+                st,
+                "--run",
+                rid,
+                "--reviewer",
+                "Ann",
+                "--verdict",
+                "needs-work",
+                "--comment",
+                comment,
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "r.html"
     assert main(["report", "--store", st, "--run", rid, "--format", "html", "--out", str(out)]) == 0
     html = out.read_text()
@@ -136,9 +167,24 @@ def test_validate_prints_the_criteria_table(quick_demo, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "CPCV mode: post-hoc" in out and "Baseline (plain CE)" in out and "FAIL" in out
     lenient = tmp_path / "c.toml"
-    lenient.write_text("[hifa]\ncpcv_mean_sharpe_min = -100\ndeflated_sharpe_min = -100\npermutation_p_max = 1.01\n")
-    assert main(["validate", "--store", st, "--run", str(quick_demo["run_id"]), "--criteria", str(lenient),
-                 "--json"]) == 0
+    lenient.write_text(
+        "[hifa]\ncpcv_mean_sharpe_min = -100\ndeflated_sharpe_min = -100\npermutation_p_max = 1.01\n"
+    )
+    assert (
+        main(
+            [
+                "validate",
+                "--store",
+                st,
+                "--run",
+                str(quick_demo["run_id"]),
+                "--criteria",
+                str(lenient),
+                "--json",
+            ]
+        )
+        == 0
+    )
     table = json.loads(capsys.readouterr().out)["criteria"]
     assert all(o["passed_all"] for o in table["options"])
     strict = tmp_path / "s.toml"
@@ -149,12 +195,40 @@ def test_validate_prints_the_criteria_table(quick_demo, tmp_path, capsys):
 
 def test_evaluate_errors_are_one_line(quick_demo, tmp_path, capsys):
     root, st = quick_demo["root"], str(tmp_path / "s.duckdb")
-    assert main(["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(tmp_path / "none.parquet"),
-                 "--store", st, "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(root / "models" / "ce"),
+                "--data",
+                str(tmp_path / "none.parquet"),
+                "--store",
+                st,
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none.parquet" in err
-    assert main(["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(root / "test.parquet"),
-                 "--retrained", "bogus=" + str(root / "models" / "focal"), "--store", st, "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(root / "models" / "ce"),
+                "--data",
+                str(root / "test.parquet"),
+                "--retrained",
+                "bogus=" + str(root / "models" / "focal"),
+                "--store",
+                st,
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert "unknown role 'bogus'" in capsys.readouterr().err
     assert not (tmp_path / "s.duckdb").exists() or Store(st).list_runs().empty
 
@@ -172,8 +246,19 @@ def test_validate_retrain_adds_a_labelled_cpcv_mode(quick_demo, tmp_path, capsys
 
     copy = tmp_path / "copy.duckdb"  # retraining appends to the run: work on a copy
     shutil.copy(quick_demo["store"].path, copy)
-    args = ["validate", "--store", str(copy), "--run", str(quick_demo["run_id"]), "--retrain", "--options",
-            "baseline", "--quick-retrain", "--quiet", "--json"]
+    args = [
+        "validate",
+        "--store",
+        str(copy),
+        "--run",
+        str(quick_demo["run_id"]),
+        "--retrain",
+        "--options",
+        "baseline",
+        "--quick-retrain",
+        "--quiet",
+        "--json",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     info = out["retrain"]["baseline"]

@@ -86,30 +86,50 @@ def test_labels_as_signals_beat_a_model_and_random():
     n = 3000
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     from flagcore.data.labels import triple_barrier
+
     labels = triple_barrier(close, np.full(n, 0.01), 24, 1.0)
-    foresight = evaluate_actions(perfect_foresight_actions(labels), labels, close, 8760,
-                                 cfg=BacktestConfig(sizing="unit"))
-    noise = evaluate_actions(rng.integers(0, 3, n), labels, close, 8760,
-                             cfg=BacktestConfig(sizing="unit"))
+    foresight = evaluate_actions(
+        perfect_foresight_actions(labels), labels, close, 8760, cfg=BacktestConfig(sizing="unit")
+    )
+    noise = evaluate_actions(rng.integers(0, 3, n), labels, close, 8760, cfg=BacktestConfig(sizing="unit"))
     assert foresight["accuracy"] == 1.0 and foresight["backtest"]["sharpe"] > 5
     assert foresight["backtest"]["sharpe"] > noise["backtest"]["sharpe"] + 5
 
 
 def test_compare_options_gives_every_option_the_same_metrics():
-    from flagcore.vocab import OPTIONS
     from flagcore.analysis.remedies import PeriodInputs, compare_options
     from flagcore.data.labels import triple_barrier
+    from flagcore.vocab import OPTIONS
+
     rng = np.random.default_rng(7)
 
     def period(n):
         close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
         labels = triple_barrier(close, np.full(n, 0.01), 24, 1.0)
         collapsed = rng.normal(size=(n, 3)) * 0.3 + np.array([-2.0, 2.0, -1.0])
-        logits = {"baseline": collapsed, **{k: rng.normal(size=(n, 3)) for k in
-                  ("opt1_class_weights", "opt2_focal", "logit_adjusted_loss", "oversample", "multitask",
-                   "walk_forward", "cgdt")}}
-        return PeriodInputs(logits, labels, close, 8760.0, partner_actions=rng.integers(0, 3, n),
-                            prior=np.array([0.2, 0.6, 0.2]))
+        logits = {
+            "baseline": collapsed,
+            **{
+                k: rng.normal(size=(n, 3))
+                for k in (
+                    "opt1_class_weights",
+                    "opt2_focal",
+                    "logit_adjusted_loss",
+                    "oversample",
+                    "multitask",
+                    "walk_forward",
+                    "cgdt",
+                )
+            },
+        }
+        return PeriodInputs(
+            logits,
+            labels,
+            close,
+            8760.0,
+            partner_actions=rng.integers(0, 3, n),
+            prior=np.array([0.2, 0.6, 0.2]),
+        )
 
     table = compare_options(period(800), period(2000), hold_threshold=0.99)
     assert set(table) == set(OPTIONS)

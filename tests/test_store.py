@@ -21,8 +21,9 @@ def _sql(store: Store, sql: str):
 
 def _add_run(store: Store, name: str = "r") -> int:
     with store.write() as con:
-        return con.execute("INSERT INTO runs (name, settings, summary) VALUES (?, '{}', '{}') RETURNING run_id",
-                           [name]).fetchall()[0][0]
+        return con.execute(
+            "INSERT INTO runs (name, settings, summary) VALUES (?, '{}', '{}') RETURNING run_id", [name]
+        ).fetchall()[0][0]
 
 
 def test_new_store_has_current_schema(tmp_path):
@@ -31,8 +32,21 @@ def test_new_store_has_current_schema(tmp_path):
     s.ensure()
     assert s.schema_version() == SCHEMA_VERSION == MIGRATIONS[-1][0]
     tables = set(_sql(s, "SELECT table_name FROM information_schema.tables")["table_name"])
-    for t in ("datasets", "models", "runs", "predictions", "option_results", "diagnostics", "cpcv_paths",
-              "hifa_criteria", "permutation_nulls", "sweeps", "reviews", "inference_cache", "run_bars"):
+    for t in (
+        "datasets",
+        "models",
+        "runs",
+        "predictions",
+        "option_results",
+        "diagnostics",
+        "cpcv_paths",
+        "hifa_criteria",
+        "permutation_nulls",
+        "sweeps",
+        "reviews",
+        "inference_cache",
+        "run_bars",
+    ):
         assert t in tables
 
 
@@ -69,10 +83,9 @@ def test_reading_a_missing_store_says_how_to_fill_it(tmp_path):
 def test_a_failed_write_leaves_nothing(tmp_path):
     s = Store(tmp_path / "x.duckdb")
     _add_run(s, "kept")
-    with pytest.raises(RuntimeError):
-        with s.write() as con:
-            con.execute("INSERT INTO runs (name) VALUES ('lost')")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), s.write() as con:
+        con.execute("INSERT INTO runs (name) VALUES ('lost')")
+        raise RuntimeError("boom")
     assert _sql(s, "SELECT name FROM runs")["name"].tolist() == ["kept"]
 
 
@@ -98,9 +111,19 @@ def test_the_run_writer_takes_run_tables_only(tmp_path):
     from flagcore.store.store import RunRows
 
     s = Store(tmp_path / "x.duckdb")
-    rows = RunRows(name="r", request_key="k", flagcore_version="0", model_id="m", dataset_id="d",
-                   train_dataset_id=None, settings={}, summary={}, datasets=[], models=[],
-                   tables={"reviews": pd.DataFrame({"reviewer": ["x"]})})
+    rows = RunRows(
+        name="r",
+        request_key="k",
+        flagcore_version="0",
+        model_id="m",
+        dataset_id="d",
+        train_dataset_id=None,
+        settings={},
+        summary={},
+        datasets=[],
+        models=[],
+        tables={"reviews": pd.DataFrame({"reviewer": ["x"]})},
+    )
     with pytest.raises(FlagcoreError, match="not a run table"):
         s.write_run(rows)
     rows.tables = {"sweeps": pd.DataFrame({"parameter": ["tau"], "value": [1.0]})}
@@ -112,8 +135,10 @@ def test_reviews_are_appended_verbatim_with_a_snapshot(tmp_path):
     s = Store(tmp_path / "x.duckdb")
     rid = _add_run(s)
     with s.write() as con:
-        con.execute("INSERT INTO hifa_criteria VALUES (?, 'baseline', 'permutation_p', 1.0, 0.05, '<', false, '{}')",
-                    [rid])
+        con.execute(
+            "INSERT INTO hifa_criteria VALUES (?, 'baseline', 'permutation_p', 1.0, 0.05, '<', false, '{}')",
+            [rid],
+        )
     hostile = "'); DROP TABLE reviews; -- <script>alert(1)</script> " + "x" * 5000
     a = s.add_review(rid, "  <b>Ann</b> ", "reject", hostile)
     b = s.add_review(rid, "Bob", "approve", "")
@@ -121,17 +146,21 @@ def test_reviews_are_appended_verbatim_with_a_snapshot(tmp_path):
     df = s.reviews(rid)
     assert df["reviewer"].tolist() == ["<b>Ann</b>", "Bob"]
     assert df["comment"].iloc[0] == hostile
-    assert df["hifa_snapshot"].iloc[0] == [{"option": "baseline", "criterion": "permutation_p", "value": 1.0,
-                                            "threshold": 0.05, "passed": False}]
+    assert df["hifa_snapshot"].iloc[0] == [
+        {"option": "baseline", "criterion": "permutation_p", "value": 1.0, "threshold": 0.05, "passed": False}
+    ]
     # nothing in the API changes or removes a review
     assert not [m for m in dir(Store) if any(w in m for w in ("update", "delete", "remove", "edit"))]
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"reviewer": " ", "verdict": "approve"}, "name is required"),
-    ({"reviewer": "a", "verdict": "ok"}, "verdict must be one of"),
-    ({"reviewer": "a" * 201, "verdict": "approve"}, "at most 200"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"reviewer": " ", "verdict": "approve"}, "name is required"),
+        ({"reviewer": "a", "verdict": "ok"}, "verdict must be one of"),
+        ({"reviewer": "a" * 201, "verdict": "approve"}, "at most 200"),
+    ],
+)
 def test_bad_reviews_are_refused_and_nothing_is_written(tmp_path, kw, match):
     s = Store(tmp_path / "x.duckdb")
     rid = _add_run(s)
@@ -203,10 +232,18 @@ def test_two_writers_and_a_reader_at_once(tmp_path):
     s = Store(tmp_path / "x.duckdb")
     _add_run(s)
     n = 15
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(s.path), w, str(n)], stderr=subprocess.PIPE,
-                              text=True) for w in ("ann", "bob")]
-    reader = subprocess.Popen([sys.executable, "-c", _READER, str(s.path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(s.path), w, str(n)], stderr=subprocess.PIPE, text=True
+        )
+        for w in ("ann", "bob")
+    ]
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(s.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err

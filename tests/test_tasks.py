@@ -27,9 +27,16 @@ def require_ray():
         pytest.skip("ray is not installed (pip install 'flagcore[ray]')")
 
 
-@pytest.mark.parametrize("kw, match", [({"workers": 0}, "got 0"), ({"workers": True}, "got True"),
-                                        ({"workers": 1.5}, "got 1.5"), ({"task_cpus": 0}, "got 0"),
-                                        ({"ray_address": "  "}, "--ray-address is empty")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"workers": 0}, "got 0"),
+        ({"workers": True}, "got True"),
+        ({"workers": 1.5}, "got 1.5"),
+        ({"task_cpus": 0}, "got 0"),
+        ({"ray_address": "  "}, "--ray-address is empty"),
+    ],
+)
 def test_placement_rejects_bad_values(kw, match):
     with pytest.raises(FlagcoreError, match=match):
         Placement(**kw)
@@ -38,8 +45,13 @@ def test_placement_rejects_bad_values(kw, match):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_results_come_back_in_order_with_progress(workers):
     calls = []
-    out = run_tasks(_affine, [5, 1, 4, 2], shared=3, placement=Placement(workers=workers),
-                    progress=lambda d, n: calls.append((d, n)))
+    out = run_tasks(
+        _affine,
+        [5, 1, 4, 2],
+        shared=3,
+        placement=Placement(workers=workers),
+        progress=lambda d, n: calls.append((d, n)),
+    )
     assert out == [15, 3, 12, 6]
     assert calls[-1] == (4, 4) and [d for d, _ in calls] == [1, 2, 3, 4]
     assert run_tasks(_affine, [], placement=Placement(workers=workers)) == []
@@ -68,8 +80,14 @@ AFTER_ITEMS = [("slow", None, 1.0), ("late", "slow", 0.0), ("free", None, 0.0)]
 @pytest.mark.parametrize("workers", [1, 2])
 def test_after_starts_a_dependent_item_once_its_dependency_finished(tmp_path, workers):
     calls = []
-    out = run_tasks(_step, AFTER_ITEMS, shared=str(tmp_path), placement=Placement(workers=workers),
-                    after={1: 0}, progress=lambda d, n: calls.append((d, n)))
+    out = run_tasks(
+        _step,
+        AFTER_ITEMS,
+        shared=str(tmp_path),
+        placement=Placement(workers=workers),
+        after={1: 0},
+        progress=lambda d, n: calls.append((d, n)),
+    )
     assert out == [("slow", True), ("late", True), ("free", True)]  # in the items' order
     assert [d for d, _ in calls] == [1, 2, 3] and calls[-1] == (3, 3)
 
@@ -93,9 +111,15 @@ def test_an_item_waiting_for_a_failed_one_never_starts(tmp_path, workers):
     assert not (tmp_path / "late.done").exists()
 
 
-@pytest.mark.parametrize("after, match", [({0: 5}, "5 is not an item index"), ({-1: 0}, "-1 is not an item"),
-                                          ({0: 0}, "item 0 waits for itself"),
-                                          ({0: 1, 1: 2, 2: 0}, "waits for itself")])
+@pytest.mark.parametrize(
+    "after, match",
+    [
+        ({0: 5}, "5 is not an item index"),
+        ({-1: 0}, "-1 is not an item"),
+        ({0: 0}, "item 0 waits for itself"),
+        ({0: 1, 1: 2, 2: 0}, "waits for itself"),
+    ],
+)
 def test_after_refuses_unknown_items_and_loops(after, match):
     with pytest.raises(FlagcoreError, match=match):
         run_tasks(_affine, [1, 2, 3], shared=1, after=after)
@@ -109,8 +133,9 @@ def test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished(tmp_p
     module = sys.modules[_step.__module__]
     cloudpickle.register_pickle_by_value(module)  # Ray's workers cannot import this test file
     try:
-        out = run_tasks(_step, AFTER_ITEMS, shared=str(tmp_path), placement=Placement(ray_address="local"),
-                        after={1: 0})
+        out = run_tasks(
+            _step, AFTER_ITEMS, shared=str(tmp_path), placement=Placement(ray_address="local"), after={1: 0}
+        )
     finally:
         cloudpickle.unregister_pickle_by_value(module)
     assert out == [("slow", True), ("late", True), ("free", True)]
@@ -118,8 +143,9 @@ def test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished(tmp_p
 
 def test_ray_address_without_ray_installed_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(FlagcoreError,
-                       match=r"--ray-address local: Ray is not installed; pip install 'flagcore\[ray\]'"):
+    with pytest.raises(
+        FlagcoreError, match=r"--ray-address local: Ray is not installed; pip install 'flagcore\[ray\]'"
+    ):
         run_tasks(_affine, [1], shared=1, placement=Placement(ray_address="local"))
 
 
@@ -144,8 +170,14 @@ def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
     kw = {"n_groups": 4, "n_test_groups": 2, "embargo": 5}
     pool = retrain_cpcv(ds, PRESETS["demo"], cfg, placement=Placement(workers=2), **kw)
     calls = []
-    ray_res = retrain_cpcv(ds, PRESETS["demo"], cfg, placement=Placement(ray_address="local"),
-                           progress=lambda d, n: calls.append((d, n)), **kw)
+    ray_res = retrain_cpcv(
+        ds,
+        PRESETS["demo"],
+        cfg,
+        placement=Placement(ray_address="local"),
+        progress=lambda d, n: calls.append((d, n)),
+        **kw,
+    )
     assert ray_res.workers.startswith("ray (local") and pool.workers == "2 local worker processes"
     assert calls[-1] == (6, 6) and len(ray_res.split_provenance) == 6
     # one torch thread per task in both places: bit-for-bit the same training runs
@@ -164,10 +196,15 @@ def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path
     root = quick_demo["root"]
     models = root / "models"
     store = Store(tmp_path / "ray.duckdb")
-    res = evaluate(models / "ce", root / "test.parquet", store=store, train_data=root / "train.parquet",
-                   partner=models / "cgdt" / "cgdt.safetensors",
-                   retrained=[str(models / "weighted"), str(models / "focal")],
-                   placement=Placement(ray_address="local"))
+    res = evaluate(
+        models / "ce",
+        root / "test.parquet",
+        store=store,
+        train_data=root / "train.parquet",
+        partner=models / "cgdt" / "cgdt.safetensors",
+        retrained=[str(models / "weighted"), str(models / "focal")],
+        placement=Placement(ray_address="local"),
+    )
     # 4 checkpoints (CE, weighted, focal, CGDT) on the test and training periods: 8 tasks, none cached
     assert res["inference"] == {"computed": 8, "cached": 0}
     want = quick_demo["store"].option_results(quick_demo["run_id"]).set_index("option")
@@ -178,8 +215,9 @@ def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path
     for col in ("trades", "share_hold"):
         np.testing.assert_array_equal(got[col].to_numpy(float), want[col].to_numpy(float), err_msg=col)
     for col in ("sharpe", "total_return"):
-        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-4, atol=1e-4,
-                                   err_msg=col)
+        np.testing.assert_allclose(
+            got[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-4, atol=1e-4, err_msg=col
+        )
     for option in ("baseline", "opt1_class_weights", "opt4_ensemble"):
         a = store.predictions(res["run_id"], option)
         b = quick_demo["store"].predictions(quick_demo["run_id"], option)
@@ -189,9 +227,14 @@ def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path
         np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("address, match", [("127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
-                                            ("ray://127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
-                                            ("no-port", "expected 'local', 'auto', host:port or ray://host:port")])
+@pytest.mark.parametrize(
+    "address, match",
+    [
+        ("127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+        ("ray://127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+        ("no-port", "expected 'local', 'auto', host:port or ray://host:port"),
+    ],
+)
 @pytest.mark.ray
 def test_an_unreachable_ray_address_fails_at_once_with_one_line(address, match):
     require_ray()
@@ -199,20 +242,20 @@ def test_an_unreachable_ray_address_fails_at_once_with_one_line(address, match):
         run_tasks(_affine, [1], shared=1, placement=Placement(ray_address=address))
 
 
-SLOW_TASK = '''
+SLOW_TASK = """
 import os, time
 def slow(folder, item):
     open(os.path.join(folder, f"{os.getpid()}.pid"), "w").close()
     time.sleep(120)
-'''
-CALLER = '''
+"""
+CALLER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import slowmod
 from flagcore.training.tasks import Placement, run_tasks
 if __name__ == "__main__":
     run_tasks(slowmod.slow, [1, 2], shared=sys.argv[1], placement=Placement(workers=2))
-'''
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -257,9 +300,22 @@ def test_cli_evaluate_passes_its_ray_address_on(quick_demo, tmp_path, capsys):
 
     root = quick_demo["root"]
     store = tmp_path / "s.duckdb"
-    rc = main(["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(root / "test.parquet"),
-               "--retrained", str(root / "models" / "weighted"), "--ray-address", "127.0.0.1:1",
-               "--store", str(store), "--quiet"])
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(root / "models" / "ce"),
+            "--data",
+            str(root / "test.parquet"),
+            "--retrained",
+            str(root / "models" / "weighted"),
+            "--ray-address",
+            "127.0.0.1:1",
+            "--store",
+            str(store),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc != 0 and len(err.splitlines()) == 1 and "--ray-address 127.0.0.1:1: nothing answers" in err
     assert not store.exists() or Store(store).list_runs().empty

@@ -78,20 +78,38 @@ def test_focal_loss_formula():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     y = torch.tensor([0, 2])
     p = torch.softmax(logits, -1)
-    want = -(0.5 * (1 - p[0, 0]) ** 2 * torch.log(p[0, 0])
-             + 2.0 * (1 - p[1, 2]) ** 2 * torch.log(p[1, 2])) / 2
+    want = (
+        -(0.5 * (1 - p[0, 0]) ** 2 * torch.log(p[0, 0]) + 2.0 * (1 - p[1, 2]) ** 2 * torch.log(p[1, 2])) / 2
+    )
     got = focal_loss(logits, y, gamma=2.0, alpha=torch.tensor([0.5, 1.0, 2.0]))
     torch.testing.assert_close(got, want)
     # gamma 0 and alpha 1 is plain cross-entropy
-    torch.testing.assert_close(focal_loss(logits, y, 0.0, torch.ones(3)),
-                               torch.nn.functional.cross_entropy(logits, y))
+    torch.testing.assert_close(
+        focal_loss(logits, y, 0.0, torch.ones(3)), torch.nn.functional.cross_entropy(logits, y)
+    )
 
 
 def test_train_command_writes_checkpoint_with_provenance(small_demo, tmp_path, capsys):
     out = tmp_path / "seed_weights"
-    rc = main(["train", "--data", str(small_demo["train_path"]), "--test", str(small_demo["test_path"]),
-               "--loss", "weighted", "--class-weights", "seed", "--epochs", "1", "--out", str(out),
-               "--quiet", "--json"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(small_demo["train_path"]),
+            "--test",
+            str(small_demo["test_path"]),
+            "--loss",
+            "weighted",
+            "--class-weights",
+            "seed",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+            "--json",
+        ]
+    )
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert result["provenance"]["class_weights"] == [1.0, 0.5, 1.0]
@@ -102,19 +120,31 @@ def test_train_command_writes_checkpoint_with_provenance(small_demo, tmp_path, c
     assert json.loads((out / "train_log.json").read_text())["checkpoint"].endswith("model.safetensors")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--loss", "weighted", "--class-weights", "1,2"], "three numbers"),
-    (["--loss", "focal", "--focal-gamma", "-1"], "focal_gamma must be >= 0"),
-    (["--epochs", "0"], "epochs must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--loss", "weighted", "--class-weights", "1,2"], "three numbers"),
+        (["--loss", "focal", "--focal-gamma", "-1"], "focal_gamma must be >= 0"),
+        (["--epochs", "0"], "epochs must be a positive integer"),
+    ],
+)
 def test_train_command_rejects_bad_settings(small_demo, tmp_path, capsys, argv, message):
     rc = main(["train", "--data", str(small_demo["train_path"]), "--out", str(tmp_path / "x"), *argv])
     assert rc == 1 and message in capsys.readouterr().err
 
 
 def test_train_refuses_overlapping_test_period(small_demo, tmp_path, capsys):
-    rc = main(["train", "--data", str(small_demo["train_path"]), "--test", str(small_demo["train_path"]),
-               "--out", str(tmp_path / "x")])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(small_demo["train_path"]),
+            "--test",
+            str(small_demo["train_path"]),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert rc == 1 and "overlaps" in capsys.readouterr().err
 
 
@@ -163,9 +193,20 @@ def test_reviewed_per_position_loss_leaks_the_future(small_demo):
 
 def test_diagnose_command_shows_the_seed_picture_for_plain_ce(trained, small_demo, tmp_path, capsys):
     from flagcore.models.checkpoint import save_checkpoint
+
     ckpt = save_checkpoint(trained["ce"].model, tmp_path / "ce.safetensors")
-    rc = main(["diagnose", "--checkpoint", str(ckpt), "--data", str(small_demo["test_path"]),
-               "--train", str(small_demo["train_path"]), "--json"])
+    rc = main(
+        [
+            "diagnose",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(small_demo["test_path"]),
+            "--train",
+            str(small_demo["train_path"]),
+            "--json",
+        ]
+    )
     assert rc == 0
     r = json.loads(capsys.readouterr().out)
     assert r["bars"] == 1500 and r["collapse"]["collapsed"] and r["collapse"]["dominant_class"] == "HOLD"
@@ -187,8 +228,16 @@ def test_retraining_cpcv_in_worker_processes(small_demo):
     ds = train.slice(0, 4000)
     cfg = TrainConfig(loss="weighted", epochs=1, windows_per_epoch=512, patience=1)
     calls = []
-    res = retrain_cpcv(ds, PRESETS["demo"], cfg, n_groups=4, n_test_groups=2, embargo=5, workers=2,
-                       progress=lambda d, t: calls.append((d, t)))
+    res = retrain_cpcv(
+        ds,
+        PRESETS["demo"],
+        cfg,
+        n_groups=4,
+        n_test_groups=2,
+        embargo=5,
+        workers=2,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     assert res.mode == "retraining" and res.paths.shape == (3, 4) and len(res.split_provenance) == 6
     assert calls[-1] == (6, 6)
     assert res.path_logits.shape == (3, 4000, 3) and np.isfinite(res.path_logits).all()

@@ -50,8 +50,9 @@ class BacktestConfig:
         if not self.max_leverage > 0:
             raise FlagcoreError(f"max_leverage must be > 0, got {self.max_leverage!r}")
         if self.fee_bps < 0 or self.slippage_bps < 0:
-            raise FlagcoreError(f"costs must be >= 0 bps, got fee {self.fee_bps}, "
-                                f"slippage {self.slippage_bps}")
+            raise FlagcoreError(
+                f"costs must be >= 0 bps, got fee {self.fee_bps}, slippage {self.slippage_bps}"
+            )
 
     @property
     def cost_rate(self) -> float:
@@ -81,8 +82,9 @@ def simple_returns(close) -> np.ndarray:
     return c[1:] / c[:-1] - 1.0
 
 
-def positions(actions, confidence=None, cfg: BacktestConfig | None = None,
-              payoff_ratio: float | None = None) -> np.ndarray:
+def positions(
+    actions, confidence=None, cfg: BacktestConfig | None = None, payoff_ratio: float | None = None
+) -> np.ndarray:
     """(n,) signed position sizes decided at each bar's close."""
     cfg = cfg or BacktestConfig()
     a = np.asarray(actions)
@@ -162,12 +164,18 @@ def metrics(net: np.ndarray, pos: np.ndarray, periods_per_year: float) -> dict:
     runs = np.unique(run_id[in_market])
     wins = int((run_pnl[runs] > 0).sum())
     return {
-        "periods": int(n), "periods_per_year": float(periods_per_year),
-        "trades": int(runs.size), "position_changes": int((changes > 0).sum()),  # incl. resizing
-        "total_return": total, "annual_return": annual_return,
+        "periods": int(n),
+        "periods_per_year": float(periods_per_year),
+        "trades": int(runs.size),
+        "position_changes": int((changes > 0).sum()),  # incl. resizing
+        "total_return": total,
+        "annual_return": annual_return,
         "annual_volatility": float(std * ann),
-        "sharpe": sharpe, "sharpe_defined": sharpe_defined(r),
-        "sortino": sortino, "max_drawdown": max_dd, "calmar": calmar,
+        "sharpe": sharpe,
+        "sharpe_defined": sharpe_defined(r),
+        "sortino": sortino,
+        "max_drawdown": max_dd,
+        "calmar": calmar,
         "win_rate": float(wins / runs.size) if runs.size else 0.0,
         "exposure": float(in_market.mean()),
         "turnover_per_year": float(changes.sum() / years),
@@ -175,8 +183,15 @@ def metrics(net: np.ndarray, pos: np.ndarray, periods_per_year: float) -> dict:
     }
 
 
-def backtest(actions, close, periods_per_year: float, *, confidence=None, cfg: BacktestConfig | None = None,
-             payoff: float | None = None) -> dict:
+def backtest(
+    actions,
+    close,
+    periods_per_year: float,
+    *,
+    confidence=None,
+    cfg: BacktestConfig | None = None,
+    payoff: float | None = None,
+) -> dict:
     """Backtest one option's actions on closes: metrics, the equity curve and the positions."""
     cfg = cfg or BacktestConfig()
     r = simple_returns(close)

@@ -100,7 +100,6 @@ def cpcv_paths(n_groups, n_test_groups) -> np.ndarray:
     return paths
 
 
-
 @dataclass
 class PostHocCPCV:
     """Post-hoc CPCV of one option: a parameter fitted per split, paths scored out of sample."""
@@ -116,8 +115,9 @@ class PostHocCPCV:
     embargo: int
 
 
-def posthoc_cpcv(strategy_returns, grid, *, n_groups=6, n_test_groups=2, purge=0, embargo=0,
-                 parameter: str = "parameter") -> PostHocCPCV:
+def posthoc_cpcv(
+    strategy_returns, grid, *, n_groups=6, n_test_groups=2, purge=0, embargo=0, parameter: str = "parameter"
+) -> PostHocCPCV:
     """CPCV of a post-hoc rule over the evaluation period (AFML ch. 12, with nothing retrained).
 
     ``strategy_returns`` is a (G, T) array: the per-period net returns of the rule at each of
@@ -147,5 +147,14 @@ def posthoc_cpcv(strategy_returns, grid, *, n_groups=6, n_test_groups=2, purge=0
     for p, row in enumerate(paths):
         for g, s in enumerate(row):
             path_returns[p, groups[g]] = R[chosen[s], groups[g]]
-    return PostHocCPCV("post-hoc", parameter, [grid[i] for i in chosen], path_returns,
-                       np.asarray(sharpe_ratio(path_returns)), n_groups, n_test_groups, purge, embargo)
+    return PostHocCPCV(
+        "post-hoc",
+        parameter,
+        [grid[i] for i in chosen],
+        path_returns,
+        np.asarray(sharpe_ratio(path_returns)),
+        n_groups,
+        n_test_groups,
+        purge,
+        embargo,
+    )

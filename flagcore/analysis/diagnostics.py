@@ -39,26 +39,40 @@ def action_distribution(actions: np.ndarray) -> dict:
     a = np.asarray(actions)
     counts = np.bincount(a, minlength=N_CLASSES)[:N_CLASSES]
     n = max(len(a), 1)
-    return {"counts": {c: int(counts[i]) for i, c in enumerate(CLASS_NAMES)},
-            "shares": {c: float(counts[i] / n) for i, c in enumerate(CLASS_NAMES)}, "bars": int(len(a))}
+    return {
+        "counts": {c: int(counts[i]) for i, c in enumerate(CLASS_NAMES)},
+        "shares": {c: float(counts[i] / n) for i, c in enumerate(CLASS_NAMES)},
+        "bars": int(len(a)),
+    }
 
 
 def confidence_stats(probs: np.ndarray) -> dict:
     """Mean, min and max of the chosen action's probability (the seed's confidence table)."""
     conf = np.asarray(probs).max(axis=1)
-    return {"mean": float(conf.mean()), "min": float(conf.min()), "max": float(conf.max()),
-            "median": float(np.median(conf))}
+    return {
+        "mean": float(conf.mean()),
+        "min": float(conf.min()),
+        "max": float(conf.max()),
+        "median": float(np.median(conf)),
+    }
 
 
 def logit_stats(logits) -> dict:
     """Per-class logit mean and standard deviation (the seed's logits table)."""
     x = _logits(logits)
-    return {c: {"mean": float(x[:, i].mean()), "std": float(x[:, i].std(ddof=1) if len(x) > 1 else 0.0)}
-            for i, c in enumerate(CLASS_NAMES)}
+    return {
+        c: {"mean": float(x[:, i].mean()), "std": float(x[:, i].std(ddof=1) if len(x) > 1 else 0.0)}
+        for i, c in enumerate(CLASS_NAMES)
+    }
 
 
-def collapse_verdict(logits, *, dominant_share: float = DOMINANT_SHARE,
-                     min_trade_share: float = MIN_TRADE_SHARE, entropy_floor: float = ENTROPY_FLOOR) -> dict:
+def collapse_verdict(
+    logits,
+    *,
+    dominant_share: float = DOMINANT_SHARE,
+    min_trade_share: float = MIN_TRADE_SHARE,
+    entropy_floor: float = ENTROPY_FLOOR,
+) -> dict:
     """Has the model collapsed onto one action, and can a post-hoc fix still work?
 
     Collapsed when one class takes at least ``dominant_share`` of the predictions or the
@@ -79,22 +93,32 @@ def collapse_verdict(logits, *, dominant_share: float = DOMINANT_SHARE,
     collapsed = bool(shares[top] >= dominant_share or entropy < entropy_floor)
     healthy = bool(shares[SELL] >= min_trade_share and shares[BUY] >= min_trade_share)
     if collapsed:
-        reason = (f"predicts {CLASS_NAMES[top]} on {shares[top]:.2%} of bars "
-                  f"(collapse at >= {dominant_share:.0%})"
-                  if shares[top] >= dominant_share else
-                  f"action entropy {entropy:.3f} of its maximum (collapse below {entropy_floor})")
+        reason = (
+            f"predicts {CLASS_NAMES[top]} on {shares[top]:.2%} of bars (collapse at >= {dominant_share:.0%})"
+            if shares[top] >= dominant_share
+            else f"action entropy {entropy:.3f} of its maximum (collapse below {entropy_floor})"
+        )
     elif not healthy:
         low = [CLASS_NAMES[k] for k in (SELL, BUY) if shares[k] < min_trade_share]
         reason = f"not collapsed, but {' and '.join(low)} below the {min_trade_share:.0%} health bar"
     else:
         reason = f"BUY {shares[BUY]:.1%} and SELL {shares[SELL]:.1%} of bars, both >= {min_trade_share:.0%}"
-    fixable = ("a post-hoc threshold or logit adjustment can still produce trades" if logits_vary else
-               "the logit margins are constant across bars: no post-hoc rule can produce informative trades")
-    return {"collapsed": collapsed, "healthy": healthy, "dominant_class": CLASS_NAMES[top],
-            "dominant_share": float(shares[top]), "action_entropy": entropy, "reason": reason,
-            "logits_vary": logits_vary, "margin_std": {"SELL-HOLD": float(margin_std[0]),
-                                                        "BUY-HOLD": float(margin_std[1])},
-            "post_hoc_outlook": fixable}
+    fixable = (
+        "a post-hoc threshold or logit adjustment can still produce trades"
+        if logits_vary
+        else "the logit margins are constant across bars: no post-hoc rule can produce informative trades"
+    )
+    return {
+        "collapsed": collapsed,
+        "healthy": healthy,
+        "dominant_class": CLASS_NAMES[top],
+        "dominant_share": float(shares[top]),
+        "action_entropy": entropy,
+        "reason": reason,
+        "logits_vary": logits_vary,
+        "margin_std": {"SELL-HOLD": float(margin_std[0]), "BUY-HOLD": float(margin_std[1])},
+        "post_hoc_outlook": fixable,
+    }
 
 
 def confusion_matrix(actions, labels) -> np.ndarray:
@@ -141,9 +165,16 @@ def classification_metrics(actions, labels) -> dict:
         "macro_f1": float(f1[present].mean()),
         "mcc": float(mcc),
         "cohen_kappa": float(kappa),
-        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                          "support": int(true_k[i]), "predicted": int(pred_k[i])}
-                      for i, c in enumerate(CLASS_NAMES)},
+        "per_class": {
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(true_k[i]),
+                "predicted": int(pred_k[i]),
+            }
+            for i, c in enumerate(CLASS_NAMES)
+        },
         "confusion_matrix": cm.astype(int).tolist(),
     }
 
@@ -173,9 +204,13 @@ def reliability_curve(probs, labels, n_bins: int = 10) -> dict:
         accuracy = np.where(count > 0, hit_sum / count, np.nan)
     used = count > 0
     ece = float((count[used] / count.sum() * np.abs(accuracy[used] - mean_conf[used])).sum())
-    return {"bin_edges": edges.tolist(), "count": count.astype(int).tolist(),
-            "confidence": [None if np.isnan(v) else float(v) for v in mean_conf],
-            "accuracy": [None if np.isnan(v) else float(v) for v in accuracy], "ece": ece}
+    return {
+        "bin_edges": edges.tolist(),
+        "count": count.astype(int).tolist(),
+        "confidence": [None if np.isnan(v) else float(v) for v in mean_conf],
+        "accuracy": [None if np.isnan(v) else float(v) for v in accuracy],
+        "ece": ece,
+    }
 
 
 def population_stability_index(expected: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:
@@ -189,8 +224,12 @@ def population_stability_index(expected: np.ndarray, actual: np.ndarray, n_bins:
     return float(((a_share - e_share) * np.log(a_share / e_share)).sum())
 
 
-def feature_shift(train_features: np.ndarray, test_features: np.ndarray, names: list[str] | None = None,
-                  padded_inputs: list[int] | None = None) -> list[dict]:
+def feature_shift(
+    train_features: np.ndarray,
+    test_features: np.ndarray,
+    names: list[str] | None = None,
+    padded_inputs: list[int] | None = None,
+) -> list[dict]:
     """Per model input: is it padding in the test set, and how far its test distribution moved.
 
     PSI over ten training-quantile bins (rule of thumb: < 0.1 stable, 0.1-0.25 moderate, > 0.25
@@ -208,13 +247,19 @@ def feature_shift(train_features: np.ndarray, test_features: np.ndarray, names: 
     for j in range(tr.shape[1]):
         ks = ks_2samp(tr[:, j], te[:, j])
         psi = population_stability_index(tr[:, j], te[:, j])
-        rows.append({
-            "input": j, "name": (names[j] if names and j < len(names) else f"input_{j}"),
-            "padding": j in padded, "train_all_zero": bool(not tr[:, j].any()),
-            "test_all_zero": bool(not te[:, j].any()),
-            "psi": psi, "ks": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
-            "shift": "major" if psi > 0.25 else "moderate" if psi > 0.1 else "stable",
-        })
+        rows.append(
+            {
+                "input": j,
+                "name": (names[j] if names and j < len(names) else f"input_{j}"),
+                "padding": j in padded,
+                "train_all_zero": bool(not tr[:, j].any()),
+                "test_all_zero": bool(not te[:, j].any()),
+                "psi": psi,
+                "ks": float(ks.statistic),
+                "ks_pvalue": float(ks.pvalue),
+                "shift": "major" if psi > 0.25 else "moderate" if psi > 0.1 else "stable",
+            }
+        )
     return rows
 
 
@@ -223,8 +268,12 @@ def diagnose(logits, labels=None) -> dict:
     x = _logits(logits)
     probs = softmax(x)
     actions = x.argmax(axis=1)
-    out = {"action_distribution": action_distribution(actions), "confidence": confidence_stats(probs),
-           "logits": logit_stats(x), "collapse": collapse_verdict(x)}
+    out = {
+        "action_distribution": action_distribution(actions),
+        "confidence": confidence_stats(probs),
+        "logits": logit_stats(x),
+        "collapse": collapse_verdict(x),
+    }
     if labels is not None:
         y = np.asarray(labels)
         if y.shape != actions.shape:

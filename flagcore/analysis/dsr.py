@@ -54,12 +54,14 @@ def probabilistic_sharpe_ratio(sr, n_obs, skew, kurtosis, sr_benchmark=0.0):
         if not np.isfinite(v):
             raise FlagcoreError(f"{name} must be finite, got {v!r}")
     if kurtosis < 1:
-        raise FlagcoreError(f"kurtosis is the raw kurtosis (normal = 3) and cannot be below 1, "
-                            f"got {kurtosis!r}")
+        raise FlagcoreError(
+            f"kurtosis is the raw kurtosis (normal = 3) and cannot be below 1, got {kurtosis!r}"
+        )
     var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr**2
     if var <= 0:
-        raise FlagcoreError(f"the Sharpe ratio's variance term is not positive ({var:.4g}) "
-                            f"for sr={sr}, skew={skew}")
+        raise FlagcoreError(
+            f"the Sharpe ratio's variance term is not positive ({var:.4g}) for sr={sr}, skew={skew}"
+        )
     return float(norm.cdf((sr - sr_benchmark) * np.sqrt(n_obs - 1) / np.sqrt(var)))
 
 

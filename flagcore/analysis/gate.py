@@ -47,8 +47,9 @@ def load_criteria(path=None) -> dict:
     table = data.get("hifa", data)
     unknown = sorted(set(table) - set(DEFAULT_CRITERIA))
     if unknown:
-        raise FlagcoreError(f"{path}: unknown HIFA setting {unknown[0]!r}; "
-                            f"known: {', '.join(DEFAULT_CRITERIA)}")
+        raise FlagcoreError(
+            f"{path}: unknown HIFA setting {unknown[0]!r}; known: {', '.join(DEFAULT_CRITERIA)}"
+        )
     for k, v in table.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
             raise FlagcoreError(f"{path}: {k} must be a number, got {v!r}")
@@ -90,12 +91,21 @@ def judge(criterion: str, value: float, criteria: dict, inputs: dict | None = No
     """``value`` judged by ``criterion``'s rule against its threshold in ``criteria``."""
     c = CRITERION[criterion]
     threshold = float(criteria[c.threshold_key])
-    return CriterionResult(criterion, float(value), threshold, c.rule, c.passes(value, threshold),
-                           dict(inputs or {}))
+    return CriterionResult(
+        criterion, float(value), threshold, c.rule, c.passes(value, threshold), dict(inputs or {})
+    )
 
 
-def hifa_verdict(*, cpcv_path_sharpes, returns, n_trials: int, trial_sharpes, permutation_p: float,
-                 periods_per_year: float, criteria: dict | None = None) -> HifaVerdict:
+def hifa_verdict(
+    *,
+    cpcv_path_sharpes,
+    returns,
+    n_trials: int,
+    trial_sharpes,
+    permutation_p: float,
+    periods_per_year: float,
+    criteria: dict | None = None,
+) -> HifaVerdict:
     """The three HIFA criteria for one option, each with value, threshold, pass/fail and inputs.
 
     - CPCV mean Sharpe: mean of the paths' per-period Sharpes, annualised.
@@ -116,14 +126,31 @@ def hifa_verdict(*, cpcv_path_sharpes, returns, n_trials: int, trial_sharpes, pe
     dsr = 0.0 if undefined else probabilistic_sharpe_ratio(sr, n, skew, kurt, sr0)
     cpcv_mean = float(np.mean(cpcv_path_sharpes) * ann)
     deflated = float((sr - sr0) * ann)
-    return HifaVerdict({
-        "cpcv_mean_sharpe": judge("cpcv_mean_sharpe", cpcv_mean, c,
-                                  {"paths": len(cpcv_path_sharpes), "annualised_with": periods_per_year}),
-        "deflated_sharpe": judge("deflated_sharpe", deflated, c,
-                                 {"sharpe_annual": sr * ann, "sharpe_defined": not undefined,
-                                  "sr0_annual": sr0 * ann, "n_trials": int(n_trials),
-                                  "trial_sharpe_variance": var, "dsr_probability": dsr,
-                                  "dsr_probability_threshold": c["dsr_probability_min"],
-                                  "skew": skew, "kurtosis": kurt, "n_obs": n}),
-        "permutation_p": judge("permutation_p", float(permutation_p), c),
-    })
+    return HifaVerdict(
+        {
+            "cpcv_mean_sharpe": judge(
+                "cpcv_mean_sharpe",
+                cpcv_mean,
+                c,
+                {"paths": len(cpcv_path_sharpes), "annualised_with": periods_per_year},
+            ),
+            "deflated_sharpe": judge(
+                "deflated_sharpe",
+                deflated,
+                c,
+                {
+                    "sharpe_annual": sr * ann,
+                    "sharpe_defined": not undefined,
+                    "sr0_annual": sr0 * ann,
+                    "n_trials": int(n_trials),
+                    "trial_sharpe_variance": var,
+                    "dsr_probability": dsr,
+                    "dsr_probability_threshold": c["dsr_probability_min"],
+                    "skew": skew,
+                    "kurtosis": kurt,
+                    "n_obs": n,
+                },
+            ),
+            "permutation_p": judge("permutation_p", float(permutation_p), c),
+        }
+    )

@@ -30,8 +30,9 @@ def block_permutations(n_permutations: int, n_blocks: int, seed=0) -> np.ndarray
     return rng.permuted(np.tile(np.arange(n_blocks), (n_permutations, 1)), axis=1)
 
 
-def permutation_test(positions, returns, n_permutations=1000, block=24, seed=0,
-                     costs=None) -> PermutationResult:
+def permutation_test(
+    positions, returns, n_permutations=1000, block=24, seed=0, costs=None
+) -> PermutationResult:
     """Block permutation test of a trading signal (Phipson & Smyth 2010 for the p-value).
 
     Null hypothesis: the positions carry no information about the returns that follow them.

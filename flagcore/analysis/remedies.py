@@ -24,9 +24,6 @@ import numpy as np
 from flagcore.analysis.backtest import DIRECTION, BacktestConfig, backtest, payoff_ratio, simple_returns
 from flagcore.analysis.diagnostics import action_distribution, classification_metrics, softmax
 from flagcore.errors import FlagcoreError
-
-# OPTIONS is also read from here (``from flagcore.analysis.remedies import OPTIONS``): a re-export,
-# until callers import it from flagcore.vocab
 from flagcore.vocab import BUY, HOLD, LABELS_OPTION, MODEL_ROLES, OPTIONS, SELL, TAU_OPTION, THRESHOLD_OPTION
 
 
@@ -129,13 +126,25 @@ def agreement(flag_actions, partner_actions) -> dict:
     a, b = np.asarray(flag_actions), np.asarray(partner_actions)
     m = classification_metrics(b, a)  # the partner scored against FLAG-TRADER: a symmetric kappa
     overrides = (a == HOLD) & (b != HOLD)
-    return {"agreement": float((a == b).mean()), "cohen_kappa": m["cohen_kappa"],
-            "overrides": int(overrides.sum()), "override_share": float(overrides.mean()),
-            "table": m["confusion_matrix"]}  # rows FLAG-TRADER, columns partner
+    return {
+        "agreement": float((a == b).mean()),
+        "cohen_kappa": m["cohen_kappa"],
+        "overrides": int(overrides.sum()),
+        "override_share": float(overrides.mean()),
+        "table": m["confusion_matrix"],
+    }  # rows FLAG-TRADER, columns partner
 
 
-def evaluate_actions(actions, labels, close, periods_per_year: float, *, confidence=None,
-                     payoff: float | None = None, cfg: BacktestConfig | None = None) -> dict:
+def evaluate_actions(
+    actions,
+    labels,
+    close,
+    periods_per_year: float,
+    *,
+    confidence=None,
+    payoff: float | None = None,
+    cfg: BacktestConfig | None = None,
+) -> dict:
     """The same metrics for every option: action shares, classification metrics, the backtest."""
     a = np.asarray(actions)
     dist = action_distribution(a)
@@ -143,24 +152,45 @@ def evaluate_actions(actions, labels, close, periods_per_year: float, *, confide
     y = None if labels is None else np.asarray(labels)
     if y is not None and (y >= 0).any():
         m = classification_metrics(a, y)
-        out.update({k: m[k] for k in ("accuracy", "majority_baseline", "balanced_accuracy", "macro_f1", "mcc",
-                                      "cohen_kappa")})
+        out.update(
+            {
+                k: m[k]
+                for k in (
+                    "accuracy",
+                    "majority_baseline",
+                    "balanced_accuracy",
+                    "macro_f1",
+                    "mcc",
+                    "cohen_kappa",
+                )
+            }
+        )
     bt = backtest(a, close, periods_per_year, confidence=confidence, cfg=cfg, payoff=payoff)
     out["backtest"] = bt
     return out
 
 
-def label_analysis(train_labels, test_labels, *, close=None, sigma=None, horizon: int | None = None,
-                   widths=None, eval_mask=None, method: str = "triple-barrier") -> dict:
+def label_analysis(
+    train_labels,
+    test_labels,
+    *,
+    close=None,
+    sigma=None,
+    horizon: int | None = None,
+    widths=None,
+    eval_mask=None,
+    method: str = "triple-barrier",
+) -> dict:
     """Option 5: label distributions and, with prices, the HOLD share against the barrier width."""
     from flagcore.data.labels import hold_share_curve, shares
 
     out = {"train": shares(np.asarray(train_labels)), "test": shares(np.asarray(test_labels))}
     if close is not None and sigma is not None and horizon:
         w = np.asarray(widths if widths is not None else np.round(np.arange(0.25, 3.01, 0.125), 4))
-        out["hold_share_by_width"] = {"widths": w.tolist(),
-                                      "hold_share": hold_share_curve(close, sigma, horizon, w, method,
-                                                                     eval_mask).tolist()}
+        out["hold_share_by_width"] = {
+            "widths": w.tolist(),
+            "hold_share": hold_share_curve(close, sigma, horizon, w, method, eval_mask).tolist(),
+        }
     return out
 
 
@@ -173,8 +203,18 @@ def perfect_foresight_actions(labels) -> np.ndarray:
 # ----------------------------------------------------------------------------- every option at once
 
 
-def option_signals(option: str, logits: dict, *, partner_actions=None, partner_probs=None, labels=None,
-                   prior=None, hold_threshold: float = 0.95, tau: float = 1.0, partner_weight: float = 0.5):
+def option_signals(
+    option: str,
+    logits: dict,
+    *,
+    partner_actions=None,
+    partner_probs=None,
+    labels=None,
+    prior=None,
+    hold_threshold: float = 0.95,
+    tau: float = 1.0,
+    partner_weight: float = 0.5,
+):
     """(actions, confidence) of one option over one period, or None when its inputs are missing.
 
     ``logits`` maps a model name (``baseline``, ``opt1_class_weights``, ...) to its (n, 3) logits;
@@ -221,9 +261,15 @@ def option_signals(option: str, logits: dict, *, partner_actions=None, partner_p
     raise FlagcoreError(f"unknown option {option!r}; choose one of {', '.join(OPTIONS)}")
 
 
-def compare_options(test: PeriodInputs, train: PeriodInputs | None = None, *,
-                    cfg: BacktestConfig | None = None,
-                    hold_threshold: float = 0.95, tau: float = 1.0, options=None) -> dict:
+def compare_options(
+    test: PeriodInputs,
+    train: PeriodInputs | None = None,
+    *,
+    cfg: BacktestConfig | None = None,
+    hold_threshold: float = 0.95,
+    tau: float = 1.0,
+    options=None,
+) -> dict:
     """Every option's metrics on the test period, side by side.
 
     ``train``'s ``prior`` (its label shares) feeds logit adjustment. Kelly's payoff ratio for each
@@ -234,9 +280,16 @@ def compare_options(test: PeriodInputs, train: PeriodInputs | None = None, *,
     prior = None if train is None else train.prior
 
     def signals(name: str, period: PeriodInputs):
-        return option_signals(name, period.logits, partner_actions=period.partner_actions,
-                              partner_probs=period.partner_probs, labels=period.labels, prior=prior,
-                              hold_threshold=hold_threshold, tau=tau)
+        return option_signals(
+            name,
+            period.logits,
+            partner_actions=period.partner_actions,
+            partner_probs=period.partner_probs,
+            labels=period.labels,
+            prior=prior,
+            hold_threshold=hold_threshold,
+            tau=tau,
+        )
 
     out = {}
     for name in options or OPTIONS:
@@ -250,8 +303,9 @@ def compare_options(test: PeriodInputs, train: PeriodInputs | None = None, *,
                 payoff = payoff_ratio(DIRECTION[tsig[0]], simple_returns(train.close))
                 payoff_source = "training period"
         actions, conf = sig
-        res = evaluate_actions(actions, test.labels, test.close, test.periods_per_year,
-                               confidence=conf, payoff=payoff, cfg=cfg)
+        res = evaluate_actions(
+            actions, test.labels, test.close, test.periods_per_year, confidence=conf, payoff=payoff, cfg=cfg
+        )
         res["payoff_source"] = payoff_source
         res["title"], res["description"] = OPTIONS[name]
         res["actions"], res["confidence"] = actions, conf

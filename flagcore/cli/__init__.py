@@ -13,10 +13,6 @@
 The console script is ``flagcore.cli:main``.
 """
 
-# ``flagcore.cli.main`` was the whole command until issue 14 and is now a module of re-exports. It is
-# loaded first on purpose: loading a submodule sets the package attribute of its name, so it must
-# happen before ``main`` below is bound, or ``flagcore.cli.main`` would be the module, not the function.
-from flagcore.cli import main as _old_main_module  # noqa: F401  (re-export: callers move later)
 from flagcore.cli.command import build_parser, main
 
 __all__ = ["build_parser", "main"]

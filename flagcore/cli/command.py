@@ -48,7 +48,7 @@ def _short_path(filename: str) -> str:
     if path.is_relative_to(_PACKAGE_PARENT):
         return path.relative_to(_PACKAGE_PARENT).as_posix()
     if "site-packages" in path.parts:
-        return Path(*path.parts[path.parts.index("site-packages") + 1:]).as_posix()
+        return Path(*path.parts[path.parts.index("site-packages") + 1 :]).as_posix()
     return path.name
 
 
@@ -77,8 +77,10 @@ def internal_error_line(error: BaseException) -> str:
     """
     text = str(error).strip()
     msg = text.splitlines()[0][:300] if text else ""
-    return (f"flagcore: internal error: {type(error).__name__}: {msg} (in {where_raised(error)}; "
-            "FLAGCORE_DEBUG=1 shows the traceback)")
+    return (
+        f"flagcore: internal error: {type(error).__name__}: {msg} (in {where_raised(error)}; "
+        "FLAGCORE_DEBUG=1 shows the traceback)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,12 @@ def _state_dim(args: argparse.Namespace) -> int:
 def cmd_check_data(args: argparse.Namespace) -> int:
     from flagcore.data.dataset import load_dataset
 
-    ds = load_dataset(args.data, state_dim=_state_dim(args), require_close=not args.no_close,
-                      label_horizon=args.label_horizon)
+    ds = load_dataset(
+        args.data,
+        state_dim=_state_dim(args),
+        require_close=not args.no_close,
+        label_horizon=args.label_horizon,
+    )
     s = ds.summary()
     lines = [
         f"{s['source']}: {s['bars']:,} bars from {s['start']} to {s['end']}",
@@ -48,16 +52,21 @@ def cmd_market(args: argparse.Namespace) -> int:
     from flagcore.data.market import demo_market, stylised_facts
 
     bars = demo_market(seed=args.seed, strength=args.strength, test_bars=args.test_bars)
-    write_dataset(bars, args.out, generator="flagcore.data.market.demo_market", seed=args.seed,
-                  strength=args.strength)
+    write_dataset(
+        bars, args.out, generator="flagcore.data.market.demo_market", seed=args.seed, strength=args.strength
+    )
     facts = {"out": str(args.out), "seed": args.seed, "strength": args.strength, **stylised_facts(bars)}
-    emit(facts, args.json, [
-        f"wrote {args.out}: {facts['bars']:,} hourly bars ({facts['train_bars']:,} training, "
-        f"{facts['test_bars']:,} test from 2025-01-01)",
-        f"  annualised vol {facts['annualised_volatility']:.1%}, "
-        f"excess kurtosis {facts['excess_kurtosis']:.1f}, ACF |r| lag 1/24/168: "
-        + "/".join(f"{v:.2f}" for v in facts["acf_abs_returns"].values()),
-    ])
+    emit(
+        facts,
+        args.json,
+        [
+            f"wrote {args.out}: {facts['bars']:,} hourly bars ({facts['train_bars']:,} training, "
+            f"{facts['test_bars']:,} test from 2025-01-01)",
+            f"  annualised vol {facts['annualised_volatility']:.1%}, "
+            f"excess kurtosis {facts['excess_kurtosis']:.1f}, ACF |r| lag 1/24/168: "
+            + "/".join(f"{v:.2f}" for v in facts["acf_abs_returns"].values()),
+        ],
+    )
     return 0
 
 
@@ -75,25 +84,43 @@ def cmd_features(args: argparse.Namespace) -> int:
     from flagcore.data.features import build_datasets, read_ohlcv
 
     bars = read_ohlcv(args.ohlcv)
-    sets = build_datasets(bars, horizon=args.horizon, width=args.barrier_width, target_hold=args.target_hold,
-                          method=args.label_method, test_start=args.test_start, context=args.context,
-                          source=str(args.ohlcv))
+    sets = build_datasets(
+        bars,
+        horizon=args.horizon,
+        width=args.barrier_width,
+        target_hold=args.target_hold,
+        method=args.label_method,
+        test_start=args.test_start,
+        context=args.context,
+        source=str(args.ohlcv),
+    )
     out = Path(args.out)
     written = {}
     for name, (df, meta) in sets.items():
         path = _dataset_path(out, name)
         write_dataset(df, path, **meta)
-        written[name] = {"path": str(path), "bars": len(df), "features": len(df.columns) - 3,
-                         "label_shares": meta["label_shares"],
-                         "evaluation_start": meta.get("evaluation_start")}
+        written[name] = {
+            "path": str(path),
+            "bars": len(df),
+            "features": len(df.columns) - 3,
+            "label_shares": meta["label_shares"],
+            "evaluation_start": meta.get("evaluation_start"),
+        }
     some = next(iter(sets.values()))[1]
-    summary = {"barrier_width": some["barrier_width"], "label_horizon": some["label_horizon"],
-               "label_method": some["label_method"], "datasets": written}
-    lines = [f"barrier width {summary['barrier_width']:.4f} x sigma x sqrt({args.horizon}), "
-             f"{args.label_method}"]
+    summary = {
+        "barrier_width": some["barrier_width"],
+        "label_horizon": some["label_horizon"],
+        "label_method": some["label_method"],
+        "datasets": written,
+    }
+    lines = [
+        f"barrier width {summary['barrier_width']:.4f} x sigma x sqrt({args.horizon}), {args.label_method}"
+    ]
     for name, w in written.items():
-        lines.append(f"  {name}: {w['path']} {w['bars']:,} bars, {w['features']} features, labels "
-                     + shares_text(w["label_shares"]))
+        lines.append(
+            f"  {name}: {w['path']} {w['bars']:,} bars, {w['features']} features, labels "
+            + shares_text(w["label_shares"])
+        )
     emit(summary, args.json, lines)
     return 0
 
@@ -118,26 +145,52 @@ def _market_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def _features_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--ohlcv", required=True, metavar="FILE",
-                   help="CSV or Parquet with timestamp, open, high, low, close, volume")
+    s.add_argument(
+        "--ohlcv",
+        required=True,
+        metavar="FILE",
+        help="CSV or Parquet with timestamp, open, high, low, close, volume",
+    )
     s.add_argument("--out", required=True, metavar="PATH", help="a file, or a folder with --test-start")
     s.add_argument("--test-start", metavar="DATE", help="write train.parquet and test.parquet split at DATE")
     s.add_argument("--horizon", type=int, default=24, help="label horizon in bars (default 24)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--barrier-width", type=float, help="barrier width in sigma * sqrt(horizon)")
-    g.add_argument("--target-hold", type=float, default=0.6142,
-                   help="calibrate the width to this HOLD share of the evaluated bars (default 0.6142)")
+    g.add_argument(
+        "--target-hold",
+        type=float,
+        default=0.6142,
+        help="calibrate the width to this HOLD share of the evaluated bars (default 0.6142)",
+    )
     s.add_argument("--label-method", choices=METHODS, default=METHODS[0])
-    s.add_argument("--context", type=int, default=255,
-                   help="history bars before the test period (default 255)")
+    s.add_argument(
+        "--context", type=int, default=255, help="history bars before the test period (default 255)"
+    )
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
     """Add ``check-data``, ``market`` and ``features``."""
-    add_command(sub, "check-data", cmd_check_data, "Validate a dataset file against the dataset contract.",
-                _check_data_arguments, parents.json)
-    add_command(sub, "market", cmd_market,
-                "Write the embedded demo market: deterministic synthetic hourly OHLCV.",
-                _market_arguments, parents.json)
-    add_command(sub, "features", cmd_features, "L1 features and triple-barrier labels from an OHLCV file.",
-                _features_arguments, parents.json)
+    add_command(
+        sub,
+        "check-data",
+        cmd_check_data,
+        "Validate a dataset file against the dataset contract.",
+        _check_data_arguments,
+        parents.json,
+    )
+    add_command(
+        sub,
+        "market",
+        cmd_market,
+        "Write the embedded demo market: deterministic synthetic hourly OHLCV.",
+        _market_arguments,
+        parents.json,
+    )
+    add_command(
+        sub,
+        "features",
+        cmd_features,
+        "L1 features and triple-barrier labels from an OHLCV file.",
+        _features_arguments,
+        parents.json,
+    )

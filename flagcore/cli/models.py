@@ -45,8 +45,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     out = import_checkpoint(args.source, args.out, num_heads=args.num_heads, window=args.window)
     info = checkpoint_summary(out)
-    emit(info, args.json, [f"wrote {out} ({info['total_params']:,} parameters, "
-                           f"{info['trainable_params']:,} trainable)"])
+    emit(
+        info,
+        args.json,
+        [f"wrote {out} ({info['total_params']:,} parameters, {info['trainable_params']:,} trainable)"],
+    )
     return 0
 
 
@@ -55,8 +58,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     from flagcore.models.flag_trader import build_model, preset
 
     model = build_model(preset(args.preset), seed=args.seed)
-    out = save_checkpoint(model, args.out, provenance={"initialised": "random", "preset": args.preset,
-                                                       "seed": args.seed})
+    out = save_checkpoint(
+        model, args.out, provenance={"initialised": "random", "preset": args.preset, "seed": args.seed}
+    )
     info = checkpoint_summary(out)
     emit(info, args.json, [f"wrote {out}: untrained {args.preset} model, seed {args.seed}"])
     return 0
@@ -78,16 +82,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             pred = predict_cgdt(cgdt, ds, progress=update)
         else:
             model = load_checkpoint(args.checkpoint, window=args.window)
-            ds = load_dataset(args.data, state_dim=model.checkpoint_info.config.state_dim,
-                              require_close=False)
-            pred = predict(model, ds.features, batch_size=args.batch_size, device=args.device,
-                           progress=update)
+            ds = load_dataset(
+                args.data, state_dim=model.checkpoint_info.config.state_dim, require_close=False
+            )
+            pred = predict(
+                model, ds.features, batch_size=args.batch_size, device=args.device, progress=update
+            )
     finally:
         close()
     write_dataset(predictions_frame(ds.timestamps, pred), args.out)
-    summary = {"out": str(args.out), "window": pred.window,
-               "short_history_bars": int(pred.short_history.sum()), "padded_inputs": ds.padded_inputs,
-               **action_summary(pred, ds.labels)}
+    summary = {
+        "out": str(args.out),
+        "window": pred.window,
+        "short_history_bars": int(pred.short_history.sum()),
+        "padded_inputs": ds.padded_inputs,
+        **action_summary(pred, ds.labels),
+    }
     lines = [f"wrote {args.out}: {len(pred):,} bars, window {pred.window}"] + [
         f"  {c:<4} {k:>8,} ({summary['action_shares'][c]:.2%})" for c, k in summary["action_counts"].items()
     ]
@@ -109,19 +119,25 @@ def diagnose_lines(report: dict, data: str, state_dim: int, n_padded: int) -> li
     lines += [f"  {c:<4} {d['counts'][c]:>7,} ({d['shares'][c]:.2%})" for c in CLASS_NAMES]
     c = report["confidence"]
     lines.append(f"Confidence: mean {c['mean']:.2%}, min {c['min']:.2%}, max {c['max']:.2%}")
-    lines.append("Logits: " + "; ".join(f"{k} mean {s['mean']:+.2f}, std {s['std']:.2f}"
-                                        for k, s in report["logits"].items()))
+    lines.append(
+        "Logits: "
+        + "; ".join(f"{k} mean {s['mean']:+.2f}, std {s['std']:.2f}" for k, s in report["logits"].items())
+    )
     lines.append(f"Verdict: {_verdict_word(v)}: {v['reason']}; {v['post_hoc_outlook']}")
     if "metrics" in report:
         m = report["metrics"]
-        lines.append(f"Accuracy {m['accuracy']:.2%} vs majority-class baseline {m['majority_baseline']:.2%} "
-                     f"({m['majority_class']}); balanced {m['balanced_accuracy']:.2%}, "
-                     f"macro-F1 {m['macro_f1']:.3f}, MCC {m['mcc']:.3f}, kappa {m['cohen_kappa']:.3f}, "
-                     f"ECE {report['calibration']['ece']:.3f}")
+        lines.append(
+            f"Accuracy {m['accuracy']:.2%} vs majority-class baseline {m['majority_baseline']:.2%} "
+            f"({m['majority_class']}); balanced {m['balanced_accuracy']:.2%}, "
+            f"macro-F1 {m['macro_f1']:.3f}, MCC {m['mcc']:.3f}, kappa {m['cohen_kappa']:.3f}, "
+            f"ECE {report['calibration']['ece']:.3f}"
+        )
     if "feature_shift" in report:
         shifted = [r for r in report["feature_shift"] if r["shift"] == "major"]
-        lines.append(f"Feature shift: {len(shifted)} of {state_dim} inputs shifted majorly (PSI > 0.25), "
-                     f"{n_padded} are zero padding in this data")
+        lines.append(
+            f"Feature shift: {len(shifted)} of {state_dim} inputs shifted majorly (PSI > 0.25), "
+            f"{n_padded} are zero padding in this data"
+        )
     return lines
 
 
@@ -136,8 +152,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     ds = load_dataset(args.data, state_dim=cfg.state_dim, require_close=False)
     e = ds.eval_index
     pred = predict(model, ds.features)
-    report = {"checkpoint": args.checkpoint, "data": args.data, "bars": ds.n_bars - e,
-              **diagnose(pred.logits[e:], None if ds.labels is None else ds.labels[e:])}
+    report = {
+        "checkpoint": args.checkpoint,
+        "data": args.data,
+        "bars": ds.n_bars - e,
+        **diagnose(pred.logits[e:], None if ds.labels is None else ds.labels[e:]),
+    }
     if args.train:
         train = load_dataset(args.train, state_dim=cfg.state_dim, require_close=False)
         names = train.feature_names + [f"padding_{j}" for j in range(train.n_features, cfg.state_dim)]
@@ -179,22 +199,53 @@ def _predict_arguments(s: argparse.ArgumentParser) -> None:
 
 def _diagnose_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint", required=True, metavar="PATH")
-    s.add_argument("--data", required=True, metavar="FILE",
-                   help="evaluation dataset (its evaluation period is used)")
+    s.add_argument(
+        "--data", required=True, metavar="FILE", help="evaluation dataset (its evaluation period is used)"
+    )
     s.add_argument("--train", metavar="FILE", help="training dataset, for the train-vs-test feature shift")
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
     """Add ``info``, ``import``, ``init``, ``predict`` and ``diagnose``."""
-    add_command(sub, "info", cmd_info, "Architecture and parameter counts of a preset or a checkpoint.",
-                _info_arguments, parents.json)
-    add_command(sub, "import", cmd_import, "Convert a reviewed-format torch checkpoint to flagcore's format.",
-                _import_arguments, parents.json)
-    add_command(sub, "init", cmd_init, "Write an untrained, randomly initialised checkpoint of a preset.",
-                _init_arguments, parents.json)
-    add_command(sub, "predict", cmd_predict,
-                "Run a checkpoint (FLAG-TRADER or CGDT) over a dataset: logits, action, confidence per bar.",
-                _predict_arguments, parents.device, parents.quiet_bar, parents.json_summary)
-    add_command(sub, "diagnose", cmd_diagnose,
-                "Collapse diagnostics of a checkpoint on a dataset: the seed's tables and more.",
-                _diagnose_arguments, parents.json)
+    add_command(
+        sub,
+        "info",
+        cmd_info,
+        "Architecture and parameter counts of a preset or a checkpoint.",
+        _info_arguments,
+        parents.json,
+    )
+    add_command(
+        sub,
+        "import",
+        cmd_import,
+        "Convert a reviewed-format torch checkpoint to flagcore's format.",
+        _import_arguments,
+        parents.json,
+    )
+    add_command(
+        sub,
+        "init",
+        cmd_init,
+        "Write an untrained, randomly initialised checkpoint of a preset.",
+        _init_arguments,
+        parents.json,
+    )
+    add_command(
+        sub,
+        "predict",
+        cmd_predict,
+        "Run a checkpoint (FLAG-TRADER or CGDT) over a dataset: logits, action, confidence per bar.",
+        _predict_arguments,
+        parents.device,
+        parents.quiet_bar,
+        parents.json_summary,
+    )
+    add_command(
+        sub,
+        "diagnose",
+        cmd_diagnose,
+        "Collapse diagnostics of a checkpoint on a dataset: the seed's tables and more.",
+        _diagnose_arguments,
+        parents.json,
+    )

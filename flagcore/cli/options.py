@@ -38,19 +38,29 @@ def _flag(name: str, help: str | None) -> argparse.ArgumentParser:
 
 def _placement_parent(what: str, default_workers: int) -> argparse.ArgumentParser:
     p = _parent()
-    p.add_argument("--workers", type=int, default=default_workers,
-                   help=f"local worker processes for {what} (default {default_workers})")
-    p.add_argument("--ray-address", metavar="ADDR",
-                   help=f"run {what} as tasks on a Ray cluster: 'local', 'auto', host:port or "
-                        "ray://host:port (pip install 'flagcore[ray]')")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers,
+        help=f"local worker processes for {what} (default {default_workers})",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help=f"run {what} as tasks on a Ray cluster: 'local', 'auto', host:port or "
+        "ray://host:port (pip install 'flagcore[ray]')",
+    )
     p.add_argument("--task-cpus", type=int, default=1, help="with --ray-address: CPUs per task (default 1)")
     return p
 
 
 def _store_parent() -> argparse.ArgumentParser:
     p = _parent()
-    p.add_argument("--store", metavar="PATH",
-                   help="DuckDB result store (default $FLAGCORE_STORE or data/flagcore.duckdb)")
+    p.add_argument(
+        "--store",
+        metavar="PATH",
+        help="DuckDB result store (default $FLAGCORE_STORE or data/flagcore.duckdb)",
+    )
     return p
 
 

@@ -66,8 +66,13 @@ class Stages:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=100, desc=stage, file=sys.stderr, leave=False,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+            self.bar = tqdm(
+                total=100,
+                desc=stage,
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+            )
         self.bar.n = int(max(0.0, min(1.0, frac)) * 100)
         self.bar.refresh()
 

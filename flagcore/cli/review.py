@@ -45,8 +45,11 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.comment_file:
         comment = Path(args.comment_file).read_text(encoding="utf-8")
     rid = store.add_review(args.run, args.reviewer, args.verdict, comment or "")
-    emit({"review_id": rid, "run_id": args.run}, args.json,
-         [f"review {rid} recorded on run {args.run}: {args.verdict} by {args.reviewer.strip()}"])
+    emit(
+        {"review_id": rid, "run_id": args.run},
+        args.json,
+        [f"review {rid} recorded on run {args.run}: {args.verdict} by {args.reviewer.strip()}"],
+    )
     return 0
 
 
@@ -69,9 +72,11 @@ def _cell(criteria: dict[str, Any], key: str, fmt: str) -> str:
 
 def _option_line(o: dict[str, Any]) -> str:
     c = o["criteria"]
-    line = (f"  {o['title']:<32} {_cell(c, 'cpcv_mean_sharpe', '{:>13.2f}')} "
-            f"{_cell(c, 'deflated_sharpe', '{:>13.2f}')} {o['dsr_probability']:>9.3f} "
-            f"{_cell(c, 'permutation_p', '{:>8.4f}')}  {BADGE[bool(o['passed_all'])]}")
+    line = (
+        f"  {o['title']:<32} {_cell(c, 'cpcv_mean_sharpe', '{:>13.2f}')} "
+        f"{_cell(c, 'deflated_sharpe', '{:>13.2f}')} {o['dsr_probability']:>9.3f} "
+        f"{_cell(c, 'permutation_p', '{:>8.4f}')}  {BADGE[bool(o['passed_all'])]}"
+    )
     if o.get("retrain_cpcv_mean_sharpe") is not None:
         line += f"  retraining CPCV mean Sharpe {o['retrain_cpcv_mean_sharpe']:.2f}"
     return line
@@ -84,16 +89,19 @@ def _thresholds_line(settings: dict[str, Any]) -> str:
         c = CRITERION[key]
         return f"{c.label} {c.rule} {settings[c.threshold_key]}"
 
-    return (f"  thresholds: {rule('cpcv_mean_sharpe')}, {rule('deflated_sharpe')} (DSR probability bar "
-            f"{settings['dsr_probability_min']}), {rule('permutation_p')}")
+    return (
+        f"  thresholds: {rule('cpcv_mean_sharpe')}, {rule('deflated_sharpe')} (DSR probability bar "
+        f"{settings['dsr_probability_min']}), {rule('permutation_p')}"
+    )
 
 
 def validate_lines(table: dict[str, Any]) -> list[str]:
     """``flagcore validate``'s text: one line per option with each criterion's value and verdict."""
-    lines = [f"HIFA criteria, run {table['run_id']} (CPCV mode: {table['cpcv_mode']}; "
-             f"{table['n_trials']} trials)",
-             f"  {'option':<32} {'CPCV mean Sharpe':>18} {'deflated Sharpe':>18} {'DSR prob.':>9} "
-             f"{'perm. p':>8}  verdict"]
+    lines = [
+        f"HIFA criteria, run {table['run_id']} (CPCV mode: {table['cpcv_mode']}; {table['n_trials']} trials)",
+        f"  {'option':<32} {'CPCV mean Sharpe':>18} {'deflated Sharpe':>18} {'DSR prob.':>9} "
+        f"{'perm. p':>8}  verdict",
+    ]
     lines += [_option_line(o) for o in table["options"]]
     lines.append(_thresholds_line(table["criteria"]))
     return lines
@@ -116,8 +124,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.retrain:
         stages = Stages(args.quiet)
         try:
-            result["retrain"] = retrain_validation(store, run_id, options=args.options,
-                                                   quick=args.quick_retrain, progress=stages, placement=where)
+            result["retrain"] = retrain_validation(
+                store,
+                run_id,
+                options=args.options,
+                quick=args.quick_retrain,
+                progress=stages,
+                placement=where,
+            )
         finally:
             stages.close()
     table = rejudge(store, run_id, criteria_in_file(args.criteria) if args.criteria else None)
@@ -147,19 +161,44 @@ def _review_arguments(s: argparse.ArgumentParser) -> None:
 def _validate_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--run", type=int, metavar="ID", help="default: the newest run")
     s.add_argument("--criteria", metavar="TOML", help="judge the stored values against these thresholds")
-    s.add_argument("--retrain", action="store_true",
-                   help="retraining CPCV: retrain the trainable options on every split (takes minutes)")
-    s.add_argument("--options", metavar="LIST",
-                   help="with --retrain: comma-separated options (default: all trainable)")
+    s.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retraining CPCV: retrain the trainable options on every split (takes minutes)",
+    )
+    s.add_argument(
+        "--options", metavar="LIST", help="with --retrain: comma-separated options (default: all trainable)"
+    )
     s.add_argument("--quick-retrain", action="store_true", help="with --retrain: fewer windows per epoch")
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
     """Add ``report``, ``review`` and ``validate``."""
-    add_command(sub, "report", cmd_report, "Write a run's findings report (Markdown or HTML) from the store.",
-                _report_arguments, parents.store)
-    add_command(sub, "review", cmd_review, "Record a review (sign-off) of a run; reviews are append-only.",
-                _review_arguments, parents.store, parents.json)
-    add_command(sub, "validate", cmd_validate,
-                "The HIFA criteria table of a stored run, per option; --retrain adds retraining CPCV.",
-                _validate_arguments, parents.retraining_placement, parents.store, parents.quiet, parents.json)
+    add_command(
+        sub,
+        "report",
+        cmd_report,
+        "Write a run's findings report (Markdown or HTML) from the store.",
+        _report_arguments,
+        parents.store,
+    )
+    add_command(
+        sub,
+        "review",
+        cmd_review,
+        "Record a review (sign-off) of a run; reviews are append-only.",
+        _review_arguments,
+        parents.store,
+        parents.json,
+    )
+    add_command(
+        sub,
+        "validate",
+        cmd_validate,
+        "The HIFA criteria table of a stored run, per option; --retrain adds retraining CPCV.",
+        _validate_arguments,
+        parents.retraining_placement,
+        parents.store,
+        parents.quiet,
+        parents.json,
+    )

@@ -31,10 +31,20 @@ def _option_json(o: pd.Series, crit: pd.DataFrame) -> dict[str, Any]:
     return {
         "title": o["title"],
         "action_shares": {c: o[col] for c, col in zip(CLASS_NAMES, SHARE_COLUMNS, strict=True)},
-        "trades": int(o["trades"]), "sharpe": o["sharpe"], "sharpe_defined": bool(o["sharpe_defined"]),
-        "total_return": o["total_return"], "accuracy": None if pd.isna(o["accuracy"]) else o["accuracy"],
-        "hifa": {c["criterion"]: {"value": c["value"], "threshold": c["threshold"], "rule": c["rule"],
-                                  "passed": bool(c["passed"])} for _, c in crit.iterrows()},
+        "trades": int(o["trades"]),
+        "sharpe": o["sharpe"],
+        "sharpe_defined": bool(o["sharpe_defined"]),
+        "total_return": o["total_return"],
+        "accuracy": None if pd.isna(o["accuracy"]) else o["accuracy"],
+        "hifa": {
+            c["criterion"]: {
+                "value": c["value"],
+                "threshold": c["threshold"],
+                "rule": c["rule"],
+                "passed": bool(c["passed"]),
+            }
+            for _, c in crit.iterrows()
+        },
         "hifa_passed_all": bool(len(crit) and crit["passed"].all()),
     }
 
@@ -46,13 +56,20 @@ def _run_json(r: pd.Series) -> dict[str, Any]:
     from flagcore.store.codec import from_json
 
     summary = from_json(r["summary"])
-    return {"run_id": int(r["run_id"]), "name": r["name"], "created_at": r["created_at"].isoformat(),
-            "model_id": r["model_id"], "dataset_id": r["dataset_id"],
-            "collapse": (summary.get("collapse") or {}), "n_trials": summary.get("n_trials"),
-            "pbo": summary.get("pbo"),
-            "latest_review": None if pd.isna(r["latest_verdict"])
-            else {"verdict": r["latest_verdict"], "reviewer": r["latest_reviewer"]},
-            "options": {}}
+    return {
+        "run_id": int(r["run_id"]),
+        "name": r["name"],
+        "created_at": r["created_at"].isoformat(),
+        "model_id": r["model_id"],
+        "dataset_id": r["dataset_id"],
+        "collapse": (summary.get("collapse") or {}),
+        "n_trials": summary.get("n_trials"),
+        "pbo": summary.get("pbo"),
+        "latest_review": None
+        if pd.isna(r["latest_verdict"])
+        else {"verdict": r["latest_verdict"], "reviewer": r["latest_reviewer"]},
+        "options": {},
+    }
 
 
 def runs_json(store: Store) -> list[dict[str, Any]]:
@@ -90,16 +107,24 @@ def runs_lines(store: Store, only: list[int] | None = None) -> list[str]:
         if only is not None and run["run_id"] not in only:
             continue
         review = run["latest_review"]
-        lines.append(f"run {run['run_id']}: {run['name']} ({run['created_at'][:16]}), baseline "
-                     f"{collapse_label(run['collapse'])}; {run['n_trials']} trials; "
-                     f"review: {review['verdict'] + ' by ' + review['reviewer'] if review else 'none'}")
-        lines.append(f"  {'option':<32} " + " ".join(f"{c:>6}" for c in CLASS_NAMES)
-                     + f" {'trades':>6} {'Sharpe':>7}  HIFA")
+        lines.append(
+            f"run {run['run_id']}: {run['name']} ({run['created_at'][:16]}), baseline "
+            f"{collapse_label(run['collapse'])}; {run['n_trials']} trials; "
+            f"review: {review['verdict'] + ' by ' + review['reviewer'] if review else 'none'}"
+        )
+        lines.append(
+            f"  {'option':<32} "
+            + " ".join(f"{c:>6}" for c in CLASS_NAMES)
+            + f" {'trades':>6} {'Sharpe':>7}  HIFA"
+        )
         for o in run["options"].values():
             sh = o["action_shares"]
             marks = verdict_marks(c["passed"] for c in o["hifa"].values())
-            lines.append(f"  {o['title']:<32} " + " ".join(f"{sh[c]:>6.1%}" for c in CLASS_NAMES)
-                         + f" {o['trades']:>6} {o['sharpe']:>7.2f}  {marks}")
+            lines.append(
+                f"  {o['title']:<32} "
+                + " ".join(f"{sh[c]:>6.1%}" for c in CLASS_NAMES)
+                + f" {o['trades']:>6} {o['sharpe']:>7.2f}  {marks}"
+            )
     return lines
 
 
@@ -109,16 +134,28 @@ def settings(args: argparse.Namespace) -> EvaluateSettings:
     from flagcore.analysis.gate import load_criteria
     from flagcore.pipeline.settings import EvaluateSettings
 
-    bt = BacktestConfig(sizing=args.sizing, kelly_fraction=args.kelly_fraction, fee_bps=args.fee_bps,
-                        slippage_bps=args.slippage_bps, hold=args.hold)
-    return EvaluateSettings(hold_threshold=args.hold_threshold, tau=args.tau, backtest=bt,
-                            criteria=load_criteria(args.criteria), device=args.device)
+    bt = BacktestConfig(
+        sizing=args.sizing,
+        kelly_fraction=args.kelly_fraction,
+        fee_bps=args.fee_bps,
+        slippage_bps=args.slippage_bps,
+        hold=args.hold,
+    )
+    return EvaluateSettings(
+        hold_threshold=args.hold_threshold,
+        tau=args.tau,
+        backtest=bt,
+        criteria=load_criteria(args.criteria),
+        device=args.device,
+    )
 
 
 def _run_line(res: dict) -> str:
     inf = res["inference"]
-    return (f"run {res['run_id']} {'reused' if res['reused'] else 'written'} in {res['seconds']:.1f}s "
-            f"(inference: {inf['computed']} computed, {inf['cached']} from the store cache)")
+    return (
+        f"run {res['run_id']} {'reused' if res['reused'] else 'written'} in {res['seconds']:.1f}s "
+        f"(inference: {inf['computed']} computed, {inf['cached']} from the store cache)"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -127,9 +164,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     store = open_store(args)
     stages = Stages(args.quiet)
     try:
-        res = evaluate(args.checkpoint, args.data, store=store, train_data=args.train, partner=args.partner,
-                       retrained=args.retrained or (), name=args.name, settings=settings(args),
-                       progress=stages, placement=placement(args))
+        res = evaluate(
+            args.checkpoint,
+            args.data,
+            store=store,
+            train_data=args.train,
+            partner=args.partner,
+            retrained=args.retrained or (),
+            name=args.name,
+            settings=settings(args),
+            progress=stages,
+            placement=placement(args),
+        )
     finally:
         stages.close()
     lines = [_run_line(res), *runs_lines(store, [res["run_id"]])]
@@ -146,8 +192,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         res = build_demo(store, quick=args.quick, root=args.root, progress=stages, device=args.device)
     finally:
         stages.close()
-    lines = [f"demo {'(quick) ' if args.quick else ''}ready in {res['seconds']:.0f}s: " + ", ".join(
-        f"{k} {v}" for k, v in res["steps"].items()), f"store {store.path}, run {res['run_id']}"]
+    lines = [
+        f"demo {'(quick) ' if args.quick else ''}ready in {res['seconds']:.0f}s: "
+        + ", ".join(f"{k} {v}" for k, v in res["steps"].items()),
+        f"store {store.path}, run {res['run_id']}",
+    ]
     lines += runs_lines(store, [res["run_id"]])
     emit({**res, "store": str(store.path)}, args.json, lines)
     return 0
@@ -175,22 +224,30 @@ def _evaluation_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--kelly-fraction", type=float, default=0.5)
     s.add_argument("--fee-bps", type=float, default=4.0)
     s.add_argument("--slippage-bps", type=float, default=2.0)
-    s.add_argument("--hold", choices=["flat", "keep"], default="flat",
-                   help="what HOLD means for the position")
+    s.add_argument(
+        "--hold", choices=["flat", "keep"], default="flat", help="what HOLD means for the position"
+    )
     s.add_argument("--criteria", metavar="TOML", help="HIFA thresholds ([hifa] table; default the seed's)")
 
 
 def _evaluate_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="the model under review (plain CE baseline)")
+    s.add_argument(
+        "--checkpoint", required=True, metavar="CKPT", help="the model under review (plain CE baseline)"
+    )
     s.add_argument("--data", required=True, metavar="FILE", help="evaluation dataset")
-    s.add_argument("--train", metavar="FILE",
-                   help="training dataset: label prior, payoff ratios, feature shift")
-    s.add_argument("--partner", metavar="FILE_OR_CKPT",
-                   help="ensemble partner: a CGDT checkpoint or a predictions file")
-    s.add_argument("--retrained", action="append", metavar="[ROLE=]PATH",
-                   help="a retrained checkpoint or predictions file (repeatable); role from its training "
-                        "loss unless given, e.g. walk_forward=preds.parquet")
+    s.add_argument(
+        "--train", metavar="FILE", help="training dataset: label prior, payoff ratios, feature shift"
+    )
+    s.add_argument(
+        "--partner", metavar="FILE_OR_CKPT", help="ensemble partner: a CGDT checkpoint or a predictions file"
+    )
+    s.add_argument(
+        "--retrained",
+        action="append",
+        metavar="[ROLE=]PATH",
+        help="a retrained checkpoint or predictions file (repeatable); role from its training "
+        "loss unless given, e.g. walk_forward=preds.parquet",
+    )
     s.add_argument("--name", help="run name (default: the dataset's file name)")
     _evaluation_arguments(s)
 
@@ -206,12 +263,36 @@ def _no_arguments(s: argparse.ArgumentParser) -> None:
 
 def register(sub: Subparsers, parents: Parents) -> None:
     """Add ``evaluate``, ``demo`` and ``runs``."""
-    add_command(sub, "evaluate", cmd_evaluate,
-                "Evaluate a checkpoint on a dataset: diagnostics, every option, backtests, HIFA; written to "
-                "the store as one run.", _evaluate_arguments,
-                parents.device, parents.inference_placement, parents.store, parents.quiet, parents.json)
-    add_command(sub, "demo", cmd_demo,
-                "Build the embedded demo end to end and evaluate it into the store (idempotent).",
-                _demo_arguments, parents.device, parents.store, parents.quiet, parents.json)
-    add_command(sub, "runs", cmd_runs, "List the stored runs with their options and HIFA verdicts.",
-                _no_arguments, parents.store, parents.json)
+    add_command(
+        sub,
+        "evaluate",
+        cmd_evaluate,
+        "Evaluate a checkpoint on a dataset: diagnostics, every option, backtests, HIFA; written to "
+        "the store as one run.",
+        _evaluate_arguments,
+        parents.device,
+        parents.inference_placement,
+        parents.store,
+        parents.quiet,
+        parents.json,
+    )
+    add_command(
+        sub,
+        "demo",
+        cmd_demo,
+        "Build the embedded demo end to end and evaluate it into the store (idempotent).",
+        _demo_arguments,
+        parents.device,
+        parents.store,
+        parents.quiet,
+        parents.json,
+    )
+    add_command(
+        sub,
+        "runs",
+        cmd_runs,
+        "List the stored runs with their options and HIFA verdicts.",
+        _no_arguments,
+        parents.store,
+        parents.json,
+    )

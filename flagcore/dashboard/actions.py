@@ -73,8 +73,14 @@ def inside_roots(path: str | Path, roots: list[Path] | None = None) -> bool:
     return not outside_roots([path], roots)
 
 
-def evaluate_files(store: Store, checkpoint: str, data: str, train: str | None = None,
-                   progress: Progress | None = None, roots: list[Path] | None = None) -> dict:
+def evaluate_files(
+    store: Store,
+    checkpoint: str,
+    data: str,
+    train: str | None = None,
+    progress: Progress | None = None,
+    roots: list[Path] | None = None,
+) -> dict:
     """Evaluate ``checkpoint`` on ``data`` (with ``train`` as the training data) into ``store``.
 
     Every path must lie under ``roots`` (default :func:`configured_roots`), checked before anything
@@ -104,7 +110,10 @@ def evaluate_files(store: Store, checkpoint: str, data: str, train: str | None =
 
     outside = outside_roots([p for p in (checkpoint, data, train) if p is not None], roots)
     if outside:
-        raise FlagcoreError(f"{outside[0]}: only files under the configured folders (FLAGCORE_FILES) can be "
-                            f"evaluated from the dashboard")
-    return evaluate(checkpoint, data, store=store, train_data=train,
-                    progress=progress if progress is not None else _quiet)
+        raise FlagcoreError(
+            f"{outside[0]}: only files under the configured folders (FLAGCORE_FILES) can be "
+            f"evaluated from the dashboard"
+        )
+    return evaluate(
+        checkpoint, data, store=store, train_data=train, progress=progress if progress is not None else _quiet
+    )

@@ -45,22 +45,40 @@ def load_live_inputs(store, run_id: int) -> LiveInputs:
     if p.empty:
         raise FlagcoreError(f"run {run_id} has no stored baseline logits")
     logits = p[list(LOGIT_COLUMNS)].to_numpy(np.float64)
-    test = PeriodInputs({"baseline": logits}, p["label"].to_numpy(np.int64), p["close"].to_numpy(),
-                        float(summary["periods_per_year"]))
+    test = PeriodInputs(
+        {"baseline": logits},
+        p["label"].to_numpy(np.int64),
+        p["close"].to_numpy(),
+        float(summary["periods_per_year"]),
+    )
     train = None
     q = store.predictions(run_id, "baseline", "train")
     if not q.empty:
-        train = PeriodInputs({"baseline": q[list(LOGIT_COLUMNS)].to_numpy(np.float64)},
-                             q["label"].to_numpy(np.int64), q["close"].to_numpy(), test.periods_per_year)
+        train = PeriodInputs(
+            {"baseline": q[list(LOGIT_COLUMNS)].to_numpy(np.float64)},
+            q["label"].to_numpy(np.int64),
+            q["close"].to_numpy(),
+            test.periods_per_year,
+        )
         if summary.get("label_prior") is not None:  # the whole training period's, as the run used
             train.prior = np.asarray(summary["label_prior"], dtype=np.float64)
-    return LiveInputs(int(run_id), test, train, BacktestConfig(**st["backtest"]), st["criteria"],
-                      int(summary["n_trials"]), float(summary["trial_sharpe_variance"]),
-                      list(st["thresholds"]), list(st["taus"]), int(st.get("permutation_seed", 0)))
+    return LiveInputs(
+        int(run_id),
+        test,
+        train,
+        BacktestConfig(**st["backtest"]),
+        st["criteria"],
+        int(summary["n_trials"]),
+        float(summary["trial_sharpe_variance"]),
+        list(st["thresholds"]),
+        list(st["taus"]),
+        int(st.get("permutation_seed", 0)),
+    )
 
 
-def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permutations: int,
-          seed: int) -> dict:
+def _view(
+    inp: LiveInputs, option: str, value: float, grid: list[float], n_permutations: int, seed: int
+) -> dict:
     from flagcore.analysis.gate import hifa_verdict
     from flagcore.analysis.permutation import permutation_test
     from flagcore.analysis.remedies import compare_options
@@ -72,24 +90,47 @@ def _view(inp: LiveInputs, option: str, value: float, grid: list[float], n_permu
     bt = res["backtest"]
     r = simple_returns(inp.test.close)
     held = bt["positions"][:-1]
-    perm = permutation_test(held, r, n_permutations, block=int(inp.criteria["permutation_block"]), seed=seed,
-                            costs=held * r - bt["returns"])
+    perm = permutation_test(
+        held,
+        r,
+        n_permutations,
+        block=int(inp.criteria["permutation_block"]),
+        seed=seed,
+        costs=held * r - bt["returns"],
+    )
     on_grid = any(abs(value - g) < 1e-12 for g in grid)
     n_trials = inp.n_trials + (0 if on_grid else 1)
     # a hand-picked value is fixed, not fitted: every CPCV path is the plain backtest
     sr = sharpe_ratio(bt["returns"])
-    verdict = hifa_verdict(cpcv_path_sharpes=[sr], returns=bt["returns"], n_trials=n_trials,
-                           trial_sharpes=_trial_sharpes(inp.trial_sharpe_variance, n_trials),
-                           permutation_p=perm.p_value, periods_per_year=inp.test.periods_per_year,
-                           criteria=inp.criteria)
+    verdict = hifa_verdict(
+        cpcv_path_sharpes=[sr],
+        returns=bt["returns"],
+        n_trials=n_trials,
+        trial_sharpes=_trial_sharpes(inp.trial_sharpe_variance, n_trials),
+        permutation_p=perm.p_value,
+        periods_per_year=inp.test.periods_per_year,
+        criteria=inp.criteria,
+    )
     verdict["cpcv_mean_sharpe"].inputs["mode"] = "fixed value: every path is the plain backtest"
-    return {"option": option, "value": value, "action_shares": res["action_shares"],
-            "action_counts": res["action_counts"], "accuracy": res.get("accuracy"),
-            "balanced_accuracy": res.get("balanced_accuracy"), "trades": int(bt["trades"]),
-            "total_return": float(bt["total_return"]), "sharpe": float(bt["sharpe"]),
-            "sharpe_defined": bool(bt["sharpe_defined"]), "max_drawdown": float(bt["max_drawdown"]),
-            "equity": bt["equity"], "permutation_p": perm.p_value, "n_permutations": n_permutations,
-            "n_trials": n_trials, "on_grid": on_grid, "hifa": verdict}
+    return {
+        "option": option,
+        "value": value,
+        "action_shares": res["action_shares"],
+        "action_counts": res["action_counts"],
+        "accuracy": res.get("accuracy"),
+        "balanced_accuracy": res.get("balanced_accuracy"),
+        "trades": int(bt["trades"]),
+        "total_return": float(bt["total_return"]),
+        "sharpe": float(bt["sharpe"]),
+        "sharpe_defined": bool(bt["sharpe_defined"]),
+        "max_drawdown": float(bt["max_drawdown"]),
+        "equity": bt["equity"],
+        "permutation_p": perm.p_value,
+        "n_permutations": n_permutations,
+        "n_trials": n_trials,
+        "on_grid": on_grid,
+        "hifa": verdict,
+    }
 
 
 def _trial_sharpes(variance: float, n: int) -> np.ndarray:
@@ -98,18 +139,26 @@ def _trial_sharpes(variance: float, n: int) -> np.ndarray:
     return np.array([-s, s]) if n > 1 and variance > 0 else np.zeros(1)
 
 
-def threshold_view(inp: LiveInputs, hold_threshold: float, *, n_permutations: int = 1000,
-                   seed: int | None = None) -> dict:
+def threshold_view(
+    inp: LiveInputs, hold_threshold: float, *, n_permutations: int = 1000, seed: int | None = None
+) -> dict:
     """Option 3 at ``hold_threshold``: shares, trades, return, Sharpe, p-value, HIFA criteria."""
     if not 0.0 <= hold_threshold <= 1.0:
         raise FlagcoreError(f"hold_threshold must lie in [0, 1], got {hold_threshold!r}")
-    return _view(inp, THRESHOLD_OPTION, float(hold_threshold), inp.thresholds, n_permutations,
-                 inp.permutation_seed if seed is None else seed)
+    return _view(
+        inp,
+        THRESHOLD_OPTION,
+        float(hold_threshold),
+        inp.thresholds,
+        n_permutations,
+        inp.permutation_seed if seed is None else seed,
+    )
 
 
 def tau_view(inp: LiveInputs, tau: float, *, n_permutations: int = 1000, seed: int | None = None) -> dict:
     """Post-hoc logit adjustment at ``tau``, the same figures as ``threshold_view``."""
     if tau < 0:
         raise FlagcoreError(f"tau must be >= 0, got {tau!r}")
-    return _view(inp, TAU_OPTION, float(tau), inp.taus, n_permutations,
-                 inp.permutation_seed if seed is None else seed)
+    return _view(
+        inp, TAU_OPTION, float(tau), inp.taus, n_permutations, inp.permutation_seed if seed is None else seed
+    )

@@ -20,12 +20,17 @@ def show_view(view: dict, parameter: str) -> None:
     c[1].metric("Trades", f"{view['trades']:,}")
     c[2].metric("Return", f"{view['total_return']:.2%}")
     c[3].metric("Sharpe", f"{view['sharpe']:.2f}" + ("" if view["sharpe_defined"] else " (no trades)"))
-    c[4].metric(CRITERION_LABELS["permutation_p"], f"{view['permutation_p']:.4f}",
-                help=f"{view['n_permutations']:,} block permutations")
+    c[4].metric(
+        CRITERION_LABELS["permutation_p"],
+        f"{view['permutation_p']:.4f}",
+        help=f"{view['n_permutations']:,} block permutations",
+    )
     c[5].metric("HIFA", passed_text(view["hifa"].n_passed))
     st.dataframe(criteria_rows(view["hifa"]), hide_index=True, width="stretch")
     plus = "" if view["on_grid"] else ", plus this value"
-    st.caption(f"Choosing this {parameter} is a trial: the deflated Sharpe counts {view['n_trials']} trials "
-               f"(every option and every swept value{plus}). With a value fixed by hand nothing is fitted "
-               f"per split, so every CPCV path is the plain backtest and the CPCV mean Sharpe equals the "
-               f"Sharpe.")
+    st.caption(
+        f"Choosing this {parameter} is a trial: the deflated Sharpe counts {view['n_trials']} trials "
+        f"(every option and every swept value{plus}). With a value fixed by hand nothing is fitted "
+        f"per split, so every CPCV path is the plain backtest and the CPCV mean Sharpe equals the "
+        f"Sharpe."
+    )

@@ -31,16 +31,25 @@ def _utc_naive(ts) -> np.ndarray:
 
 
 def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
-    fig.update_layout(title=title, margin=dict(l=40, r=20, t=50, b=40), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0), **kw)
+    fig.update_layout(
+        title=title,
+        margin=dict(l=40, r=20, t=50, b=40),
+        template="plotly_white",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        **kw,
+    )
     return fig
 
 
 def action_shares(shares: dict[str, dict[str, float]], title: str = "Action distribution") -> go.Figure:
     """Stacked bars of SELL/HOLD/BUY shares, one bar per model or option."""
     names = list(shares)
-    fig = go.Figure([go.Bar(name=c, x=names, y=[shares[n][c] for n in names], marker_color=CLASS_COLORS[c])
-                     for c in CLASS_NAMES])
+    fig = go.Figure(
+        [
+            go.Bar(name=c, x=names, y=[shares[n][c] for n in names], marker_color=CLASS_COLORS[c])
+            for c in CLASS_NAMES
+        ]
+    )
     fig.update_layout(barmode="stack")
     fig.update_yaxes(tickformat=".0%", range=[0, 1])
     return _layout(fig, title)
@@ -48,8 +57,12 @@ def action_shares(shares: dict[str, dict[str, float]], title: str = "Action dist
 
 def logit_distributions(logits: np.ndarray, title: str = "Logits per class") -> go.Figure:
     x = np.asarray(logits)
-    fig = go.Figure([go.Histogram(x=x[:, j], name=c, opacity=0.6, marker_color=CLASS_COLORS[c], nbinsx=80)
-                     for j, c in enumerate(CLASS_NAMES)])
+    fig = go.Figure(
+        [
+            go.Histogram(x=x[:, j], name=c, opacity=0.6, marker_color=CLASS_COLORS[c], nbinsx=80)
+            for j, c in enumerate(CLASS_NAMES)
+        ]
+    )
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title="logit")
     fig.update_yaxes(title="bars")
@@ -57,8 +70,14 @@ def logit_distributions(logits: np.ndarray, title: str = "Logits per class") -> 
 
 
 def confidence_histogram(confidence: np.ndarray, title: str = "Confidence of the chosen action") -> go.Figure:
-    fig = go.Figure(go.Histogram(x=np.asarray(confidence), nbinsx=60, marker_color="#1f77b4",
-                                 xbins=dict(start=0, end=1.0001, size=1 / 60)))
+    fig = go.Figure(
+        go.Histogram(
+            x=np.asarray(confidence),
+            nbinsx=60,
+            marker_color="#1f77b4",
+            xbins=dict(start=0, end=1.0001, size=1 / 60),
+        )
+    )
     fig.update_xaxes(title="confidence", tickformat=".0%", range=[0, 1])
     fig.update_yaxes(title="bars")
     return _layout(fig, title)
@@ -68,9 +87,12 @@ def logits_over_time(timestamps, logits: np.ndarray, title: str = "Logits over t
     x = np.asarray(logits)
     ts = _utc_naive(timestamps)
     k = _thin(len(ts))
-    fig = go.Figure([go.Scatter(x=ts[k], y=x[k, j], name=c, mode="lines",
-                                line=dict(color=CLASS_COLORS[c], width=1))
-                     for j, c in enumerate(CLASS_NAMES)])
+    fig = go.Figure(
+        [
+            go.Scatter(x=ts[k], y=x[k, j], name=c, mode="lines", line=dict(color=CLASS_COLORS[c], width=1))
+            for j, c in enumerate(CLASS_NAMES)
+        ]
+    )
     fig.update_yaxes(title="logit")
     fig.update_xaxes(title="UTC")
     return _layout(fig, title)
@@ -81,16 +103,36 @@ def reliability_diagram(curve: dict, title: str | None = None) -> go.Figure:
     mids = (edges[:-1] + edges[1:]) / 2
     acc = [np.nan if a is None else a for a in curve["accuracy"]]
     conf = [np.nan if c is None else c for c in curve["confidence"]]
-    fig = go.Figure([
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                   line=dict(dash="dash", color="#999")),
-        go.Scatter(x=conf, y=acc, mode="lines+markers", name="model",
-                   text=[f"{n} bars" for n in curve["count"]], marker=dict(size=8)),
-        go.Bar(x=mids, y=np.asarray(curve["count"]) / max(sum(curve["count"]), 1), name="share of bars",
-               opacity=0.25, width=edges[1] - edges[0], yaxis="y2"),
-    ])
-    fig.update_layout(yaxis2=dict(overlaying="y", side="right", tickformat=".0%", showgrid=False,
-                                  title="bars"))
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=[0, 1],
+                y=[0, 1],
+                mode="lines",
+                name="perfect calibration",
+                line=dict(dash="dash", color="#999"),
+            ),
+            go.Scatter(
+                x=conf,
+                y=acc,
+                mode="lines+markers",
+                name="model",
+                text=[f"{n} bars" for n in curve["count"]],
+                marker=dict(size=8),
+            ),
+            go.Bar(
+                x=mids,
+                y=np.asarray(curve["count"]) / max(sum(curve["count"]), 1),
+                name="share of bars",
+                opacity=0.25,
+                width=edges[1] - edges[0],
+                yaxis="y2",
+            ),
+        ]
+    )
+    fig.update_layout(
+        yaxis2=dict(overlaying="y", side="right", tickformat=".0%", showgrid=False, title="bars")
+    )
     fig.update_xaxes(title="confidence", range=[0, 1], tickformat=".0%")
     fig.update_yaxes(title="hit rate", range=[0, 1], tickformat=".0%")
     return _layout(fig, title or f"Reliability (ECE {curve['ece']:.3f})")
@@ -98,9 +140,17 @@ def reliability_diagram(curve: dict, title: str | None = None) -> go.Figure:
 
 def confusion_heatmap(matrix, title: str = "Confusion matrix") -> go.Figure:
     m = np.asarray(matrix)
-    fig = go.Figure(go.Heatmap(z=m, x=[f"predicted {c}" for c in CLASS_NAMES],
-                               y=[f"true {c}" for c in CLASS_NAMES],
-                               text=m, texttemplate="%{text:,}", colorscale="Blues", showscale=False))
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            x=[f"predicted {c}" for c in CLASS_NAMES],
+            y=[f"true {c}" for c in CLASS_NAMES],
+            text=m,
+            texttemplate="%{text:,}",
+            colorscale="Blues",
+            showscale=False,
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title)
 
@@ -111,12 +161,21 @@ def feature_shift(rows: list[dict], title: str = "Train vs test feature shift (P
     df = pd.DataFrame(rows)
     # plotly reads tags in labels: show names as text
     df["name"] = df["name"].map(lambda n: html.escape(str(n)))
-    color = np.where(df["padding"], "#d62728", np.where(df["psi"] > 0.25, "#ff7f0e",
-                                                        np.where(df["psi"] > 0.1, "#bcbd22", "#1f77b4")))
-    fig = go.Figure(go.Bar(x=df["name"], y=df["psi"], marker_color=color,
-                           customdata=np.stack([df["ks"], df["padding"]], axis=1),
-                           hovertemplate="%{x}<br>PSI %{y:.3f}<br>KS %{customdata[0]:.3f}"
-                                         "<br>padding %{customdata[1]}<extra></extra>"))
+    color = np.where(
+        df["padding"],
+        "#d62728",
+        np.where(df["psi"] > 0.25, "#ff7f0e", np.where(df["psi"] > 0.1, "#bcbd22", "#1f77b4")),
+    )
+    fig = go.Figure(
+        go.Bar(
+            x=df["name"],
+            y=df["psi"],
+            marker_color=color,
+            customdata=np.stack([df["ks"], df["padding"]], axis=1),
+            hovertemplate="%{x}<br>PSI %{y:.3f}<br>KS %{customdata[0]:.3f}"
+            "<br>padding %{customdata[1]}<extra></extra>",
+        )
+    )
     fig.add_hline(y=0.25, line_dash="dot", annotation_text="major shift (0.25)")
     fig.add_hline(y=0.1, line_dash="dot", line_color="#999", annotation_text="moderate (0.1)")
     fig.update_yaxes(title="PSI", type="log")
@@ -124,15 +183,23 @@ def feature_shift(rows: list[dict], title: str = "Train vs test feature shift (P
     return _layout(fig, title)
 
 
-def equity_curves(df: pd.DataFrame, titles: dict[str, str] | None = None,
-                  title: str = "Equity curves") -> go.Figure:
+def equity_curves(
+    df: pd.DataFrame, titles: dict[str, str] | None = None, title: str = "Equity curves"
+) -> go.Figure:
     """``df`` with columns option, timestamp, equity (one row per bar and option)."""
     traces = []
     ts_all, eq_all = _utc_naive(df["timestamp"]), df["equity"].to_numpy()
     for opt, rows in df.groupby("option", sort=False).indices.items():
         k = rows[_thin(len(rows))]
-        traces.append(go.Scatter(x=ts_all[k], y=eq_all[k], mode="lines", name=(titles or {}).get(opt, opt),
-                                   line=dict(width=1.5)))
+        traces.append(
+            go.Scatter(
+                x=ts_all[k],
+                y=eq_all[k],
+                mode="lines",
+                name=(titles or {}).get(opt, opt),
+                line=dict(width=1.5),
+            )
+        )
     fig = go.Figure(traces)
     fig.update_yaxes(title="equity (start = 1)", type="log")
     fig.update_xaxes(title="UTC")
@@ -141,11 +208,19 @@ def equity_curves(df: pd.DataFrame, titles: dict[str, str] | None = None,
 
 def sweep_chart(sweep: pd.DataFrame, current: float, parameter_label: str, title: str) -> go.Figure:
     """Sharpe and trades across the swept values, the current value marked."""
-    fig = go.Figure([
-        go.Scatter(x=sweep["value"], y=sweep["sharpe"], mode="lines+markers", name="Sharpe (annualised)"),
-        go.Scatter(x=sweep["value"], y=sweep["trades"], mode="lines+markers", name="trades", yaxis="y2",
-                   line=dict(dash="dot")),
-    ])
+    fig = go.Figure(
+        [
+            go.Scatter(x=sweep["value"], y=sweep["sharpe"], mode="lines+markers", name="Sharpe (annualised)"),
+            go.Scatter(
+                x=sweep["value"],
+                y=sweep["trades"],
+                mode="lines+markers",
+                name="trades",
+                yaxis="y2",
+                line=dict(dash="dot"),
+            ),
+        ]
+    )
     fig.add_vline(x=current, line_color="#d62728", annotation_text=f"current {current:g}")
     fig.update_layout(yaxis2=dict(overlaying="y", side="right", title="trades", showgrid=False))
     fig.update_xaxes(title=parameter_label)
@@ -153,26 +228,40 @@ def sweep_chart(sweep: pd.DataFrame, current: float, parameter_label: str, title
     return _layout(fig, title)
 
 
-def cpcv_paths(paths: pd.DataFrame, titles: dict[str, str] | None = None, threshold: float | None = None,
-               title: str = "CPCV path Sharpe ratios") -> go.Figure:
+def cpcv_paths(
+    paths: pd.DataFrame,
+    titles: dict[str, str] | None = None,
+    threshold: float | None = None,
+    title: str = "CPCV path Sharpe ratios",
+) -> go.Figure:
     """One box per option and mode; points are the paths' annualised Sharpe ratios."""
     fig = go.Figure()
     for (opt, mode), g in paths.groupby(["option", "mode"], sort=False):
-        fig.add_trace(go.Box(y=g["sharpe"], name=f"{(titles or {}).get(opt, opt)} [{mode}]", boxpoints="all",
-                             jitter=0.3, pointpos=0))
+        fig.add_trace(
+            go.Box(
+                y=g["sharpe"],
+                name=f"{(titles or {}).get(opt, opt)} [{mode}]",
+                boxpoints="all",
+                jitter=0.3,
+                pointpos=0,
+            )
+        )
     if threshold is not None:
-        fig.add_hline(y=threshold, line_dash="dot", line_color="#d62728",
-                      annotation_text=f"criterion {threshold:g}")
+        fig.add_hline(
+            y=threshold, line_dash="dot", line_color="#d62728", annotation_text=f"criterion {threshold:g}"
+        )
     fig.update_yaxes(title="Sharpe (annualised)")
     fig.update_layout(showlegend=False)
     return _layout(fig, title)
 
 
-def permutation_null(null_sharpes: np.ndarray, observed: float, p_value: float,
-                     title: str | None = None) -> go.Figure:
+def permutation_null(
+    null_sharpes: np.ndarray, observed: float, p_value: float, title: str | None = None
+) -> go.Figure:
     """Histogram of the permuted Sharpes with the observed one marked (both annualised by the caller)."""
-    fig = go.Figure(go.Histogram(x=np.asarray(null_sharpes), nbinsx=80, name="permutations",
-                                 marker_color="#9ecae1"))
+    fig = go.Figure(
+        go.Histogram(x=np.asarray(null_sharpes), nbinsx=80, name="permutations", marker_color="#9ecae1")
+    )
     fig.add_vline(x=observed, line_color="#d62728", annotation_text=f"observed {observed:.2f}")
     fig.update_xaxes(title="Sharpe (annualised)")
     fig.update_yaxes(title="permutations")

@@ -165,10 +165,14 @@ def forward_check(path: str, run_id: int, model: pd.Series) -> dict:
 
     ds = dataset(path, run_info(path, run_id)["dataset_id"])
     if not Path(model["source"]).exists() or not Path(ds["source"]).exists():
-        raise FlagcoreError(f"The checkpoint {model['source']} or the dataset {ds['source']} is no longer "
-                            f"on disk.")
-    return check(loaded_model(model["source"], model["model_id"]), ds["source"],
-                 predictions(path, run_id, model["role"]))
+        raise FlagcoreError(
+            f"The checkpoint {model['source']} or the dataset {ds['source']} is no longer on disk."
+        )
+    return check(
+        loaded_model(model["source"], model["model_id"]),
+        ds["source"],
+        predictions(path, run_id, model["role"]),
+    )
 
 
 # ----------------------------------------------------------------------------- writes
@@ -244,8 +248,14 @@ def run_picker(labels: dict[int, str]) -> None:
         q = st.query_params.get("run", "")
         wanted = int(q) if q.isdigit() and int(q) in labels else next(iter(labels))
     ids: list[int] = list(labels)
-    st.sidebar.selectbox("Run", ids, index=ids.index(wanted), format_func=lambda r: labels[r], key="run",
-                         help="the evaluation run every page shows; it is kept in the URL")
+    st.sidebar.selectbox(
+        "Run",
+        ids,
+        index=ids.index(wanted),
+        format_func=lambda r: labels[r],
+        key="run",
+        help="the evaluation run every page shows; it is kept in the URL",
+    )
     st.query_params["run"] = str(st.session_state["run"])
 
 

@@ -45,7 +45,7 @@ def share_column(class_name: str) -> str:
 
 
 def passed_text(n_passed) -> str:
-    """"k/3": how many of the HIFA criteria pass."""
+    """ "k/3": how many of the HIFA criteria pass."""
     return f"{int(n_passed)}/{len(CRITERIA)}"
 
 
@@ -73,7 +73,8 @@ def _overview_row(run, opts: pd.DataFrame) -> dict[str, Any]:
     best = opts.sort_values(["hifa_passed", "sharpe"], ascending=False).head(1)
     review = run["latest_verdict"]
     return {
-        "run": int(run["run_id"]), "name": run["name"],
+        "run": int(run["run_id"]),
+        "name": run["name"],
         "created": pd.Timestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M"),
         "baseline": collapse_label(summary.get("collapse") or {}),
         "baseline HOLD share": summary.get("baseline_hold_share"),
@@ -118,29 +119,52 @@ def hifa_badges(hifa: pd.DataFrame, option_results: pd.DataFrame) -> pd.DataFram
 def options_table(option_results: pd.DataFrame) -> pd.DataFrame:
     """The solution comparison: every option's action shares, classification and trading metrics."""
     o = option_results
-    return pd.DataFrame({
-        "option": o["title"], **{c: o[share_column(c)] for c in CLASS_NAMES},
-        "accuracy": o["accuracy"], "balanced accuracy": o["balanced_accuracy"], "macro-F1": o["macro_f1"],
-        "trades": o["trades"], "return": o["total_return"], "Sharpe": o["sharpe"],
-        "Sharpe defined": o["sharpe_defined"], "max drawdown": o["max_drawdown"],
-        "HIFA passed": o["hifa_passed"].map(passed_text), "key": o["option"],
-    })
+    return pd.DataFrame(
+        {
+            "option": o["title"],
+            **{c: o[share_column(c)] for c in CLASS_NAMES},
+            "accuracy": o["accuracy"],
+            "balanced accuracy": o["balanced_accuracy"],
+            "macro-F1": o["macro_f1"],
+            "trades": o["trades"],
+            "return": o["total_return"],
+            "Sharpe": o["sharpe"],
+            "Sharpe defined": o["sharpe_defined"],
+            "max drawdown": o["max_drawdown"],
+            "HIFA passed": o["hifa_passed"].map(passed_text),
+            "key": o["option"],
+        }
+    )
 
 
 def criteria_table(hifa: pd.DataFrame, option: str) -> pd.DataFrame:
     """One option's stored criteria: label, value, rule, threshold, PASS/FAIL."""
     g = hifa[hifa["option"] == option]
-    return pd.DataFrame({"criterion": [CRITERION_LABELS.get(c, c) for c in g["criterion"]],
-                         "value": g["value"].to_numpy(), "rule": g["rule"].to_numpy(),
-                         "threshold": g["threshold"].to_numpy(),
-                         "result": [BADGE[bool(p)] for p in g["passed"]]})
+    return pd.DataFrame(
+        {
+            "criterion": [CRITERION_LABELS.get(c, c) for c in g["criterion"]],
+            "value": g["value"].to_numpy(),
+            "rule": g["rule"].to_numpy(),
+            "threshold": g["threshold"].to_numpy(),
+            "result": [BADGE[bool(p)] for p in g["passed"]],
+        }
+    )
 
 
 def criteria_rows(verdict: HifaVerdict) -> pd.DataFrame:
     """A verdict computed live (a slider's value) as the same table as :func:`criteria_table`."""
-    return pd.DataFrame([{"criterion": c.label, "value": verdict[c.key].value, "rule": verdict[c.key].rule,
-                          "threshold": verdict[c.key].threshold, "result": BADGE[verdict[c.key].passed]}
-                         for c in CRITERIA])
+    return pd.DataFrame(
+        [
+            {
+                "criterion": c.label,
+                "value": verdict[c.key].value,
+                "rule": verdict[c.key].rule,
+                "threshold": verdict[c.key].threshold,
+                "result": BADGE[verdict[c.key].passed],
+            }
+            for c in CRITERIA
+        ]
+    )
 
 
 def criterion_row(hifa: pd.DataFrame, option: str, criterion: str) -> pd.Series:
@@ -150,28 +174,39 @@ def criterion_row(hifa: pd.DataFrame, option: str, criterion: str) -> pd.Series:
 
 def dsr_inputs_table(inputs: Mapping[str, Any]) -> pd.DataFrame:
     """What the deflated Sharpe was computed from (a stored criterion's ``inputs``), as one row."""
-    return pd.DataFrame([{"trials": inputs["n_trials"],
-                          "trial Sharpe variance": inputs["trial_sharpe_variance"],
-                          "skew": inputs["skew"], "kurtosis (raw)": inputs["kurtosis"],
-                          "observations": inputs["n_obs"]}])
+    return pd.DataFrame(
+        [
+            {
+                "trials": inputs["n_trials"],
+                "trial Sharpe variance": inputs["trial_sharpe_variance"],
+                "skew": inputs["skew"],
+                "kurtosis (raw)": inputs["kurtosis"],
+                "observations": inputs["n_obs"],
+            }
+        ]
+    )
 
 
 def trials_help(summary: Mapping[str, Any]) -> str:
     """What the deflated Sharpe's trial count is made of, from a run's summary."""
     t = summary["trials"]
-    return (f"distinct strategies among the {summary.get('trials_tried', summary['n_trials'])} tried: "
-            f"{len(t['options'])} options, {t['hold_thresholds']} further HOLD thresholds and {t['taus']} "
-            f"further tau values; a value that leaves the returns unchanged repeats a strategy and counts "
-            f"once")
+    return (
+        f"distinct strategies among the {summary.get('trials_tried', summary['n_trials'])} tried: "
+        f"{len(t['options'])} options, {t['hold_thresholds']} further HOLD thresholds and {t['taus']} "
+        f"further tau values; a value that leaves the returns unchanged repeats a strategy and counts "
+        f"once"
+    )
 
 
 def cpcv_caption(inputs: Mapping[str, Any]) -> str:
     """How a run's post-hoc CPCV was set up, from the CPCV criterion's stored ``inputs``."""
     fitted = inputs["parameter"] if inputs["parameter"] != "none" else "nothing"
-    return (f"Mode: {inputs['mode']} (the model is fixed; {fitted} is refitted on each split's training "
-            f"groups), {inputs['groups']} groups, {inputs['test_groups']} test groups, purge "
-            f"{inputs['purge']} and embargo {inputs['embargo']} bars. Retraining CPCV, when run with "
-            f"`flagcore validate --retrain`, is shown as its own mode.")
+    return (
+        f"Mode: {inputs['mode']} (the model is fixed; {fitted} is refitted on each split's training "
+        f"groups), {inputs['groups']} groups, {inputs['test_groups']} test groups, purge "
+        f"{inputs['purge']} and embargo {inputs['embargo']} bars. Retraining CPCV, when run with "
+        f"`flagcore validate --retrain`, is shown as its own mode."
+    )
 
 
 def model_logit_options(run_models: pd.DataFrame, option_results: pd.DataFrame) -> list[str]:
@@ -213,8 +248,10 @@ def review_caption(review) -> str:
     """One stored review's heading: id, time, verdict, and the HIFA criteria passed at the time."""
     snapshot = review["hifa_snapshot"] or []
     passed = sum(1 for c in snapshot if c["passed"])
-    return (f"Review {int(review['review_id'])}, {review['created_at']:%Y-%m-%d %H:%M} UTC: "
-            f"{review['verdict']}; {passed} of {len(snapshot)} HIFA criteria passed at the time")
+    return (
+        f"Review {int(review['review_id'])}, {review['created_at']:%Y-%m-%d %H:%M} UTC: "
+        f"{review['verdict']}; {passed} of {len(snapshot)} HIFA criteria passed at the time"
+    )
 
 
 def annualise(x, periods_per_year: float):

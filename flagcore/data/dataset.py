@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from flagcore.data.calendar import periods_per_year
-from flagcore.data.predictions import PredictionFile, load_predictions  # noqa: F401  (re-export: callers move later)
 from flagcore.data.tables import (
     METADATA_KEY,
     PARQUET_SUFFIXES,
@@ -172,8 +171,14 @@ def load_dataset(
         if evaluation_start > ts[-1]:
             raise FlagcoreError(f"{p}: evaluation_start {evaluation_start.isoformat()} is after the last bar")
     return Dataset(
-        source=str(p), timestamps=ts, features=features, feature_names=names, close=close,
-        labels=labels, label_horizon=horizon, evaluation_start=evaluation_start,
+        source=str(p),
+        timestamps=ts,
+        features=features,
+        feature_names=names,
+        close=close,
+        labels=labels,
+        label_horizon=horizon,
+        evaluation_start=evaluation_start,
         content_hash=_content_hash(ts, names, features, close, labels, horizon, evaluation_start),
         attrs={k: v for k, v in meta.items() if k not in ("label_horizon", "evaluation_start")},
     )
@@ -213,8 +218,13 @@ def _feature_names(df: pd.DataFrame, p: Path, feature_columns: list[str] | None,
 
 
 def _content_hash(
-    ts: pd.DatetimeIndex, names: list[str], features: np.ndarray, close: np.ndarray | None,
-    labels: np.ndarray | None, horizon: int | None, evaluation_start: pd.Timestamp | None,
+    ts: pd.DatetimeIndex,
+    names: list[str],
+    features: np.ndarray,
+    close: np.ndarray | None,
+    labels: np.ndarray | None,
+    horizon: int | None,
+    evaluation_start: pd.Timestamp | None,
 ) -> str:
     """SHA-256 of what the dataset holds: times, feature names and values, close, labels, settings."""
     h = hashlib.sha256()

@@ -219,7 +219,8 @@ def read_ohlcv(path) -> pd.DataFrame:
             raise FlagcoreError(f"{p}: column {k!r} has an impossible value {x[i]} at row {i + 1}")
         out[k] = x
     bad = (out["high"] < out[["open", "close", "low"]].max(axis=1) * (1 - 1e-9)) | (
-        out["low"] > out[["open", "close"]].min(axis=1) * (1 + 1e-9))
+        out["low"] > out[["open", "close"]].min(axis=1) * (1 + 1e-9)
+    )
     if bad.any():
         i = int(np.argmax(bad.to_numpy()))
         raise FlagcoreError(f"{p}: row {i + 1} has high below or low above the open/close")
@@ -292,9 +293,14 @@ def build_datasets(
         width = calibrate_width(close, sigma, horizon, target_hold, method, mask=eval_mask)
     labels = make_labels(close, sigma, horizon, width, method)
     label_text = pd.Series(np.asarray([*CLASS_NAMES, ""])[labels], index=bars.index)
-    meta = {"label_horizon": int(horizon), "label_method": method, "barrier_width": float(width),
-            "volatility": "EWM std of 1-bar log returns, span 168", "source": source,
-            "periods_per_year": periods_per_year(ts)}
+    meta = {
+        "label_horizon": int(horizon),
+        "label_method": method,
+        "barrier_width": float(width),
+        "volatility": "EWM std of 1-bar log returns, span 168",
+        "source": source,
+        "periods_per_year": periods_per_year(ts),
+    }
     market_cols = list(MARKET_FEATURES)
     flow_cols = [c for c in ORDER_FLOW_FEATURES if c in feats.columns]
 
@@ -306,8 +312,16 @@ def build_datasets(
     if first_test is None:
         cols = market_cols + [c for c in flow_cols if feats.loc[keep, c].notna().all()]
         df = frame(keep, cols)
-        return {"all": (df, {**meta, "features": {"market": market_cols, "order_flow": cols[49:]},
-                             "label_shares": shares(labels[keep])})}
+        return {
+            "all": (
+                df,
+                {
+                    **meta,
+                    "features": {"market": market_cols, "order_flow": cols[49:]},
+                    "label_shares": shares(labels[keep]),
+                },
+            )
+        }
     train_rows = keep & (np.arange(n) < first_test - horizon)
     test_rows = np.arange(n) >= max(first_test - context, WARMUP)
     train_cols = market_cols + [c for c in flow_cols if feats.loc[train_rows, c].notna().all()]
@@ -316,10 +330,23 @@ def build_datasets(
     test = frame(test_rows, test_cols)
     evaluation_start = ts[first_test].isoformat()
     return {
-        "train": (train, {**meta, "features": {"market": market_cols, "order_flow": train_cols[49:]},
-                          "purged_bars": int(horizon), "label_shares": shares(labels[train_rows])}),
-        "test": (test, {**meta, "features": {"market": market_cols, "order_flow": test_cols[49:]},
-                        "evaluation_start": evaluation_start,
-                        "context_bars": int(first_test - test_rows.argmax()),
-                        "label_shares": shares(labels[eval_mask])}),
+        "train": (
+            train,
+            {
+                **meta,
+                "features": {"market": market_cols, "order_flow": train_cols[49:]},
+                "purged_bars": int(horizon),
+                "label_shares": shares(labels[train_rows]),
+            },
+        ),
+        "test": (
+            test,
+            {
+                **meta,
+                "features": {"market": market_cols, "order_flow": test_cols[49:]},
+                "evaluation_start": evaluation_start,
+                "context_bars": int(first_test - test_rows.argmax()),
+                "label_shares": shares(labels[eval_mask]),
+            },
+        ),
     }

@@ -123,8 +123,15 @@ def hold_share_curve(close, sigma, horizon: int, widths, method="triple-barrier"
 
 
 def calibrate_width(
-    close, sigma, horizon: int, target_hold: float, method: str = "triple-barrier", mask=None,
-    lo: float = 0.05, hi: float = 6.0, tol: float = 1e-4,
+    close,
+    sigma,
+    horizon: int,
+    target_hold: float,
+    method: str = "triple-barrier",
+    mask=None,
+    lo: float = 0.05,
+    hi: float = 6.0,
+    tol: float = 1e-4,
 ) -> float:
     """The barrier width whose HOLD share (over ``mask``) is ``target_hold``, by bisection.
 
@@ -134,9 +141,7 @@ def calibrate_width(
         raise FlagcoreError(f"target HOLD share must lie in (0, 1), got {target_hold!r}")
     f = lambda w: hold_share_curve(close, sigma, horizon, [w], method, mask)[0]  # noqa: E731
     if f(lo) > target_hold or f(hi) < target_hold:
-        raise FlagcoreError(
-            f"no barrier width in [{lo}, {hi}] gives a HOLD share of {target_hold:.2%}"
-        )
+        raise FlagcoreError(f"no barrier width in [{lo}, {hi}] gives a HOLD share of {target_hold:.2%}")
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         if f(mid) < target_hold:

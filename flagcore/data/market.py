@@ -47,8 +47,12 @@ MOMENTUM_EDGE, FLOW_EDGE, FLOW_PHI = 0.015, 0.035, 0.97
 
 
 def demo_market(
-    *, seed: int = 2025, strength: float = 1.0, train_start: pd.Timestamp = START,
-    test_start: pd.Timestamp = TEST_START, test_bars: int = TEST_BARS,
+    *,
+    seed: int = 2025,
+    strength: float = 1.0,
+    train_start: pd.Timestamp = START,
+    test_start: pd.Timestamp = TEST_START,
+    test_bars: int = TEST_BARS,
 ) -> pd.DataFrame:
     """Hourly bars from ``train_start`` to ``test_start + test_bars - 1`` hours.
 
@@ -80,10 +84,18 @@ def demo_market(
     rel_vol = np.log(sigma / np.median(sigma))
     volume = np.exp(6.0 + 1.2 * rel_vol + 0.35 * np.abs(shocks) + 0.25 * rng.normal(size=n))
 
-    df = pd.DataFrame({
-        "timestamp": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume,
-        **_order_flow(rng, volume, rel_vol, m), "regime": np.asarray(REGIME_NAMES)[regime],
-    })
+    df = pd.DataFrame(
+        {
+            "timestamp": ts,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+            **_order_flow(rng, volume, rel_vol, m),
+            "regime": np.asarray(REGIME_NAMES)[regime],
+        }
+    )
     df.loc[df["timestamp"] >= test_start, list(ORDER_FLOW_COLUMNS)] = np.nan
     return df
 
@@ -112,7 +124,11 @@ def _latent_flow(flow_noise: np.ndarray) -> np.ndarray:
 
 
 def _returns(
-    regime: np.ndarray, season: np.ndarray, shocks: np.ndarray, m: np.ndarray, strength: float,
+    regime: np.ndarray,
+    season: np.ndarray,
+    shocks: np.ndarray,
+    m: np.ndarray,
+    strength: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(returns, sigma): GARCH(1,1) on the standardised shock, scaled by regime and season."""
     n = shocks.size
@@ -136,7 +152,10 @@ def _returns(
 
 
 def _order_flow(
-    rng: np.random.Generator, volume: np.ndarray, rel_vol: np.ndarray, m: np.ndarray,
+    rng: np.random.Generator,
+    volume: np.ndarray,
+    rel_vol: np.ndarray,
+    m: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """The order-flow feed: taker imbalance follows m_t; depth and spread follow volatility."""
     n = volume.size
@@ -146,8 +165,14 @@ def _order_flow(
     depth = np.exp(7.0 - 0.8 * rel_vol + 0.2 * rng.normal(size=(2, n)))
     depth_tilt = np.exp(0.15 * m)  # book leans the way the flow goes
     spread = 2.0 * np.exp(0.9 * rel_vol + 0.15 * rng.normal(size=n))
-    return {"buy_volume": buy, "sell_volume": volume - buy, "trade_count": trades,
-            "bid_depth": depth[0] * depth_tilt, "ask_depth": depth[1] / depth_tilt, "spread_bps": spread}
+    return {
+        "buy_volume": buy,
+        "sell_volume": volume - buy,
+        "trade_count": trades,
+        "bid_depth": depth[0] * depth_tilt,
+        "ask_depth": depth[1] / depth_tilt,
+        "spread_bps": spread,
+    }
 
 
 def stylised_facts(bars: pd.DataFrame) -> dict:
@@ -167,7 +192,8 @@ def stylised_facts(bars: pd.DataFrame) -> dict:
         "bars": int(len(bars)),
         "train_bars": int((ts < TEST_START).sum()),
         "test_bars": int((ts >= TEST_START).sum()),
-        "start": ts[0].isoformat(), "end": ts[-1].isoformat(),
+        "start": ts[0].isoformat(),
+        "end": ts[-1].isoformat(),
         "annualised_volatility": float(r.std(ddof=1) * np.sqrt(24 * 365.25)),
         "excess_kurtosis": float(stats.kurtosis(r)),
         "skew": float(stats.skew(r)),
@@ -176,5 +202,6 @@ def stylised_facts(bars: pd.DataFrame) -> dict:
         "corr_log_volume_abs_return": float(np.corrcoef(lv, a)[0, 1]),
         "test_period_return": float(r[test].sum()) if test.any() else None,
         "regime_shares": {k: float(v) for k, v in bars["regime"].value_counts(normalize=True).items()}
-        if "regime" in bars else None,
+        if "regime" in bars
+        else None,
     }

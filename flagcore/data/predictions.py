@@ -44,8 +44,9 @@ class PredictionFile:
                 f"({int((pos < 0).sum())} of {len(timestamps)} bars missing; the file covers "
                 f"{self.timestamps[0].isoformat()} to {self.timestamps[-1].isoformat()})"
             )
-        return PredictionFile(self.source, timestamps, self.action[pos],
-                              None if self.logits is None else self.logits[pos])
+        return PredictionFile(
+            self.source, timestamps, self.action[pos], None if self.logits is None else self.logits[pos]
+        )
 
 
 def load_predictions(path: str | os.PathLike) -> PredictionFile:

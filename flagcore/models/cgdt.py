@@ -102,10 +102,9 @@ generator or the forked RNG).
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -254,7 +253,9 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.ff_dim), nn.GELU(), nn.Linear(cfg.ff_dim, cfg.d_model),
+            nn.Linear(cfg.d_model, cfg.ff_dim),
+            nn.GELU(),
+            nn.Linear(cfg.ff_dim, cfg.d_model),
             nn.Dropout(cfg.dropout),
         )
 
@@ -320,22 +321,3 @@ class CGDT(nn.Module):
     def forward(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Standardised rtg (B, T), states (B, T, D), actions (B, T) long -> logits (B, T, 3)."""
         return self.policy(rtg, states, actions)
-
-
-# ----------------------------------------------------------------------------- moved names
-
-# Where the CGDT code that used to live here is now: its file format, its prediction and (one layer
-# up) its training. Transitional, for callers that still import them from here; they move later.
-_MOVED = {
-    **dict.fromkeys(("FORMAT", "save_cgdt", "load_cgdt", "describe_cgdt"), "flagcore.models.cgdt_file"),
-    **dict.fromkeys(("predict_cgdt", "predict_cgdt_sequential"), "flagcore.models.cgdt_predict"),
-    **dict.fromkeys(("train_cgdt", "market_returns", "rewards_to_go", "action_returns", "critic_nll",
-                     "guidance_loss"), "flagcore.training.cgdt"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The names that moved out of this module, looked up where they live now (PEP 562)."""
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,12 @@ from flagcore.models.inference import Predictions, from_logits
 
 
 def _window_logits(
-    net: CGDT, X: torch.Tensor, acts: torch.Tensor, ends: torch.Tensor, target: torch.Tensor, bs: int,
+    net: CGDT,
+    X: torch.Tensor,
+    acts: torch.Tensor,
+    ends: torch.Tensor,
+    target: torch.Tensor,
+    bs: int,
 ) -> torch.Tensor:
     """Logits for bars ``ends`` (each >= K-1) from full windows, the earlier actions from ``acts``."""
     K = net.config.context
@@ -36,7 +41,10 @@ def _window_logits(
 
 
 def predict_features(
-    net: CGDT, X: torch.Tensor, target: torch.Tensor, batch_size: int = 512,
+    net: CGDT,
+    X: torch.Tensor,
+    target: torch.Tensor,
+    batch_size: int = 512,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """(logits (n, 3), short_history (n,)) of the autoregressive policy on features X (n, D).
@@ -94,7 +102,10 @@ def predict_features(
 
 @torch.inference_mode()
 def predict_cgdt(
-    model: CGDT, ds: Dataset, progress: Callable[[int, int], None] | None = None, *,
+    model: CGDT,
+    ds: Dataset,
+    progress: Callable[[int, int], None] | None = None,
+    *,
     batch_size: int = 512,
 ) -> Predictions:
     """Logits for every bar of ``ds``, autoregressive on the policy's own earlier actions.
@@ -146,5 +157,3 @@ def predict_cgdt_sequential(model: CGDT, ds: Dataset) -> Predictions:
             logits[t] = net(net.target_rtg.expand(1, t + 1 - lo), X[None, lo : t + 1], a)[0, -1]
             acts[t] = logits[t].argmax()
     return from_logits(logits.numpy(), np.arange(n) < K - 1, K)
-
-

@@ -111,17 +111,12 @@ def save_checkpoint(
     cfg = base_network(model).config
     names = list(feature_names or [])
     if len(names) > cfg.state_dim:
-        raise FlagcoreError(
-            f"{len(names)} feature names for a model with state_dim {cfg.state_dim}"
-        )
+        raise FlagcoreError(f"{len(names)} feature names for a model with state_dim {cfg.state_dim}")
     padded = sorted(int(i) for i in (padded_inputs or []))
     if any(not 0 <= i < cfg.state_dim for i in padded):
         raise FlagcoreError(f"padded_inputs must lie in [0, {cfg.state_dim}), got {padded}")
     meta = CheckpointMeta(names, padded, list(CLASS_NAMES), dict(provenance or {}))
-    tensors = {
-        _strip_prefix(k): v.detach().to("cpu").contiguous()
-        for k, v in model.state_dict().items()
-    }
+    tensors = {_strip_prefix(k): v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     header = {
         "format": FORMAT,
         "config": json.dumps(cfg.to_dict()),
@@ -135,7 +130,7 @@ def save_checkpoint(
 
 
 def _strip_prefix(key: str) -> str:
-    return key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
+    return key[len(PEFT_PREFIX) :] if key.startswith(PEFT_PREFIX) else key
 
 
 def _read_flagcore(path: Path) -> tuple[dict, FlagTraderConfig, CheckpointMeta]:
@@ -160,9 +155,7 @@ def _read_flagcore(path: Path) -> tuple[dict, FlagTraderConfig, CheckpointMeta]:
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise FlagcoreError(f"{path}: flagcore header is damaged ({first_line(e)})") from None
     if tuple(meta.class_order) != CLASS_NAMES:
-        raise FlagcoreError(
-            f"{path}: class order {meta.class_order} differs from {list(CLASS_NAMES)}"
-        )
+        raise FlagcoreError(f"{path}: class order {meta.class_order} differs from {list(CLASS_NAMES)}")
     return tensors, cfg, meta
 
 
@@ -242,7 +235,10 @@ def _shape(sd: dict, key: str, path: Path, dims: int) -> tuple[int, ...]:
 
 
 def infer_config(
-    sd: dict, container_config: dict, path: Path, num_heads: int | None = None,
+    sd: dict,
+    container_config: dict,
+    path: Path,
+    num_heads: int | None = None,
     window: int | None = None,
 ) -> FlagTraderConfig:
     """The architecture from tensor shapes (peft key layout), checked against any stored config."""
@@ -261,24 +257,35 @@ def infer_config(
         raise FlagcoreError(f"{path}: pos_embedding width {d_pos} != state_embedding width {d_model}")
     heads = num_heads or int(container_config.get("num_heads", REVIEWED_NUM_HEADS))
     inferred: dict[str, Any] = {
-        "state_dim": state_dim, "action_dim": action_dim, "max_length": max_length,
-        "d_model": d_model, "num_layers": len(blocks), "ff_dim": ff_dim, "lora_rank": lora_rank,
+        "state_dim": state_dim,
+        "action_dim": action_dim,
+        "max_length": max_length,
+        "d_model": d_model,
+        "num_layers": len(blocks),
+        "ff_dim": ff_dim,
+        "lora_rank": lora_rank,
     }
-    aliases = {"hidden_dim": "d_model", "n_layers": "num_layers", "lora_r": "lora_rank",
-               "dim_feedforward": "ff_dim", "ff": "ff_dim"}
+    aliases = {
+        "hidden_dim": "d_model",
+        "n_layers": "num_layers",
+        "lora_r": "lora_rank",
+        "dim_feedforward": "ff_dim",
+        "ff": "ff_dim",
+    }
     for key, value in container_config.items():
         name = aliases.get(key, key)
         if name in inferred and int(value) != inferred[name]:
-            raise FlagcoreError(
-                f"{path}: config says {key}={value} but the tensors give {inferred[name]}"
-            )
+            raise FlagcoreError(f"{path}: config says {key}={value} but the tensors give {inferred[name]}")
     if action_dim != N_CLASSES:
         raise FlagcoreError(f"{path}: action_head has {action_dim} outputs, expected 3 (SELL, HOLD, BUY)")
     alpha = float(container_config.get("lora_alpha", REVIEWED_LORA_ALPHA))
     win = window or int(container_config.get("window", min(DEFAULT_WINDOW, max_length)))
     return FlagTraderConfig(
-        num_heads=heads, window=win, lora_alpha=alpha,
-        dropout=float(container_config.get("dropout", 0.1)), **inferred,
+        num_heads=heads,
+        window=win,
+        lora_alpha=alpha,
+        dropout=float(container_config.get("dropout", 0.1)),
+        **inferred,
     )
 
 
@@ -286,7 +293,7 @@ def infer_config(
 
 
 def file_kind(path: Path) -> str:
-    """"safetensors" or "torch", judged by the first bytes; anything else is refused with one line."""
+    """ "safetensors" or "torch", judged by the first bytes; anything else is refused with one line."""
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
@@ -322,7 +329,10 @@ def _resolve(path: str | os.PathLike) -> Path:
 
 
 def read_checkpoint(
-    path: str | os.PathLike, *, num_heads: int | None = None, window: int | None = None,
+    path: str | os.PathLike,
+    *,
+    num_heads: int | None = None,
+    window: int | None = None,
 ) -> tuple[PeftModel, CheckpointInfo]:
     """Load either format into a FLAG-TRADER with LoRA (train mode untouched: caller decides)."""
     p = _resolve(path)
@@ -370,8 +380,11 @@ def _load_exact(model: PeftModel, sd: dict, path: Path) -> None:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device | None = None,
-    num_heads: int | None = None, window: int | None = None,
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    num_heads: int | None = None,
+    window: int | None = None,
 ) -> PeftModel:
     """A checkpoint of either format as an eval-mode module: ``model(states)`` -> (B, T, 3) logits.
 
@@ -385,8 +398,12 @@ def load_checkpoint(
 
 
 def import_checkpoint(
-    src: str | os.PathLike, dst: str | os.PathLike, *, num_heads: int | None = None,
-    window: int | None = None, feature_names: list[str] | None = None,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    num_heads: int | None = None,
+    window: int | None = None,
+    feature_names: list[str] | None = None,
 ) -> Path:
     """Convert a reviewed-format torch checkpoint into flagcore's format."""
     model, info = read_checkpoint(src, num_heads=num_heads, window=window)
@@ -400,4 +417,3 @@ def checkpoint_summary(path: str | os.PathLike, **kw) -> dict:
     model, info = read_checkpoint(path, **kw)
     total, trainable = count_parameters(model)
     return {**info.to_dict(), "total_params": total, "trainable_params": trainable}
-

@@ -40,4 +40,3 @@ class ConfigDict:
         if unknown:
             raise FlagcoreError(f"{cls.ERROR_PREFIX}: unknown field(s) {', '.join(unknown)}")
         return cls(**d)
-

@@ -27,8 +27,15 @@ from flagcore.vocab import CLASS_NAMES
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "ffn.0", "ffn.3")
 # Parameters the reviewed code trains besides LoRA; peft freezes them, we unfreeze them by name.
-NON_LORA_TRAINABLE = ("state_embedding", "pos_embedding", "norm1", "norm2", "output_norm", "action_head",
-                      "return_head")
+NON_LORA_TRAINABLE = (
+    "state_embedding",
+    "pos_embedding",
+    "norm1",
+    "norm2",
+    "output_norm",
+    "action_head",
+    "return_head",
+)
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,7 @@ class FlagTraderConfig(ConfigDict):
                 f"config: d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
             )
         if self.window > self.max_length:
-            raise FlagcoreError(
-                f"config: window {self.window} exceeds max_length {self.max_length}"
-            )
+            raise FlagcoreError(f"config: window {self.window} exceeds max_length {self.max_length}")
 
     @property
     def lora_scaling(self) -> float:
@@ -80,8 +85,14 @@ PRESETS: dict[str, FlagTraderConfig] = {
     # Small enough to train an epoch over the demo's five years of hourly bars in seconds on
     # 2 CPU cores, same structure: 60 -> 64, 2 layers, 4 heads, ff 256, window 32, r 8.
     "demo": FlagTraderConfig(
-        d_model=64, num_layers=2, num_heads=4, ff_dim=256, max_length=64, window=32,
-        lora_rank=8, lora_alpha=8.0,
+        d_model=64,
+        num_layers=2,
+        num_heads=4,
+        ff_dim=256,
+        max_length=64,
+        window=32,
+        lora_rank=8,
+        lora_alpha=8.0,
     ),
 }
 
@@ -90,9 +101,7 @@ def preset(name: str) -> FlagTraderConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise FlagcoreError(
-            f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}"
-        ) from None
+        raise FlagcoreError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}") from None
 
 
 class Attention(nn.Module):
@@ -168,13 +177,9 @@ class FlagTrader(nn.Module):
         """
         B, T, D = states.shape
         if self.config.state_dim != D:
-            raise FlagcoreError(
-                f"model expects {self.config.state_dim} features per bar, got {D}"
-            )
+            raise FlagcoreError(f"model expects {self.config.state_dim} features per bar, got {D}")
         if self.config.max_length < T:
-            raise FlagcoreError(
-                f"window of {T} bars exceeds the model's max_length {self.config.max_length}"
-            )
+            raise FlagcoreError(f"window of {T} bars exceeds the model's max_length {self.config.max_length}")
         x = self.state_embedding(states) + self.pos_embedding[:, :T]  # (B, T, d_model)
         last = len(self.transformer_blocks) - 1
         for i, block in enumerate(self.transformer_blocks):
@@ -281,13 +286,18 @@ def describe(model: nn.Module) -> dict:
     }
 
 
-
 def preset_table() -> list[dict]:
     """One row per preset: architecture and parameter counts, for the CLI and the dashboard."""
     rows = []
     for name, cfg in PRESETS.items():
         d = describe(build_model(cfg))
-        rows.append({"preset": name, **{k: v for k, v in d["config"].items() if k != "dropout"},
-                     "total_params": d["total_params"], "trainable_params": d["trainable_params"],
-                     "gflops_per_window": d["gflops_per_window"]})
+        rows.append(
+            {
+                "preset": name,
+                **{k: v for k, v in d["config"].items() if k != "dropout"},
+                "total_params": d["total_params"],
+                "trainable_params": d["trainable_params"],
+                "gflops_per_window": d["gflops_per_window"],
+            }
+        )
     return rows

@@ -40,8 +40,14 @@ class Predictions:
 
     def since(self, start: int) -> Predictions:
         """The predictions from bar ``start`` on (for example a dataset's evaluation period)."""
-        return Predictions(self.logits[start:], self.probs[start:], self.action[start:],
-                           self.confidence[start:], self.short_history[start:], self.window)
+        return Predictions(
+            self.logits[start:],
+            self.probs[start:],
+            self.action[start:],
+            self.confidence[start:],
+            self.short_history[start:],
+            self.window,
+        )
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -60,8 +66,14 @@ def from_logits(logits: np.ndarray, short_history: np.ndarray, window: int) -> P
     probs /= probs.sum(axis=1, keepdims=True)
     action = logits.argmax(axis=1).astype(np.int8)
     confidence = np.take_along_axis(probs, action[:, None].astype(np.int64), axis=1)[:, 0]
-    return Predictions(logits, probs.astype(np.float32), action, confidence.astype(np.float32),
-                       np.asarray(short_history, bool), window)
+    return Predictions(
+        logits,
+        probs.astype(np.float32),
+        action,
+        confidence.astype(np.float32),
+        np.asarray(short_history, bool),
+        window,
+    )
 
 
 @torch.inference_mode()
@@ -88,9 +100,7 @@ def predict(
         raise FlagcoreError(f"batch_size must be >= 1, got {batch_size}")
     x = np.asarray(features)
     if x.ndim != 2 or x.shape[1] != cfg.state_dim:
-        raise FlagcoreError(
-            f"features of shape {x.shape} do not fit the model's state_dim {cfg.state_dim}"
-        )
+        raise FlagcoreError(f"features of shape {x.shape} do not fit the model's state_dim {cfg.state_dim}")
     if not np.isfinite(x).all():
         raise FlagcoreError("features hold NaN or infinite values")
     n = x.shape[0]
@@ -145,8 +155,11 @@ def action_summary(pred: Predictions, labels: np.ndarray | None = None) -> dict:
         "bars": n,
         "action_counts": {c: int(counts[j]) for j, c in enumerate(CLASS_NAMES)},
         "action_shares": {c: float(counts[j] / n) for j, c in enumerate(CLASS_NAMES)},
-        "confidence": {"mean": float(pred.confidence.mean()), "min": float(pred.confidence.min()),
-                       "max": float(pred.confidence.max())},
+        "confidence": {
+            "mean": float(pred.confidence.mean()),
+            "min": float(pred.confidence.min()),
+            "max": float(pred.confidence.max()),
+        },
     }
     if labels is not None:
         ok = labels >= 0

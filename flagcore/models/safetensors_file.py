@@ -22,7 +22,9 @@ CGDT_FORMAT = "flagcore-cgdt/1"
 
 
 def write_safetensors(
-    tensors: dict[str, torch.Tensor], path: str | os.PathLike, header: dict[str, str],
+    tensors: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    header: dict[str, str],
 ) -> Path:
     """Write a safetensors file atomically: a crash leaves the old file or none, never half of one.
 
@@ -52,7 +54,8 @@ def write_safetensors(
 
 
 def read_safetensors(
-    path: Path, refusal: Callable[[str], str] | None = None,
+    path: Path,
+    refusal: Callable[[str], str] | None = None,
 ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """(header, tensors) of a safetensors file; an unreadable file is refused with one line.
 
@@ -85,4 +88,3 @@ def header_format(path: Path) -> str | None:
             return (f.metadata() or {}).get("format")
     except (SafetensorError, OSError, ValueError):
         return None
-

@@ -40,10 +40,30 @@ class DemoPlan:
     settings: dict = field(default_factory=dict)
 
 
-FULL = DemoPlan("demo", "2020-01-01", 9073, LOSSES, windows_per_epoch=8000, epochs=5, cgdt_epochs=3,
-                cgdt_windows=6144, cgdt_critic_epochs=2, walk_forward=True)
-QUICK = DemoPlan("demo-quick", "2024-01-01", 1500, ("ce", "weighted", "focal"), windows_per_epoch=3000,
-                 epochs=3, cgdt_epochs=2, cgdt_windows=1024, cgdt_critic_epochs=1, walk_forward=False)
+FULL = DemoPlan(
+    "demo",
+    "2020-01-01",
+    9073,
+    LOSSES,
+    windows_per_epoch=8000,
+    epochs=5,
+    cgdt_epochs=3,
+    cgdt_windows=6144,
+    cgdt_critic_epochs=2,
+    walk_forward=True,
+)
+QUICK = DemoPlan(
+    "demo-quick",
+    "2024-01-01",
+    1500,
+    ("ce", "weighted", "focal"),
+    windows_per_epoch=3000,
+    epochs=3,
+    cgdt_epochs=2,
+    cgdt_windows=1024,
+    cgdt_critic_epochs=1,
+    walk_forward=False,
+)
 
 Progress = Callable[[str, float], None]
 
@@ -52,8 +72,15 @@ def _noop(stage: str, frac: float) -> None:
     pass
 
 
-def build_demo(store, *, quick: bool = False, root: str | Path | None = None, progress: Progress = _noop,
-               device: str | None = None, workers: int | None = None) -> dict:
+def build_demo(
+    store,
+    *,
+    quick: bool = False,
+    root: str | Path | None = None,
+    progress: Progress = _noop,
+    device: str | None = None,
+    workers: int | None = None,
+) -> dict:
     """Build (or reuse) every artifact of the demo and its evaluated run; returns what was done."""
     from flagcore.pipeline.evaluate import evaluate
     from flagcore.pipeline.settings import EvaluateSettings
@@ -72,12 +99,26 @@ def build_demo(store, *, quick: bool = False, root: str | Path | None = None, pr
     if plan.walk_forward:
         retrained.append(f"walk_forward={paths.walk_forward}")
     progress("evaluating", 0.0)
-    res = evaluate(paths.models["ce"], paths.test, store=store, train_data=paths.train, partner=paths.cgdt,
-                   retrained=retrained, name=plan.name, settings=EvaluateSettings(device=device),
-                   progress=progress, reuse=True)
+    res = evaluate(
+        paths.models["ce"],
+        paths.test,
+        store=store,
+        train_data=paths.train,
+        partner=paths.cgdt,
+        retrained=retrained,
+        name=plan.name,
+        settings=EvaluateSettings(device=device),
+        progress=progress,
+        reuse=True,
+    )
     steps["evaluate"] = "reused" if res["reused"] else "evaluated"
-    return {"run_id": res["run_id"], "steps": steps, "root": str(d),
-            "seconds": round(time.perf_counter() - t0, 1), "inference": res["inference"]}
+    return {
+        "run_id": res["run_id"],
+        "steps": steps,
+        "root": str(d),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "inference": res["inference"],
+    }
 
 
 class DemoPaths:
@@ -107,8 +148,9 @@ def _build_data(paths: DemoPaths, plan: DemoPlan, progress: Progress) -> str:
     return "built"
 
 
-def _train_models(paths: DemoPaths, plan: DemoPlan, device: str | None, workers: int,
-                  progress: Progress) -> dict[str, str]:
+def _train_models(
+    paths: DemoPaths, plan: DemoPlan, device: str | None, workers: int, progress: Progress
+) -> dict[str, str]:
     """Train the models that are missing, as tasks; returns each one's step ("trained" or "reused").
 
     Training runs as tasks in worker processes: the demo models are small, and two one-thread
@@ -130,8 +172,13 @@ def _train_models(paths: DemoPaths, plan: DemoPlan, device: str | None, workers:
         wanted_wf = not paths.walk_forward.exists()
         steps["walk-forward"] = "trained" if wanted_wf else "reused"
         if wanted_wf:
-            tasks["walk-forward"] = ("walk_forward", str(paths.models["weighted"]), str(paths.test),
-                                     str(paths.walk_forward), device)
+            tasks["walk-forward"] = (
+                "walk_forward",
+                str(paths.models["weighted"]),
+                str(paths.test),
+                str(paths.walk_forward),
+                device,
+            )
     keys = list(tasks)
     after = None  # walk-forward waits for the class-weighted model when that is trained too
     if "walk-forward" in tasks and "train weighted" in tasks:
@@ -139,8 +186,13 @@ def _train_models(paths: DemoPaths, plan: DemoPlan, device: str | None, workers:
     total = len(tasks)
     if total:
         progress(f"training {total} models", 0.0)
-        run_tasks(_task, list(tasks.values()), placement=Placement(workers=workers), after=after,
-                  progress=lambda done, n: progress(f"training {total} models", done / total))
+        run_tasks(
+            _task,
+            list(tasks.values()),
+            placement=Placement(workers=workers),
+            after=after,
+            progress=lambda done, n: progress(f"training {total} models", done / total),
+        )
     return steps
 
 
@@ -169,8 +221,13 @@ def _train(train_p: Path, out: Path, loss: str, plan: DemoPlan, device) -> None:
     ds = load_dataset(train_p, state_dim=mcfg.state_dim)
     cfg = TrainConfig(loss=loss, epochs=plan.epochs, windows_per_epoch=plan.windows_per_epoch, patience=2)
     res = train_model(ds, mcfg, cfg, device=device)
-    save_checkpoint(res.model, out, feature_names=ds.feature_names, padded_inputs=ds.padded_inputs,
-                    provenance={**res.provenance, "demo": plan.name})
+    save_checkpoint(
+        res.model,
+        out,
+        feature_names=ds.feature_names,
+        padded_inputs=ds.padded_inputs,
+        provenance={**res.provenance, "demo": plan.name},
+    )
 
 
 def _walk_forward(start: Path, test_p: Path, out: Path) -> None:
@@ -191,8 +248,9 @@ def _train_cgdt(train_p: Path, out: Path, plan: DemoPlan) -> None:
     from flagcore.models.cgdt_file import save_cgdt
     from flagcore.training.cgdt import train_cgdt
 
-    cfg = CGDTConfig(epochs=plan.cgdt_epochs, windows_per_epoch=plan.cgdt_windows,
-                     critic_epochs=plan.cgdt_critic_epochs)
+    cfg = CGDTConfig(
+        epochs=plan.cgdt_epochs, windows_per_epoch=plan.cgdt_windows, critic_epochs=plan.cgdt_critic_epochs
+    )
     ds = load_dataset(train_p, state_dim=cfg.state_dim)
     model = train_cgdt(ds, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)

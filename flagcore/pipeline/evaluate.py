@@ -28,36 +28,24 @@ from flagcore.pipeline.inference_cache import (
     file_logits,
     flag_trader_logits,
     flag_trader_settings,
-    inference_task,
     prefetch_inference,
 )
 from flagcore.pipeline.records import write_run
 from flagcore.pipeline.run import (
-    RunResult,  # noqa: F401  (re-export: callers move later)
     compute_run,
-    label_prior,  # noqa: F401  (re-export: callers move later)
     recent,
     request_key,
-    sweep,
 )
 from flagcore.pipeline.settings import (
     EvaluateSettings,
     Progress,
-    default_taus,  # noqa: F401  (re-export: callers move later)
-    default_thresholds,  # noqa: F401  (re-export: callers move later)
     no_progress,
 )
 from flagcore.store.store import Store
 from flagcore.vocab import (
     MODEL_ROLES,
-    NOT_A_TRIAL,  # noqa: F401  (re-export: callers move later)
     ROLE_BY_LOSS,
 )
-
-# the names benchmarks/run.py still imports under their old private spelling (re-exports: callers move later)
-_sweep = sweep
-_cgdt_id = cgdt_id
-_inference_task = inference_task
 
 
 def parse_retrained(spec: str) -> tuple[str | None, str]:
@@ -65,8 +53,10 @@ def parse_retrained(spec: str) -> tuple[str | None, str]:
     if "=" in spec:
         role, path = spec.split("=", 1)
         if role not in MODEL_ROLES or role == "baseline":
-            raise FlagcoreError(f"--retrained {spec!r}: unknown role {role!r}; choose one of "
-                                f"{', '.join(r for r in MODEL_ROLES if r != 'baseline')}")
+            raise FlagcoreError(
+                f"--retrained {spec!r}: unknown role {role!r}; choose one of "
+                f"{', '.join(r for r in MODEL_ROLES if r != 'baseline')}"
+            )
         return role, path
     return None, spec
 
@@ -76,8 +66,10 @@ def role_of_checkpoint(model, path) -> str:
     loss = (model.checkpoint_info.meta.provenance or {}).get("loss")
     role = ROLE_BY_LOSS.get(loss) if isinstance(loss, str) else None
     if role is None or role == "baseline":
-        raise FlagcoreError(f"--retrained {path}: cannot tell which option it is (training loss {loss!r}); "
-                            f"name it as ROLE=PATH")
+        raise FlagcoreError(
+            f"--retrained {path}: cannot tell which option it is (training loss {loss!r}); "
+            f"name it as ROLE=PATH"
+        )
     return role
 
 
@@ -110,11 +102,14 @@ def load_evaluation_data(data, train_data, config, s: EvaluateSettings) -> tuple
         raise FlagcoreError(f"{data}: {test.n_bars} bars, fewer than the model's window of {config.window}")
     crit, h = s.resolved_criteria(), int(test.label_horizon or 0)
     # every CPCV group must outlast its purge and embargo, and the permutation test needs two blocks
-    need = 1 + max(2 * int(crit["permutation_block"]), 2 * s.pbo_blocks,
-                   int(crit["cpcv_groups"]) * (2 * h + 2))
+    need = 1 + max(
+        2 * int(crit["permutation_block"]), 2 * s.pbo_blocks, int(crit["cpcv_groups"]) * (2 * h + 2)
+    )
     if test.n_bars - test.eval_index < need:
-        raise FlagcoreError(f"{data}: {test.n_bars - test.eval_index} evaluated bars; the backtest and its "
-                            f"validation need at least {need} (label horizon {h})")
+        raise FlagcoreError(
+            f"{data}: {test.n_bars - test.eval_index} evaluated bars; the backtest and its "
+            f"validation need at least {need} (label horizon {h})"
+        )
     if train_data is None:
         return test, None, None
     full_train = load_dataset(train_data, state_dim=config.state_dim)
@@ -167,29 +162,56 @@ def partner_is_cgdt(partner) -> bool:
         return False
     if is_cgdt(partner):
         return True
-    raise FlagcoreError(f"--partner {partner}: a FLAG-TRADER checkpoint; the partner is a CGDT checkpoint "
-                        f"or a predictions file")
+    raise FlagcoreError(
+        f"--partner {partner}: a FLAG-TRADER checkpoint; the partner is a CGDT checkpoint "
+        f"or a predictions file"
+    )
 
 
 # ----------------------------------------------------------------------------- the logits
 
 
-def _prefetch(store: Store, base_model, specs: list[ModelSpec], cgdt_partner, datasets: list,
-              stats: InferenceStats, placement, device, progress: Progress) -> None:
+def _prefetch(
+    store: Store,
+    base_model,
+    specs: list[ModelSpec],
+    cgdt_partner,
+    datasets: list,
+    stats: InferenceStats,
+    placement,
+    device,
+    progress: Progress,
+) -> None:
     flag_traders = [base_model] + [x.model for x in specs if x.kind == "flag-trader"]
     cgdts = [x.path for x in specs if x.kind == "cgdt"] + ([cgdt_partner] if cgdt_partner is not None else [])
-    jobs = [("flag-trader", str(m.checkpoint_info.path), m.checkpoint_info.sha256,
-             flag_trader_settings(m.checkpoint_info)) for m in flag_traders]
+    jobs = [
+        (
+            "flag-trader",
+            str(m.checkpoint_info.path),
+            m.checkpoint_info.sha256,
+            flag_trader_settings(m.checkpoint_info),
+        )
+        for m in flag_traders
+    ]
     jobs += [("cgdt", str(p), cgdt_id(p), INFERENCE_SETTINGS) for p in cgdts]
     prefetch_inference(store, list(dict.fromkeys(jobs)), datasets, stats, placement, device, progress)
 
 
-def model_logits(store: Store, base_model, specs: list[ModelSpec], test, train, stats: InferenceStats,
-                 device, progress: Progress) -> dict[str, ModelLogits]:
+def model_logits(
+    store: Store,
+    base_model,
+    specs: list[ModelSpec],
+    test,
+    train,
+    stats: InferenceStats,
+    device,
+    progress: Progress,
+) -> dict[str, ModelLogits]:
     """The baseline's and every retrained model's logits, by role (cached inference)."""
     models: dict[str, ModelLogits] = {}
-    models["baseline"] = flag_trader_logits(store, base_model, "baseline", test, train, stats, device,
-                                            progress)
+    models["baseline"] = flag_trader_logits(
+        store, base_model, "baseline", test, train, stats, device, progress
+    )
     for x in specs:
         if x.kind == "cgdt":
             m = cgdt_logits(store, x.path, test, train, stats, progress)
@@ -202,8 +224,16 @@ def model_logits(store: Store, base_model, specs: list[ModelSpec], test, train, 
     return models
 
 
-def partner_logits(store: Store, partner, is_cgdt: bool, models: dict[str, ModelLogits], test, train,
-                   stats: InferenceStats, progress: Progress) -> ModelLogits | None:
+def partner_logits(
+    store: Store,
+    partner,
+    is_cgdt: bool,
+    models: dict[str, ModelLogits],
+    test,
+    train,
+    stats: InferenceStats,
+    progress: Progress,
+) -> ModelLogits | None:
     """The ensemble partner's logits, also recorded in ``models`` (as "cgdt", or as "partner")."""
     if partner is None:
         return None
@@ -219,9 +249,20 @@ def partner_logits(store: Store, partner, is_cgdt: bool, models: dict[str, Model
 # ----------------------------------------------------------------------------- the command
 
 
-def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, retrained=(),
-             name: str | None = None, settings: EvaluateSettings | None = None,
-             progress: Progress = no_progress, reuse: bool = False, placement=None) -> dict:
+def evaluate(
+    checkpoint,
+    data,
+    *,
+    store: Store,
+    train_data=None,
+    partner=None,
+    retrained=(),
+    name: str | None = None,
+    settings: EvaluateSettings | None = None,
+    progress: Progress = no_progress,
+    reuse: bool = False,
+    placement=None,
+) -> dict:
     """``flagcore evaluate``: every option of one checkpoint on one dataset, written as one run.
 
     Returns ``{"run_id", "reused", "inference": {"computed", "cached"}, "seconds"}``. With
@@ -241,19 +282,44 @@ def evaluate(checkpoint, data, *, store: Store, train_data=None, partner=None, r
     cgdt_partner = partner_is_cgdt(partner)
     if placement is not None and placement.parallel:
         datasets = [test] + ([train] if train is not None else [])
-        _prefetch(store, base_model, specs, partner if cgdt_partner else None, datasets, stats, placement,
-                  s.device, progress)
+        _prefetch(
+            store,
+            base_model,
+            specs,
+            partner if cgdt_partner else None,
+            datasets,
+            stats,
+            placement,
+            s.device,
+            progress,
+        )
     models = model_logits(store, base_model, specs, test, train, stats, s.device, progress)
     partner_m = partner_logits(store, partner, cgdt_partner, models, test, train, stats, progress)
     if reuse:
         found = store.find_run(request_key(models, test, full_train, partner_m, s))
         if found is not None:
-            return {"run_id": found, "reused": True, "inference": stats.counts(),
-                    "seconds": round(time.perf_counter() - t0, 2)}
-    run = compute_run(models, test, train, partner=partner_m, settings=s, name=name, progress=progress,
-                      full_train=full_train)
+            return {
+                "run_id": found,
+                "reused": True,
+                "inference": stats.counts(),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+    run = compute_run(
+        models,
+        test,
+        train,
+        partner=partner_m,
+        settings=s,
+        name=name,
+        progress=progress,
+        full_train=full_train,
+    )
     progress("writing", 0.95)
     run_id = write_run(store, run)
     progress("done", 1.0)
-    return {"run_id": run_id, "reused": False, "inference": stats.counts(),
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "run_id": run_id,
+        "reused": False,
+        "inference": stats.counts(),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

@@ -56,11 +56,19 @@ class ModelLogits:
     probs_given: bool = True  # False for a partner file with actions only
 
 
-def model_record(model_id: str, kind: str, source: str, config: dict, total: int, trainable: int,
-                 provenance: dict) -> dict:
+def model_record(
+    model_id: str, kind: str, source: str, config: dict, total: int, trainable: int, provenance: dict
+) -> dict:
     """A row of the store's ``models`` table (``created_at`` is added when it is written)."""
-    return {"model_id": model_id, "kind": kind, "source": source, "config": config,
-            "total_parameters": total, "trainable_parameters": trainable, "provenance": provenance}
+    return {
+        "model_id": model_id,
+        "kind": kind,
+        "source": source,
+        "config": config,
+        "total_parameters": total,
+        "trainable_parameters": trainable,
+        "provenance": provenance,
+    }
 
 
 def cache_settings(settings: str, ds) -> str:
@@ -68,8 +76,14 @@ def cache_settings(settings: str, ds) -> str:
     return f"{settings};bars={ds.attrs.get('slice', 'all')}"
 
 
-def _cached_or_run(store: Store, model_id: str, ds, run: Callable[[], tuple[np.ndarray, np.ndarray]],
-                   settings: str, stats: InferenceStats) -> np.ndarray:
+def _cached_or_run(
+    store: Store,
+    model_id: str,
+    ds,
+    run: Callable[[], tuple[np.ndarray, np.ndarray]],
+    settings: str,
+    stats: InferenceStats,
+) -> np.ndarray:
     settings = cache_settings(settings, ds)
     cached = store.cached_logits(model_id, ds.content_hash, settings)
     if cached is not None and len(cached) == ds.n_bars:
@@ -90,8 +104,16 @@ def flag_trader_settings(info) -> str:
     return f"{INFERENCE_SETTINGS};window={info.config.window}"
 
 
-def flag_trader_logits(store: Store, model, role: str, test, train, stats: InferenceStats, device=None,
-                       progress: Progress = no_progress) -> ModelLogits:
+def flag_trader_logits(
+    store: Store,
+    model,
+    role: str,
+    test,
+    train,
+    stats: InferenceStats,
+    device=None,
+    progress: Progress = no_progress,
+) -> ModelLogits:
     """Logits of a FLAG-TRADER (from ``checkpoint.load_checkpoint``) on both periods, cached."""
     from flagcore.models.flag_trader import count_parameters
     from flagcore.models.inference import predict
@@ -99,23 +121,36 @@ def flag_trader_logits(store: Store, model, role: str, test, train, stats: Infer
     info = model.checkpoint_info
     path = info.path
     total, trainable = count_parameters(model)
-    rec = model_record(info.sha256, "flag-trader", str(path), info.config.to_dict(), total, trainable,
-                       {"source_format": info.source_format, **info.meta.to_dict()})
+    rec = model_record(
+        info.sha256,
+        "flag-trader",
+        str(path),
+        info.config.to_dict(),
+        total,
+        trainable,
+        {"source_format": info.source_format, **info.meta.to_dict()},
+    )
     settings = flag_trader_settings(info)
 
     def runner(ds, label):
         def run():
-            p = predict(model, ds.features, device=device,
-                        progress=lambda d, n: progress(f"{role}: inference on {label}", d / n))
+            p = predict(
+                model,
+                ds.features,
+                device=device,
+                progress=lambda d, n: progress(f"{role}: inference on {label}", d / n),
+            )
             return p.logits, p.short_history
+
         return run
 
     full = _cached_or_run(store, info.sha256, test, runner(test, "test"), settings, stats)
     tr = None
     if train is not None:
-        tr = _cached_or_run(store, info.sha256, train, runner(train, "train"), settings,
-                            stats)[train.eval_index:]
-    return ModelLogits(role, info.sha256, "flag-trader", str(path), rec, full[test.eval_index:], tr)
+        tr = _cached_or_run(store, info.sha256, train, runner(train, "train"), settings, stats)[
+            train.eval_index :
+        ]
+    return ModelLogits(role, info.sha256, "flag-trader", str(path), rec, full[test.eval_index :], tr)
 
 
 def cgdt_id(path) -> str:
@@ -125,8 +160,9 @@ def cgdt_id(path) -> str:
     return file_sha256(Path(path) / "model.safetensors" if Path(path).is_dir() else path)
 
 
-def cgdt_logits(store: Store, path, test, train, stats: InferenceStats,
-                progress: Progress = no_progress) -> ModelLogits:
+def cgdt_logits(
+    store: Store, path, test, train, stats: InferenceStats, progress: Progress = no_progress
+) -> ModelLogits:
     """Logits of a CGDT checkpoint on both periods, cached."""
     from flagcore.models.cgdt_file import describe_cgdt, load_cgdt
     from flagcore.models.cgdt_predict import predict_cgdt
@@ -135,21 +171,24 @@ def cgdt_logits(store: Store, path, test, train, stats: InferenceStats,
     mid = cgdt_id(path)
     d = describe_cgdt(model)
     n_params = int(d["policy_params"] + d["critic_params"])
-    rec = model_record(mid, "cgdt", str(path), d["config"], n_params, n_params,
-                       {k: v for k, v in d.items() if k != "config"})
+    rec = model_record(
+        mid, "cgdt", str(path), d["config"], n_params, n_params, {k: v for k, v in d.items() if k != "config"}
+    )
 
     def runner(ds, label):
         def run():
             p = predict_cgdt(model, ds, progress=lambda a, n: progress(f"cgdt: inference on {label}", a / n))
             return p.logits, p.short_history
+
         return run
 
     full = _cached_or_run(store, mid, test, runner(test, "test"), INFERENCE_SETTINGS, stats)
     tr = None
     if train is not None:
-        tr = _cached_or_run(store, mid, train, runner(train, "train"), INFERENCE_SETTINGS,
-                            stats)[train.eval_index:]
-    return ModelLogits("cgdt", mid, "cgdt", str(path), rec, full[test.eval_index:], tr)
+        tr = _cached_or_run(store, mid, train, runner(train, "train"), INFERENCE_SETTINGS, stats)[
+            train.eval_index :
+        ]
+    return ModelLogits("cgdt", mid, "cgdt", str(path), rec, full[test.eval_index :], tr)
 
 
 def file_logits(path, role: str, test, train) -> ModelLogits:
@@ -164,12 +203,13 @@ def file_logits(path, role: str, test, train) -> ModelLogits:
     probs_given = aligned.logits is not None
     te = aligned.logits.astype(np.float64) if aligned.logits is not None else one_hot_logits(aligned.action)
     tr = None
-    if train is not None and train.timestamps[train.eval_index:].isin(pf.timestamps).all():
-        a = pf.align(train.timestamps[train.eval_index:])
+    if train is not None and train.timestamps[train.eval_index :].isin(pf.timestamps).all():
+        a = pf.align(train.timestamps[train.eval_index :])
         tr = a.logits.astype(np.float64) if a.logits is not None else one_hot_logits(a.action)
     mid = file_sha256(path)
-    rec = model_record(mid, "predictions", str(path), {}, 0, 0, {"bars": len(pf.timestamps),
-                                                                "has_logits": probs_given})
+    rec = model_record(
+        mid, "predictions", str(path), {}, 0, 0, {"bars": len(pf.timestamps), "has_logits": probs_given}
+    )
     return ModelLogits(role, mid, "predictions", str(path), rec, te, tr, probs_given)
 
 
@@ -206,9 +246,15 @@ def inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
     return p.logits, p.short_history
 
 
-def prefetch_inference(store: Store, checkpoints: list[tuple[str, str, str, str]], datasets: list,
-                       stats: InferenceStats, placement, device=None,
-                       progress: Progress = no_progress) -> None:
+def prefetch_inference(
+    store: Store,
+    checkpoints: list[tuple[str, str, str, str]],
+    datasets: list,
+    stats: InferenceStats,
+    placement,
+    device=None,
+    progress: Progress = no_progress,
+) -> None:
     """The inference of many checkpoints as tasks (``tasks.run_tasks``): every (checkpoint,
     dataset) pair not in the store's cache is computed where ``placement`` says and cached, so the
     ``*_logits`` calls that follow read it. ``checkpoints``: ``(kind, path, model_id, settings)``."""
@@ -224,8 +270,12 @@ def prefetch_inference(store: Store, checkpoints: list[tuple[str, str, str, str]
     if not todo:
         return
     label = f"inference: {len(todo)} tasks, {placement.describe()}"
-    results = run_tasks(inference_task, [t[:5] for t in todo], placement=placement,
-                        progress=lambda d, n: progress(label, d / n))
+    results = run_tasks(
+        inference_task,
+        [t[:5] for t in todo],
+        placement=placement,
+        progress=lambda d, n: progress(label, d / n),
+    )
     for (_, _, ds, _, model_id, key), (logits, short) in zip(todo, results, strict=True):
         store.put_inference(model_id, ds.content_hash, key, np.asarray(logits, np.float64), short)
         stats.fresh.add((model_id, ds.content_hash, key))

@@ -25,15 +25,32 @@ def option_result_row(option: str, o: dict) -> dict:
     bt, sh = o["backtest"], o["action_shares"]
     metrics = {m: v for m, v in bt.items() if m not in _PER_BAR}
     metrics.update({m: o.get(m) for m in _CLASSIFICATION})
-    metrics.update({"payoff_source": o["payoff_source"], "is_trial": o["is_trial"], "action_counts":
-                    o["action_counts"], "hifa_passed_all": o["hifa"].passed_all})
+    metrics.update(
+        {
+            "payoff_source": o["payoff_source"],
+            "is_trial": o["is_trial"],
+            "action_counts": o["action_counts"],
+            "hifa_passed_all": o["hifa"].passed_all,
+        }
+    )
     shares = {f"share_{c.lower()}": sh[c] for c in CLASS_NAMES}
-    return {"option": option, "ordinal": order.get(option, len(order)), "title": o["title"],
-            "description": o["description"], **shares, "accuracy": o.get("accuracy"),
-            "balanced_accuracy": o.get("balanced_accuracy"), "macro_f1": o.get("macro_f1"),
-            "trades": int(bt["trades"]), "total_return": bt["total_return"], "sharpe": bt["sharpe"],
-            "sharpe_defined": bool(bt["sharpe_defined"]), "max_drawdown": bt["max_drawdown"],
-            "hifa_passed": o["hifa"].n_passed, "metrics": to_json(metrics)}
+    return {
+        "option": option,
+        "ordinal": order.get(option, len(order)),
+        "title": o["title"],
+        "description": o["description"],
+        **shares,
+        "accuracy": o.get("accuracy"),
+        "balanced_accuracy": o.get("balanced_accuracy"),
+        "macro_f1": o.get("macro_f1"),
+        "trades": int(bt["trades"]),
+        "total_return": bt["total_return"],
+        "sharpe": bt["sharpe"],
+        "sharpe_defined": bool(bt["sharpe_defined"]),
+        "max_drawdown": bt["max_drawdown"],
+        "hifa_passed": o["hifa"].n_passed,
+        "metrics": to_json(metrics),
+    }
 
 
 def _logit_columns(logits: np.ndarray) -> dict[str, np.ndarray]:
@@ -48,10 +65,19 @@ def option_predictions(run: RunResult, option: str, o: dict) -> pd.DataFrame:
     lg = src.test if src is not None else np.full((n, N_CLASSES), np.nan)
     equity = np.concatenate([[1.0], bt["equity"]])  # equity at each bar's close, 1 at the first
     net = np.concatenate([bt["returns"], [np.nan]])  # return earned from bar t to t+1
-    return pd.DataFrame({
-        "option": option, "period": "test", "bar": np.arange(n, dtype=np.int32), **_logit_columns(lg),
-        "action": np.asarray(o["actions"], np.int8), "confidence": np.asarray(o["confidence"], np.float64),
-        "position": bt["positions"], "net_return": net, "equity": equity})
+    return pd.DataFrame(
+        {
+            "option": option,
+            "period": "test",
+            "bar": np.arange(n, dtype=np.int32),
+            **_logit_columns(lg),
+            "action": np.asarray(o["actions"], np.int8),
+            "confidence": np.asarray(o["confidence"], np.float64),
+            "position": bt["positions"],
+            "net_return": net,
+            "equity": equity,
+        }
+    )
 
 
 def baseline_train_predictions(run: RunResult) -> pd.DataFrame | None:
@@ -60,24 +86,54 @@ def baseline_train_predictions(run: RunResult) -> pd.DataFrame | None:
         return None
     lg = run.baseline_train_logits
     m = len(run.train_bars)
-    return pd.DataFrame({
-        "option": "baseline", "period": "train", "bar": np.arange(m, dtype=np.int32), **_logit_columns(lg),
-        "action": lg.argmax(1).astype(np.int8), "confidence": np.nan, "position": np.nan,
-        "net_return": np.nan, "equity": np.nan})
+    return pd.DataFrame(
+        {
+            "option": "baseline",
+            "period": "train",
+            "bar": np.arange(m, dtype=np.int32),
+            **_logit_columns(lg),
+            "action": lg.argmax(1).astype(np.int8),
+            "confidence": np.nan,
+            "position": np.nan,
+            "net_return": np.nan,
+            "equity": np.nan,
+        }
+    )
 
 
 def validation_rows(run: RunResult, option: str, o: dict) -> tuple[list[dict], list[dict], dict]:
     """One option's ``hifa_criteria`` rows, post-hoc ``cpcv_paths`` rows (annualised Sharpes) and
     ``permutation_nulls`` row."""
-    hifa = [{"option": option, "criterion": c, "value": v.value, "threshold": v.threshold, "rule": v.rule,
-             "passed": bool(v.passed), "inputs": to_json(v.inputs)} for c, v in o["hifa"].criteria.items()]
+    hifa = [
+        {
+            "option": option,
+            "criterion": c,
+            "value": v.value,
+            "threshold": v.threshold,
+            "rule": v.rule,
+            "passed": bool(v.passed),
+            "inputs": to_json(v.inputs),
+        }
+        for c, v in o["hifa"].criteria.items()
+    ]
     cp = o["cpcv"]
-    cpcv = [{"option": option, "mode": cp.mode, "path": p,
-             "sharpe": float(sr * np.sqrt(run.summary["periods_per_year"]))}
-            for p, sr in enumerate(cp.path_sharpes)]
+    cpcv = [
+        {
+            "option": option,
+            "mode": cp.mode,
+            "path": p,
+            "sharpe": float(sr * np.sqrt(run.summary["periods_per_year"])),
+        }
+        for p, sr in enumerate(cp.path_sharpes)
+    ]
     perm = o["permutation"]
-    null = {"option": option, "observed_sharpe": perm.observed_sharpe, "p_value": perm.p_value,
-            "block": perm.block, "null_sharpes": perm.null_sharpes.astype(np.float64).tolist()}
+    null = {
+        "option": option,
+        "observed_sharpe": perm.observed_sharpe,
+        "p_value": perm.p_value,
+        "block": perm.block,
+        "null_sharpes": perm.null_sharpes.astype(np.float64).tolist(),
+    }
     return hifa, cpcv, null
 
 
@@ -95,13 +151,22 @@ def run_tables(run: RunResult) -> dict[str, pd.DataFrame]:
     if train is not None:
         pred_frames.append(train)
     bars = pd.concat([b for b in (run.test_bars, run.train_bars) if b is not None], ignore_index=True)
-    diag_rows = [{"option": o, "section": sec, "value": to_json(v)}
-                 for o, d in run.diagnostics.items() for sec, v in d.items()]
-    return {"run_models": pd.DataFrame([{"role": r, "model_id": m.model_id} for r, m in run.models.items()]),
-            "run_bars": bars, "option_results": pd.DataFrame(res_rows),
-            "predictions": pd.concat(pred_frames, ignore_index=True), "diagnostics": pd.DataFrame(diag_rows),
-            "cpcv_paths": pd.DataFrame(cpcv_rows), "hifa_criteria": pd.DataFrame(hifa_rows),
-            "permutation_nulls": pd.DataFrame(perm_rows), "sweeps": run.sweeps}
+    diag_rows = [
+        {"option": o, "section": sec, "value": to_json(v)}
+        for o, d in run.diagnostics.items()
+        for sec, v in d.items()
+    ]
+    return {
+        "run_models": pd.DataFrame([{"role": r, "model_id": m.model_id} for r, m in run.models.items()]),
+        "run_bars": bars,
+        "option_results": pd.DataFrame(res_rows),
+        "predictions": pd.concat(pred_frames, ignore_index=True),
+        "diagnostics": pd.DataFrame(diag_rows),
+        "cpcv_paths": pd.DataFrame(cpcv_rows),
+        "hifa_criteria": pd.DataFrame(hifa_rows),
+        "permutation_nulls": pd.DataFrame(perm_rows),
+        "sweeps": run.sweeps,
+    }
 
 
 def run_rows(run: RunResult) -> RunRows:
@@ -109,11 +174,19 @@ def run_rows(run: RunResult) -> RunRows:
     from flagcore import __version__
 
     train_id = run.dataset_records[1]["dataset_id"] if len(run.dataset_records) > 1 else None
-    return RunRows(name=run.name, request_key=run.request_key, flagcore_version=__version__,
-                   model_id=run.models["baseline"].model_id, dataset_id=run.dataset_records[0]["dataset_id"],
-                   train_dataset_id=train_id, settings=run.settings, summary=run.summary,
-                   datasets=list(run.dataset_records), models=[m.record for m in run.models.values()],
-                   tables=run_tables(run))
+    return RunRows(
+        name=run.name,
+        request_key=run.request_key,
+        flagcore_version=__version__,
+        model_id=run.models["baseline"].model_id,
+        dataset_id=run.dataset_records[0]["dataset_id"],
+        train_dataset_id=train_id,
+        settings=run.settings,
+        summary=run.summary,
+        datasets=list(run.dataset_records),
+        models=[m.record for m in run.models.values()],
+        tables=run_tables(run),
+    )
 
 
 def write_run(store: Store, run: RunResult, *, fail_after: str | None = None) -> int:

@@ -97,10 +97,14 @@ def request_key(models: dict[str, ModelLogits], test, train, partner, settings: 
     give the same key, so a repeated request can reuse the stored run."""
     from flagcore import __version__
 
-    parts = {"models": {r: m.model_id for r, m in sorted(models.items())}, "test": test.content_hash,
-             "train": None if train is None else train.content_hash,
-             "partner": None if partner is None else partner.model_id, "settings": settings.to_dict(),
-             "version": __version__}
+    parts = {
+        "models": {r: m.model_id for r, m in sorted(models.items())},
+        "test": test.content_hash,
+        "train": None if train is None else train.content_hash,
+        "partner": None if partner is None else partner.model_id,
+        "settings": settings.to_dict(),
+        "version": __version__,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -112,19 +116,29 @@ def input_names(ds) -> list[str]:
 def dataset_record(ds) -> dict:
     """A row of the store's ``datasets`` table (``created_at`` is added when it is written)."""
     e = ds.eval_index
-    return {"dataset_id": ds.content_hash, "source": ds.source, "bars": ds.n_bars,
-            "evaluated_bars": ds.n_bars - e, "features": ds.n_features, "state_dim": ds.state_dim,
-            "feature_names": to_json(ds.feature_names), "padded_inputs": to_json(ds.padded_inputs),
-            "label_horizon": ds.label_horizon, "label_shares": to_json(ds.label_shares()),
-            "first_timestamp": ds.timestamps[0], "last_timestamp": ds.timestamps[-1],
-            "evaluation_start": ds.timestamps[e] if e < ds.n_bars else None}
+    return {
+        "dataset_id": ds.content_hash,
+        "source": ds.source,
+        "bars": ds.n_bars,
+        "evaluated_bars": ds.n_bars - e,
+        "features": ds.n_features,
+        "state_dim": ds.state_dim,
+        "feature_names": to_json(ds.feature_names),
+        "padded_inputs": to_json(ds.padded_inputs),
+        "label_horizon": ds.label_horizon,
+        "label_shares": to_json(ds.label_shares()),
+        "first_timestamp": ds.timestamps[0],
+        "last_timestamp": ds.timestamps[-1],
+        "evaluation_start": ds.timestamps[e] if e < ds.n_bars else None,
+    }
 
 
 # ----------------------------------------------------------------------------- the pieces of a run
 
 
-def period_inputs(models: dict[str, ModelLogits], ds, period: str,
-                  partner: ModelLogits | None) -> PeriodInputs | None:
+def period_inputs(
+    models: dict[str, ModelLogits], ds, period: str, partner: ModelLogits | None
+) -> PeriodInputs | None:
     """What every option is computed from over ``period`` ("test" or "train") of dataset ``ds``;
     None for the training period when the baseline has no logits there."""
     from flagcore.data.calendar import periods_per_year
@@ -138,20 +152,32 @@ def period_inputs(models: dict[str, ModelLogits], ds, period: str,
     sl = slice(ds.eval_index, None)  # the training stretch starts after its lead-in of history too
     if ds.close is None:
         raise FlagcoreError(f"{ds.source}: needs a 'close' column to backtest")
-    out = PeriodInputs(logits, None if ds.labels is None else ds.labels[sl], ds.close[sl],
-                       periods_per_year(ds.timestamps[sl]) or 8760.0)
+    out = PeriodInputs(
+        logits,
+        None if ds.labels is None else ds.labels[sl],
+        ds.close[sl],
+        periods_per_year(ds.timestamps[sl]) or 8760.0,
+    )
     if partner is not None:
         x = partner.test if period == "test" else partner.train
         if x is not None:
             out.partner_actions = x.argmax(1).astype(np.int8)
             if partner.probs_given:
                 from flagcore.analysis.diagnostics import softmax
+
                 out.partner_probs = softmax(x)
     return out
 
 
-def sweep(test: PeriodInputs, train: PeriodInputs | None, cfg: BacktestConfig, option: str, param: str, grid,
-          base_kw) -> tuple[list[dict], np.ndarray]:
+def sweep(
+    test: PeriodInputs,
+    train: PeriodInputs | None,
+    cfg: BacktestConfig,
+    option: str,
+    param: str,
+    grid,
+    base_kw,
+) -> tuple[list[dict], np.ndarray]:
     """One option computed at every value of ``param`` in ``grid``: the sweep's rows and the
     per-bar returns of each value, one row per value."""
     from flagcore.analysis.remedies import compare_options
@@ -162,15 +188,23 @@ def sweep(test: PeriodInputs, train: PeriodInputs | None, cfg: BacktestConfig, o
         kw[param] = v
         r = compare_options(test, train, cfg=cfg, options=[option], **kw)[option]
         bt = r["backtest"]
-        rows.append({"parameter": param, "value": float(v), "trades": int(bt["trades"]),
-                     "sharpe": float(bt["sharpe"]), "total_return": float(bt["total_return"]),
-                     "share_hold": float(r["action_shares"]["HOLD"])})
+        rows.append(
+            {
+                "parameter": param,
+                "value": float(v),
+                "trades": int(bt["trades"]),
+                "sharpe": float(bt["sharpe"]),
+                "total_return": float(bt["total_return"]),
+                "share_hold": float(r["action_shares"]["HOLD"]),
+            }
+        )
         returns.append(bt["returns"])
     return rows, np.vstack(returns)
 
 
-def run_sweeps(te: PeriodInputs, tr: PeriodInputs | None, s: EvaluateSettings, options: dict,
-               base_kw: dict) -> Sweeps:
+def run_sweeps(
+    te: PeriodInputs, tr: PeriodInputs | None, s: EvaluateSettings, options: dict, base_kw: dict
+) -> Sweeps:
     """The HOLD-threshold sweep, and the tau sweep where the logit-adjustment option was computed."""
     thr_rows, thr_R = sweep(te, tr, s.backtest, THRESHOLD_OPTION, "hold_threshold", s.thresholds, base_kw)
     rows = list(thr_rows)
@@ -186,8 +220,9 @@ def count_trials(options: dict, sweeps: Sweeps, s: EvaluateSettings) -> Trials:
     from flagcore.analysis.pbo import probability_of_backtest_overfitting
 
     trial_returns = [o["backtest"]["returns"] for k, o in options.items() if k not in NOT_A_TRIAL]
-    trial_returns += [row for row, v in zip(sweeps.threshold_returns, s.thresholds, strict=True)
-                      if v != s.hold_threshold]
+    trial_returns += [
+        row for row, v in zip(sweeps.threshold_returns, s.thresholds, strict=True) if v != s.hold_threshold
+    ]
     if sweeps.tau_returns is not None:
         trial_returns += [row for row, v in zip(sweeps.tau_returns, s.taus, strict=True) if v != s.tau]
     # a swept value that changes nothing repeats a strategy already counted: one trial, not two
@@ -200,8 +235,12 @@ def count_trials(options: dict, sweeps: Sweeps, s: EvaluateSettings) -> Trials:
 def _option_cpcv(option: str, returns: np.ndarray, sweeps: Sweeps, s: EvaluateSettings, crit: dict, h: int):
     from flagcore.analysis.cpcv import posthoc_cpcv
 
-    split = {"n_groups": int(crit["cpcv_groups"]), "n_test_groups": int(crit["cpcv_test_groups"]),
-             "purge": h, "embargo": h}
+    split = {
+        "n_groups": int(crit["cpcv_groups"]),
+        "n_test_groups": int(crit["cpcv_test_groups"]),
+        "purge": h,
+        "embargo": h,
+    }
     if option == THRESHOLD_OPTION:
         return posthoc_cpcv(sweeps.threshold_returns, s.thresholds, **split, parameter="hold_threshold")
     if option == TAU_OPTION and sweeps.tau_returns is not None:
@@ -209,8 +248,9 @@ def _option_cpcv(option: str, returns: np.ndarray, sweeps: Sweeps, s: EvaluateSe
     return posthoc_cpcv(returns[None], [None], **split, parameter="none")
 
 
-def validate_option(option: str, o: dict, te: PeriodInputs, sweeps: Sweeps, trials: Trials,
-                    s: EvaluateSettings, h: int) -> None:
+def validate_option(
+    option: str, o: dict, te: PeriodInputs, sweeps: Sweeps, trials: Trials, s: EvaluateSettings, h: int
+) -> None:
     """One option's validation: the permutation test, post-hoc CPCV and the HIFA verdict, stored
     in ``o`` as ``"hifa"``, ``"cpcv"``, ``"permutation"`` and ``"is_trial"``."""
     from flagcore.analysis.gate import hifa_verdict
@@ -221,24 +261,49 @@ def validate_option(option: str, o: dict, te: PeriodInputs, sweeps: Sweeps, tria
     bt = o["backtest"]
     held = bt["positions"][:-1]
     costs = held * r - bt["returns"]
-    perm = permutation_test(held, r, crit["n_permutations"], block=int(crit["permutation_block"]),
-                            seed=s.permutation_seed, costs=costs)
+    perm = permutation_test(
+        held,
+        r,
+        crit["n_permutations"],
+        block=int(crit["permutation_block"]),
+        seed=s.permutation_seed,
+        costs=costs,
+    )
     cp = _option_cpcv(option, bt["returns"], sweeps, s, crit, h)
-    verdict = hifa_verdict(cpcv_path_sharpes=cp.path_sharpes, returns=bt["returns"], n_trials=trials.n_trials,
-                           trial_sharpes=trials.sharpes, permutation_p=perm.p_value,
-                           periods_per_year=te.periods_per_year, criteria=crit)
-    verdict["cpcv_mean_sharpe"].inputs.update({"mode": cp.mode, "parameter": cp.parameter,
-                                               "fitted": cp.fitted, "purge": h, "embargo": h,
-                                               "groups": cp.n_groups, "test_groups": cp.n_test_groups})
-    verdict["permutation_p"].inputs.update({"n_permutations": perm.n_permutations, "block": perm.block,
-                                            "observed_sharpe_annual": perm.observed_sharpe
-                                            * np.sqrt(te.periods_per_year)})
+    verdict = hifa_verdict(
+        cpcv_path_sharpes=cp.path_sharpes,
+        returns=bt["returns"],
+        n_trials=trials.n_trials,
+        trial_sharpes=trials.sharpes,
+        permutation_p=perm.p_value,
+        periods_per_year=te.periods_per_year,
+        criteria=crit,
+    )
+    verdict["cpcv_mean_sharpe"].inputs.update(
+        {
+            "mode": cp.mode,
+            "parameter": cp.parameter,
+            "fitted": cp.fitted,
+            "purge": h,
+            "embargo": h,
+            "groups": cp.n_groups,
+            "test_groups": cp.n_test_groups,
+        }
+    )
+    verdict["permutation_p"].inputs.update(
+        {
+            "n_permutations": perm.n_permutations,
+            "block": perm.block,
+            "observed_sharpe_annual": perm.observed_sharpe * np.sqrt(te.periods_per_year),
+        }
+    )
     o["hifa"], o["cpcv"], o["permutation"] = verdict, cp, perm
     o["is_trial"] = option not in NOT_A_TRIAL
 
 
-def run_diagnostics(models: dict[str, ModelLogits], options: dict, te: PeriodInputs, test,
-                    full_train) -> dict[str, dict]:
+def run_diagnostics(
+    models: dict[str, ModelLogits], options: dict, te: PeriodInputs, test, full_train
+) -> dict[str, dict]:
     """Per option, its diagnostics sections: each model's collapse diagnosis, the baseline's feature
     shift, the labels' analysis and the ensemble partner's agreement."""
     from flagcore.analysis.diagnostics import diagnose, feature_shift
@@ -251,14 +316,19 @@ def run_diagnostics(models: dict[str, ModelLogits], options: dict, te: PeriodInp
     if full_train is not None:
         e = test.eval_index
         diags.setdefault("baseline", {})["feature_shift"] = feature_shift(
-            full_train.features, test.features[e:], names=input_names(test), padded_inputs=test.padded_inputs)
+            full_train.features, test.features[e:], names=input_names(test), padded_inputs=test.padded_inputs
+        )
     if LABELS_OPTION in options and test.labels is not None:
-        train_labels = (full_train.labels if full_train is not None and full_train.labels is not None
-                        else np.array([], np.int8))
+        train_labels = (
+            full_train.labels
+            if full_train is not None and full_train.labels is not None
+            else np.array([], np.int8)
+        )
         diags[LABELS_OPTION] = label_analysis(train_labels, te.labels)
     if "opt4_ensemble" in options:
-        diags["opt4_ensemble"] = {"agreement": agreement(models["baseline"].test.argmax(1),
-                                                         te.partner_actions)}
+        diags["opt4_ensemble"] = {
+            "agreement": agreement(models["baseline"].test.argmax(1), te.partner_actions)
+        }
     return diags
 
 
@@ -267,32 +337,59 @@ def period_bars(ds, period: str) -> pd.DataFrame:
     e = ds.eval_index
     m = ds.n_bars - e
     labels = ds.labels[e:] if ds.labels is not None else np.full(m, UNLABELLED)
-    return pd.DataFrame({"period": period, "bar": np.arange(m, dtype=np.int32),
-                         "timestamp": ds.timestamps[e:], "close": ds.close[e:],
-                         "label": labels.astype(np.int8)})
+    return pd.DataFrame(
+        {
+            "period": period,
+            "bar": np.arange(m, dtype=np.int32),
+            "timestamp": ds.timestamps[e:],
+            "close": ds.close[e:],
+            "label": labels.astype(np.int8),
+        }
+    )
 
 
-def run_summary(options: dict, trials: Trials, sweeps: Sweeps, diags: dict, s: EvaluateSettings,
-                te: PeriodInputs, test, train, prior: np.ndarray | None) -> dict:
+def run_summary(
+    options: dict,
+    trials: Trials,
+    sweeps: Sweeps,
+    diags: dict,
+    s: EvaluateSettings,
+    te: PeriodInputs,
+    test,
+    train,
+    prior: np.ndarray | None,
+) -> dict:
     """The run's summary: trials, overfitting, the baseline's collapse, periods and payoff sources."""
     base = options.get("baseline")
     passing = [k for k, o in options.items() if o["hifa"].passed_all and k not in NOT_A_TRIAL]
-    payoff_period = None if train is None else {  # after the lead-in that only gives windows history
-        "bars": int(train.n_bars - train.eval_index), "start": train.timestamps[train.eval_index].isoformat(),
-        "end": train.timestamps[-1].isoformat()}
+    payoff_period = (
+        None
+        if train is None
+        else {  # after the lead-in that only gives windows history
+            "bars": int(train.n_bars - train.eval_index),
+            "start": train.timestamps[train.eval_index].isoformat(),
+            "end": train.timestamps[-1].isoformat(),
+        }
+    )
     n_thresholds = len(s.thresholds) - (s.hold_threshold in s.thresholds)
     n_taus = (len(s.taus) - (s.tau in s.taus)) if sweeps.tau_returns is not None else 0
     return {
-        "n_trials": trials.n_trials, "trials_tried": trials.tried,
+        "n_trials": trials.n_trials,
+        "trials_tried": trials.tried,
         "label_prior": None if prior is None else prior.tolist(),
         "trial_sharpe_variance": float(trials.sharpes.var(ddof=1)) if trials.n_trials > 1 else 0.0,
-        "trials": {"options": [k for k in options if k not in NOT_A_TRIAL], "hold_thresholds": n_thresholds,
-                   "taus": n_taus},
-        "pbo": trials.pbo.pbo, "pbo_combinations": trials.pbo.n_combinations,
+        "trials": {
+            "options": [k for k in options if k not in NOT_A_TRIAL],
+            "hold_thresholds": n_thresholds,
+            "taus": n_taus,
+        },
+        "pbo": trials.pbo.pbo,
+        "pbo_combinations": trials.pbo.n_combinations,
         "pbo_blocks": trials.pbo.n_blocks,
         "collapse": diags.get("baseline", {}).get("collapse"),
         "baseline_hold_share": None if base is None else base["action_shares"]["HOLD"],
-        "periods_per_year": te.periods_per_year, "evaluated_bars": int(test.n_bars - test.eval_index),
+        "periods_per_year": te.periods_per_year,
+        "evaluated_bars": int(test.n_bars - test.eval_index),
         "label_horizon": int(test.label_horizon or 0),
         "options_passing_hifa": passing,
         "payoff_sources": {k: o["payoff_source"] for k, o in options.items()},
@@ -303,9 +400,17 @@ def run_summary(options: dict, trials: Trials, sweeps: Sweeps, diags: dict, s: E
 # ----------------------------------------------------------------------------- the run
 
 
-def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: ModelLogits | None = None,
-                settings: EvaluateSettings | None = None, name: str | None = None,
-                progress: Progress = no_progress, full_train=None) -> RunResult:
+def compute_run(
+    models: dict[str, ModelLogits],
+    test,
+    train=None,
+    *,
+    partner: ModelLogits | None = None,
+    settings: EvaluateSettings | None = None,
+    name: str | None = None,
+    progress: Progress = no_progress,
+    full_train=None,
+) -> RunResult:
     """All the numbers of one run, from logits already computed: pure computation, no store.
 
     ``train`` is the stretch of the training period the models were run on (payoff ratios,
@@ -341,5 +446,17 @@ def compute_run(models: dict[str, ModelLogits], test, train=None, *, partner: Mo
     summary = run_summary(options, trials, sweeps, diags, s, te, test, train, prior)
     records = [dataset_record(test)] + ([dataset_record(full_train)] if full_train is not None else [])
     key = request_key(models, test, full_train, partner, s)
-    return RunResult(name or Path(test.source).stem, s.to_dict(), summary, models, test_bars, train_bars,
-                     options, diags, pd.DataFrame(sweeps.rows), records, key, models["baseline"].train)
+    return RunResult(
+        name or Path(test.source).stem,
+        s.to_dict(),
+        summary,
+        models,
+        test_bars,
+        train_bars,
+        options,
+        diags,
+        pd.DataFrame(sweeps.rows),
+        records,
+        key,
+        models["baseline"].train,
+    )

@@ -24,8 +24,9 @@ def no_progress(stage: str, frac: float) -> None:
 def default_thresholds() -> list[float]:
     """HOLD thresholds swept: coarse where little flips, fine near 1 where a confident model's
     HOLDs start to flip."""
-    g = np.concatenate([np.arange(0.35, 0.90, 0.05), np.arange(0.90, 0.99, 0.01),
-                        [0.99, 0.995, 0.999, 0.9999, 1.0]])
+    g = np.concatenate(
+        [np.arange(0.35, 0.90, 0.05), np.arange(0.90, 0.99, 0.01), [0.99, 0.995, 0.999, 0.9999, 1.0]]
+    )
     return [float(x) for x in np.unique(np.round(g, 4))]
 
 

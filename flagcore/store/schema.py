@@ -13,69 +13,87 @@ import pandas as pd
 from flagcore.errors import FlagcoreError
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "initial schema", [
-        "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
-        """CREATE TABLE datasets (
+    (
+        1,
+        "initial schema",
+        [
+            "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+            """CREATE TABLE datasets (
             dataset_id VARCHAR PRIMARY KEY,      -- sha256 of the file's content
             source VARCHAR, bars INTEGER, evaluated_bars INTEGER, features INTEGER, state_dim INTEGER,
             feature_names JSON, padded_inputs JSON, label_horizon INTEGER, label_shares JSON,
             first_timestamp TIMESTAMPTZ, last_timestamp TIMESTAMPTZ, evaluation_start TIMESTAMPTZ,
             created_at TIMESTAMPTZ)""",
-        """CREATE TABLE models (
+            """CREATE TABLE models (
             model_id VARCHAR PRIMARY KEY,        -- sha256 of the checkpoint file, or of a predictions file
             kind VARCHAR,                        -- flag-trader, cgdt, predictions
             source VARCHAR, config JSON, total_parameters BIGINT, trainable_parameters BIGINT,
             provenance JSON, created_at TIMESTAMPTZ)""",
-        """CREATE TABLE inference_cache (
+            """CREATE TABLE inference_cache (
             model_id VARCHAR, dataset_id VARCHAR, settings VARCHAR,
             bar INTEGER, logit_sell DOUBLE, logit_hold DOUBLE, logit_buy DOUBLE, short_history BOOLEAN)""",
-        "CREATE SEQUENCE run_ids START 1",
-        """CREATE TABLE runs (
+            "CREATE SEQUENCE run_ids START 1",
+            """CREATE TABLE runs (
             run_id INTEGER PRIMARY KEY DEFAULT nextval('run_ids'),
             name VARCHAR, created_at TIMESTAMPTZ, model_id VARCHAR, dataset_id VARCHAR,
             train_dataset_id VARCHAR, settings JSON, summary JSON, flagcore_version VARCHAR)""",
-        "CREATE TABLE run_models (run_id INTEGER, role VARCHAR, model_id VARCHAR)",
-        """CREATE TABLE run_bars (
+            "CREATE TABLE run_models (run_id INTEGER, role VARCHAR, model_id VARCHAR)",
+            """CREATE TABLE run_bars (
             run_id INTEGER, period VARCHAR, bar INTEGER, timestamp TIMESTAMPTZ, close DOUBLE,
             label TINYINT)""",
-        """CREATE TABLE predictions (
+            """CREATE TABLE predictions (
             run_id INTEGER, option VARCHAR, period VARCHAR, bar INTEGER,
             logit_sell DOUBLE, logit_hold DOUBLE, logit_buy DOUBLE,
             action TINYINT, confidence DOUBLE, position DOUBLE, net_return DOUBLE, equity DOUBLE)""",
-        """CREATE TABLE option_results (
+            """CREATE TABLE option_results (
             run_id INTEGER, option VARCHAR, ordinal INTEGER, title VARCHAR, description VARCHAR,
             share_sell DOUBLE, share_hold DOUBLE, share_buy DOUBLE,
             accuracy DOUBLE, balanced_accuracy DOUBLE, macro_f1 DOUBLE,
             trades INTEGER, total_return DOUBLE, sharpe DOUBLE, sharpe_defined BOOLEAN, max_drawdown DOUBLE,
             hifa_passed INTEGER, metrics JSON)""",
-        "CREATE TABLE diagnostics (run_id INTEGER, option VARCHAR, section VARCHAR, value JSON)",
-        "CREATE TABLE cpcv_paths (run_id INTEGER, option VARCHAR, mode VARCHAR, path INTEGER, sharpe DOUBLE)",
-        """CREATE TABLE hifa_criteria (
+            "CREATE TABLE diagnostics (run_id INTEGER, option VARCHAR, section VARCHAR, value JSON)",
+            "CREATE TABLE cpcv_paths (run_id INTEGER, option VARCHAR, mode VARCHAR, path INTEGER, "
+            "sharpe DOUBLE)",
+            """CREATE TABLE hifa_criteria (
             run_id INTEGER, option VARCHAR, criterion VARCHAR, value DOUBLE, threshold DOUBLE,
             rule VARCHAR, passed BOOLEAN, inputs JSON)""",
-        """CREATE TABLE permutation_nulls (
+            """CREATE TABLE permutation_nulls (
             run_id INTEGER, option VARCHAR, observed_sharpe DOUBLE, p_value DOUBLE, block INTEGER,
             null_sharpes DOUBLE[])""",
-        """CREATE TABLE sweeps (
+            """CREATE TABLE sweeps (
             run_id INTEGER, parameter VARCHAR, value DOUBLE, trades INTEGER, sharpe DOUBLE,
             total_return DOUBLE, share_hold DOUBLE)""",
-        "CREATE SEQUENCE review_ids START 1",
-        """CREATE TABLE reviews (
+            "CREATE SEQUENCE review_ids START 1",
+            """CREATE TABLE reviews (
             review_id INTEGER PRIMARY KEY DEFAULT nextval('review_ids'),
             run_id INTEGER, reviewer VARCHAR, verdict VARCHAR, comment VARCHAR, created_at TIMESTAMPTZ,
             hifa_snapshot JSON)""",
-    ]),
-    (2, "runs.request_key: what a run was asked to compute, so a repeated request reuses it", [
-        "ALTER TABLE runs ADD COLUMN request_key VARCHAR",
-        "CREATE INDEX runs_request_key ON runs (request_key)",
-        "CREATE INDEX predictions_run ON predictions (run_id, option)",
-    ]),
+        ],
+    ),
+    (
+        2,
+        "runs.request_key: what a run was asked to compute, so a repeated request reuses it",
+        [
+            "ALTER TABLE runs ADD COLUMN request_key VARCHAR",
+            "CREATE INDEX runs_request_key ON runs (request_key)",
+            "CREATE INDEX predictions_run ON predictions (run_id, option)",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # tables holding one run's results: what a run id owns
-RUN_TABLES = ("run_models", "run_bars", "predictions", "option_results", "diagnostics", "cpcv_paths",
-              "hifa_criteria", "permutation_nulls", "sweeps")
+RUN_TABLES = (
+    "run_models",
+    "run_bars",
+    "predictions",
+    "option_results",
+    "diagnostics",
+    "cpcv_paths",
+    "hifa_criteria",
+    "permutation_nulls",
+    "sweeps",
+)
 
 # the mode of the CPCV paths that retraining CPCV appends to a run, and its diagnostics section
 RETRAIN_MODE = "retraining"
@@ -98,7 +116,8 @@ TABLES = frozenset(t for _, _, sts in MIGRATIONS for t in _tables(sts))
 def read_schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The schema version recorded in an open store; 0 for an empty file."""
     has_meta = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchall()[0][0]
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+    ).fetchall()[0][0]
     if not has_meta:
         return 0
     rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()

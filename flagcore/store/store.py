@@ -34,7 +34,6 @@ import pandas as pd
 from flagcore.errors import FlagcoreError
 from flagcore.store.codec import from_json, to_json, utc_now
 from flagcore.store.schema import (
-    MIGRATIONS,  # noqa: F401  (re-export: callers move later)
     RETRAIN_MODE,
     RETRAIN_SECTION,
     RUN_TABLES,
@@ -102,7 +101,8 @@ class Store:
                 busy_timeout = float(env_timeout)
             except ValueError:
                 raise FlagcoreError(
-                    f"FLAGCORE_BUSY_TIMEOUT must be a number of seconds, got {env_timeout!r}") from None
+                    f"FLAGCORE_BUSY_TIMEOUT must be a number of seconds, got {env_timeout!r}"
+                ) from None
         self.busy_timeout = float(busy_timeout)
 
     def _version_key(self) -> str | None:
@@ -156,7 +156,8 @@ class Store:
                 if time.monotonic() >= deadline:
                     raise StoreBusy(
                         f"{self.path}: the store is busy (another flagcore process holds it) for over "
-                        f"{self.busy_timeout:g} s; try again when that process has finished") from None
+                        f"{self.busy_timeout:g} s; try again when that process has finished"
+                    ) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 
@@ -168,7 +169,8 @@ class Store:
         """A short-lived read-only connection; the store must exist (see :meth:`ensure`)."""
         if not self.exists():
             raise FlagcoreError(
-                f"{self.path}: no store here yet; run `flagcore demo` or `flagcore evaluate` first")
+                f"{self.path}: no store here yet; run `flagcore demo` or `flagcore evaluate` first"
+            )
         if not self._schema_checked:
             self.ensure()
         con = self._connect(read_only=True)
@@ -208,8 +210,10 @@ class Store:
                 self._schema_checked = True
                 return
             if version > SCHEMA_VERSION:
-                raise FlagcoreError(f"{self.path}: store schema v{version} is newer than this flagcore "
-                                    f"(v{SCHEMA_VERSION}); upgrade flagcore")
+                raise FlagcoreError(
+                    f"{self.path}: store schema v{version} is newer than this flagcore "
+                    f"(v{SCHEMA_VERSION}); upgrade flagcore"
+                )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect(read_only=False)
         try:
@@ -240,8 +244,18 @@ class Store:
     def list_runs(self) -> pd.DataFrame:
         """One row per run, newest first, with its baseline's collapse verdict and latest review."""
         if not self.exists():
-            return pd.DataFrame(columns=["run_id", "name", "created_at", "model_id", "dataset_id", "summary",
-                                         "latest_verdict", "latest_reviewer"])
+            return pd.DataFrame(
+                columns=[
+                    "run_id",
+                    "name",
+                    "created_at",
+                    "model_id",
+                    "dataset_id",
+                    "summary",
+                    "latest_verdict",
+                    "latest_reviewer",
+                ]
+            )
         return self._frame("""
             SELECT r.run_id, r.name, r.created_at, r.model_id, r.dataset_id, r.summary, r.settings,
                    lr.verdict AS latest_verdict, lr.reviewer AS latest_reviewer, lr.created_at AS reviewed_at
@@ -272,39 +286,50 @@ class Store:
     def hifa(self, run_id: int | None = None) -> pd.DataFrame:
         """Each option's HIFA criteria in one run, or in every run (``run_id`` None)."""
         where, params = ("", []) if run_id is None else ("WHERE run_id = ?", [int(run_id)])
-        df = self._frame(f"""SELECT h.* FROM hifa_criteria h JOIN option_results o USING (run_id, option)
-                            {where} ORDER BY run_id, o.ordinal, h.criterion""", params)
+        df = self._frame(
+            f"""SELECT h.* FROM hifa_criteria h JOIN option_results o USING (run_id, option)
+                            {where} ORDER BY run_id, o.ordinal, h.criterion""",
+            params,
+        )
         df["inputs"] = df["inputs"].map(from_json)
         return df
 
     def diagnostics(self, run_id: int, option: str = "baseline") -> dict:
-        df = self._frame("SELECT section, value FROM diagnostics WHERE run_id = ? AND option = ?",
-                        [int(run_id), option])
+        df = self._frame(
+            "SELECT section, value FROM diagnostics WHERE run_id = ? AND option = ?", [int(run_id), option]
+        )
         return {s: from_json(v) for s, v in zip(df["section"], df["value"], strict=True)}
 
     def predictions(self, run_id: int, option: str, period: str = "test") -> pd.DataFrame:
-        return self._frame("""SELECT p.*, b.timestamp, b.close, b.label FROM predictions p
+        return self._frame(
+            """SELECT p.*, b.timestamp, b.close, b.label FROM predictions p
                              JOIN run_bars b USING (run_id, period, bar)
                              WHERE p.run_id = ? AND p.option = ? AND p.period = ? ORDER BY p.bar""",
-                          [int(run_id), option, period])
+            [int(run_id), option, period],
+        )
 
     def equity_curves(self, run_id: int) -> pd.DataFrame:
-        return self._frame("""SELECT p.option, b.timestamp, p.equity FROM predictions p
+        return self._frame(
+            """SELECT p.option, b.timestamp, p.equity FROM predictions p
                               JOIN run_bars b USING (run_id, period, bar)
                               WHERE p.run_id = ? AND p.period = 'test' ORDER BY p.option, p.bar""",
-                           [int(run_id)])
+            [int(run_id)],
+        )
 
     def bars(self, run_id: int, period: str = "test") -> pd.DataFrame:
-        return self._frame("SELECT * FROM run_bars WHERE run_id = ? AND period = ? ORDER BY bar",
-                          [int(run_id), period])
+        return self._frame(
+            "SELECT * FROM run_bars WHERE run_id = ? AND period = ? ORDER BY bar", [int(run_id), period]
+        )
 
     def cpcv_paths(self, run_id: int) -> pd.DataFrame:
-        return self._frame("SELECT * FROM cpcv_paths WHERE run_id = ? ORDER BY option, mode, path",
-                           [int(run_id)])
+        return self._frame(
+            "SELECT * FROM cpcv_paths WHERE run_id = ? ORDER BY option, mode, path", [int(run_id)]
+        )
 
     def permutation_null(self, run_id: int, option: str) -> dict | None:
-        df = self._frame("SELECT * FROM permutation_nulls WHERE run_id = ? AND option = ?",
-                         [int(run_id), option])
+        df = self._frame(
+            "SELECT * FROM permutation_nulls WHERE run_id = ? AND option = ?", [int(run_id), option]
+        )
         if df.empty:
             return None
         row = df.iloc[0].to_dict()
@@ -315,8 +340,11 @@ class Store:
         return self._frame("SELECT * FROM sweeps WHERE run_id = ? ORDER BY parameter, value", [int(run_id)])
 
     def run_models(self, run_id: int) -> pd.DataFrame:
-        return self._frame("""SELECT rm.role, m.* FROM run_models rm JOIN models m USING (model_id)
-                             WHERE rm.run_id = ? ORDER BY rm.role""", [int(run_id)])
+        return self._frame(
+            """SELECT rm.role, m.* FROM run_models rm JOIN models m USING (model_id)
+                             WHERE rm.run_id = ? ORDER BY rm.role""",
+            [int(run_id)],
+        )
 
     def dataset(self, dataset_id: str) -> dict | None:
         df = self._frame("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id])
@@ -345,15 +373,18 @@ class Store:
     def cached_logits(self, model_id: str, dataset_id: str, settings: str) -> pd.DataFrame | None:
         if not self.exists():
             return None
-        df = self._frame("""SELECT bar, logit_sell, logit_hold, logit_buy, short_history FROM inference_cache
+        df = self._frame(
+            """SELECT bar, logit_sell, logit_hold, logit_buy, short_history FROM inference_cache
                            WHERE model_id = ? AND dataset_id = ? AND settings = ? ORDER BY bar""",
-                        [model_id, dataset_id, settings])
+            [model_id, dataset_id, settings],
+        )
         return None if df.empty else df
 
     def options_with_cpcv_mode(self, run_id: int, mode: str) -> set[str]:
         """The options of a run that have CPCV paths of ``mode`` (e.g. ``RETRAIN_MODE``) stored."""
-        df = self._frame("SELECT DISTINCT option FROM cpcv_paths WHERE run_id = ? AND mode = ?",
-                         [int(run_id), mode])
+        df = self._frame(
+            "SELECT DISTINCT option FROM cpcv_paths WHERE run_id = ? AND mode = ?", [int(run_id), mode]
+        )
         return set(df["option"])
 
     # ------------------------------------------------------------------ writes
@@ -397,28 +428,49 @@ class Store:
         Returns False, writing nothing, when another process stored this option's retraining
         paths meanwhile (theirs are kept).
         """
-        rows = pd.DataFrame({"run_id": int(run_id), "option": option, "mode": RETRAIN_MODE,
-                             "path": np.arange(len(path_sharpes)), "sharpe": np.asarray(path_sharpes)})
+        rows = pd.DataFrame(
+            {
+                "run_id": int(run_id),
+                "option": option,
+                "mode": RETRAIN_MODE,
+                "path": np.arange(len(path_sharpes)),
+                "sharpe": np.asarray(path_sharpes),
+            }
+        )
         with self.write() as con:
             again = con.execute(
                 "SELECT count(*) FROM cpcv_paths WHERE run_id = ? AND option = ? AND mode = ?",
-                [int(run_id), option, RETRAIN_MODE]).fetchall()[0][0]
+                [int(run_id), option, RETRAIN_MODE],
+            ).fetchall()[0][0]
             if again:
                 return False
             insert_frame(con, "cpcv_paths", rows)
-            con.execute("INSERT INTO diagnostics VALUES (?, ?, ?, ?)",
-                        [int(run_id), option, RETRAIN_SECTION, to_json(info)])
+            con.execute(
+                "INSERT INTO diagnostics VALUES (?, ?, ?, ?)",
+                [int(run_id), option, RETRAIN_SECTION, to_json(info)],
+            )
         return True
 
-    def put_inference(self, model_id: str, dataset_id: str, settings: str, logits: np.ndarray,
-                      short_history: np.ndarray) -> None:
-        df = pd.DataFrame({"model_id": model_id, "dataset_id": dataset_id, "settings": settings,
-                           "bar": np.arange(len(logits), dtype=np.int32),
-                           "logit_sell": logits[:, 0], "logit_hold": logits[:, 1], "logit_buy": logits[:, 2],
-                           "short_history": np.asarray(short_history, dtype=bool)})
+    def put_inference(
+        self, model_id: str, dataset_id: str, settings: str, logits: np.ndarray, short_history: np.ndarray
+    ) -> None:
+        df = pd.DataFrame(
+            {
+                "model_id": model_id,
+                "dataset_id": dataset_id,
+                "settings": settings,
+                "bar": np.arange(len(logits), dtype=np.int32),
+                "logit_sell": logits[:, 0],
+                "logit_hold": logits[:, 1],
+                "logit_buy": logits[:, 2],
+                "short_history": np.asarray(short_history, dtype=bool),
+            }
+        )
         with self.write() as con:
-            exists = con.execute("SELECT count(*) FROM inference_cache WHERE model_id = ? AND dataset_id = ? "
-                                 "AND settings = ?", [model_id, dataset_id, settings]).fetchall()[0][0]
+            exists = con.execute(
+                "SELECT count(*) FROM inference_cache WHERE model_id = ? AND dataset_id = ? AND settings = ?",
+                [model_id, dataset_id, settings],
+            ).fetchall()[0][0]
             if not exists:
                 insert_frame(con, "inference_cache", df)
 
@@ -437,31 +489,63 @@ class Store:
         with self.write() as con:
             if not con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [int(run_id)]).fetchall()[0][0]:
                 raise FlagcoreError(f"{self.path}: no run {run_id}")
-            snap = con.execute("""SELECT option, criterion, value, threshold, passed FROM hifa_criteria
-                                  WHERE run_id = ? ORDER BY option, criterion""", [int(run_id)]).fetchall()
-            snapshot = [{"option": o, "criterion": c, "value": v, "threshold": t, "passed": p}
-                        for o, c, v, t, p in snap]
+            snap = con.execute(
+                """SELECT option, criterion, value, threshold, passed FROM hifa_criteria
+                                  WHERE run_id = ? ORDER BY option, criterion""",
+                [int(run_id)],
+            ).fetchall()
+            snapshot = [
+                {"option": o, "criterion": c, "value": v, "threshold": t, "passed": p}
+                for o, c, v, t, p in snap
+            ]
             rid = con.execute(
                 """INSERT INTO reviews (run_id, reviewer, verdict, comment, created_at, hifa_snapshot)
                    VALUES (?, ?, ?, ?, ?, ?) RETURNING review_id""",
-                [int(run_id), reviewer, verdict, comment, utc_now(), to_json(snapshot)]).fetchall()[0][0]
+                [int(run_id), reviewer, verdict, comment, utc_now(), to_json(snapshot)],
+            ).fetchall()[0][0]
         return int(rid)
 
 
 def _insert_dataset(con: duckdb.DuckDBPyConnection, rec: dict) -> None:
-    con.execute("""INSERT INTO datasets SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+    con.execute(
+        """INSERT INTO datasets SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
                    WHERE NOT EXISTS (SELECT 1 FROM datasets WHERE dataset_id = ?)""",
-                [rec["dataset_id"], rec["source"], rec["bars"], rec["evaluated_bars"], rec["features"],
-                 rec["state_dim"], rec["feature_names"], rec["padded_inputs"], rec["label_horizon"],
-                 rec["label_shares"], rec["first_timestamp"], rec["last_timestamp"],
-                 rec["evaluation_start"], utc_now(), rec["dataset_id"]])
+        [
+            rec["dataset_id"],
+            rec["source"],
+            rec["bars"],
+            rec["evaluated_bars"],
+            rec["features"],
+            rec["state_dim"],
+            rec["feature_names"],
+            rec["padded_inputs"],
+            rec["label_horizon"],
+            rec["label_shares"],
+            rec["first_timestamp"],
+            rec["last_timestamp"],
+            rec["evaluation_start"],
+            utc_now(),
+            rec["dataset_id"],
+        ],
+    )
 
 
 def _insert_model(con: duckdb.DuckDBPyConnection, r: dict) -> None:
-    con.execute("""INSERT INTO models SELECT ?, ?, ?, ?, ?, ?, ?, ?
+    con.execute(
+        """INSERT INTO models SELECT ?, ?, ?, ?, ?, ?, ?, ?
                    WHERE NOT EXISTS (SELECT 1 FROM models WHERE model_id = ?)""",
-                [r["model_id"], r["kind"], r["source"], to_json(r["config"]), r["total_parameters"],
-                 r["trainable_parameters"], to_json(r["provenance"]), utc_now(), r["model_id"]])
+        [
+            r["model_id"],
+            r["kind"],
+            r["source"],
+            to_json(r["config"]),
+            r["total_parameters"],
+            r["trainable_parameters"],
+            to_json(r["provenance"]),
+            utc_now(),
+            r["model_id"],
+        ],
+    )
 
 
 def _insert_run(con: duckdb.DuckDBPyConnection, rows: RunRows) -> int:
@@ -469,5 +553,15 @@ def _insert_run(con: duckdb.DuckDBPyConnection, rows: RunRows) -> int:
         """INSERT INTO runs (name, created_at, model_id, dataset_id, train_dataset_id, settings, summary,
                              flagcore_version, request_key)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id""",
-        [rows.name, utc_now(), rows.model_id, rows.dataset_id, rows.train_dataset_id, to_json(rows.settings),
-         to_json(rows.summary), rows.flagcore_version, rows.request_key]).fetchall()[0][0]
+        [
+            rows.name,
+            utc_now(),
+            rows.model_id,
+            rows.dataset_id,
+            rows.train_dataset_id,
+            to_json(rows.settings),
+            to_json(rows.summary),
+            rows.flagcore_version,
+            rows.request_key,
+        ],
+    ).fetchall()[0][0]

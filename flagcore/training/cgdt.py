@@ -97,7 +97,11 @@ def critic_nll(mu: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor) ->
 
 
 def guidance_loss(
-    logits: torch.Tensor, rtg: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, tau: float,
+    logits: torch.Tensor,
+    rtg: torch.Tensor,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    tau: float,
 ) -> torch.Tensor:
     """Asymmetric critic guidance, in expectation under the policy.
 
@@ -208,7 +212,12 @@ def _window_starts(valid: np.ndarray, cfg: CGDTConfig, src: str) -> np.ndarray:
 
 
 def _training_data(
-    model: CGDT, features: np.ndarray, labels: np.ndarray, R: np.ndarray, valid: np.ndarray, src: str,
+    model: CGDT,
+    features: np.ndarray,
+    labels: np.ndarray,
+    R: np.ndarray,
+    valid: np.ndarray,
+    src: str,
 ) -> _TrainingData:
     """The training tensors; sets the model's return statistics and class weights."""
     cfg = model.config
@@ -230,8 +239,13 @@ def _training_data(
 
 
 def _fit_critic(
-    model: CGDT, close: np.ndarray, labels: np.ndarray, data: _TrainingData, g: torch.Generator,
-    history: list[dict], progress: Progress | None,
+    model: CGDT,
+    close: np.ndarray,
+    labels: np.ndarray,
+    data: _TrainingData,
+    g: torch.Generator,
+    history: list[dict],
+    progress: Progress | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 1: the critic by Gaussian NLL, then frozen; returns its (mu, sigma) (n, 3) per bar.
 
@@ -273,8 +287,15 @@ def _fit_critic(
 
 
 def _fit_policy(
-    model: CGDT, data: _TrainingData, MU: torch.Tensor, SIG: torch.Tensor, starts: np.ndarray,
-    g: torch.Generator, history: list[dict], progress: Progress | None, t0: float,
+    model: CGDT,
+    data: _TrainingData,
+    MU: torch.Tensor,
+    SIG: torch.Tensor,
+    starts: np.ndarray,
+    g: torch.Generator,
+    history: list[dict],
+    progress: Progress | None,
+    t0: float,
 ) -> int:
     """Stage 2: the policy by weighted CE + lambda * asymmetric critic guidance; returns windows per epoch."""
     cfg = model.config
@@ -283,9 +304,7 @@ def _fit_policy(
     starts_t = torch.as_tensor(starts)
     per_epoch = starts.size if cfg.windows_per_epoch == 0 else min(cfg.windows_per_epoch, starts.size)
     steps = cfg.epochs * math.ceil(per_epoch / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.1
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.1)
     offs = torch.arange(cfg.context)
     for epoch in range(cfg.epochs):
         perm = starts_t[torch.randperm(starts_t.numel(), generator=g)[:per_epoch]]
@@ -301,16 +320,27 @@ def _fit_policy(
             parts = [float(loss.detach()), float(ce.detach()), float(guide.detach())]
             sums += rows.shape[0] * np.array(parts)
         sums /= max(perm.numel(), 1)
-        history.append({"stage": "policy", "epoch": epoch + 1, "loss": float(sums[0]),
-                        "ce": float(sums[1]), "guidance": float(sums[2]),
-                        "seconds": round(time.perf_counter() - t0, 2)})
+        history.append(
+            {
+                "stage": "policy",
+                "epoch": epoch + 1,
+                "loss": float(sums[0]),
+                "ce": float(sums[1]),
+                "guidance": float(sums[2]),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
         if progress:
             progress(cfg.critic_epochs + epoch + 1, cfg.critic_epochs + cfg.epochs)
     return int(per_epoch)
 
 
 def _policy_loss(
-    model: CGDT, data: _TrainingData, MU: torch.Tensor, SIG: torch.Tensor, rows: torch.Tensor,
+    model: CGDT,
+    data: _TrainingData,
+    MU: torch.Tensor,
+    SIG: torch.Tensor,
+    rows: torch.Tensor,
     g: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, cross-entropy, guidance) of one batch of windows ``rows`` (B, K) of bar indices."""
@@ -368,6 +398,7 @@ def calibrate_target(net: CGDT, X: torch.Tensor, zv: np.ndarray, hold_share: flo
     -------
     (target, record) : the standardised target, and what the calibration found.
     """
+
     def share(z: float) -> float:
         logits, _ = predict_features(net, X, torch.tensor(z, dtype=torch.float32))
         return float((logits.argmax(-1) == 1).float().mean())

@@ -48,8 +48,15 @@ def _cpcv_split_task(shared: tuple, task: tuple) -> tuple:
 
 
 def retrain_cpcv(
-    ds: Dataset, model_config: FlagTraderConfig, cfg: TrainConfig | None = None, *, n_groups: int = 6,
-    n_test_groups: int = 2, embargo: int = 0, workers: int = 2, placement: Placement | None = None,
+    ds: Dataset,
+    model_config: FlagTraderConfig,
+    cfg: TrainConfig | None = None,
+    *,
+    n_groups: int = 6,
+    n_test_groups: int = 2,
+    embargo: int = 0,
+    workers: int = 2,
+    placement: Placement | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RetrainCPCV:
     """CPCV with the model retrained on every split (AFML ch. 12), splits run in worker processes.
@@ -70,8 +77,13 @@ def retrain_cpcv(
     h = ds.label_horizon or 0
     splits = cpcv_splits(ds.n_bars, n_groups, n_test_groups, purge=h, embargo=embargo)
     t0 = time.perf_counter()
-    done = run_tasks(_cpcv_split_task, [(s, sp.train, sp.test) for s, sp in enumerate(splits)],
-                     shared=(ds, model_config, cfg), placement=placement, progress=progress)
+    done = run_tasks(
+        _cpcv_split_task,
+        [(s, sp.train, sp.test) for s, sp in enumerate(splits)],
+        shared=(ds, model_config, cfg),
+        placement=placement,
+        progress=progress,
+    )
     results = {s: (logits, prov) for s, logits, prov in done}
     groups = group_indices(ds.n_bars, n_groups)
     paths = cpcv_paths(n_groups, n_test_groups)
@@ -82,6 +94,13 @@ def retrain_cpcv(
             seg = results[s][0][offset : offset + len(groups[g])]
             offset += len(groups[g])
             path_logits[np.flatnonzero(paths[:, g] == s)[:, None], groups[g]] = seg
-    return RetrainCPCV("retraining", [sp.test_groups for sp in splits], paths, path_logits, groups,
-                       [results[s][1] for s in range(len(splits))], time.perf_counter() - t0,
-                       placement.describe())
+    return RetrainCPCV(
+        "retraining",
+        [sp.test_groups for sp in splits],
+        paths,
+        path_logits,
+        groups,
+        [results[s][1] for s in range(len(splits))],
+        time.perf_counter() - t0,
+        placement.describe(),
+    )

@@ -117,8 +117,15 @@ def usable_ends(ds: Dataset, W: int, lo: int, hi: int) -> np.ndarray:
 
 
 def run_epoch(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, X: torch.Tensor, order: np.ndarray,
-    W: int, batch_size: int, *, steps: int | None = None,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    X: torch.Tensor,
+    order: np.ndarray,
+    W: int,
+    batch_size: int,
+    *,
+    steps: int | None = None,
     sched: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> list[float]:
     """One pass over the windows ending at ``order``, in batches; returns each step's loss.
@@ -238,30 +245,47 @@ def train_model(
     model.to(dev)
     X = torch.as_tensor(ds.features).to(dev)
     y_all = torch.as_tensor(ds.labels.astype(np.int64)).to(dev)
-    ret_target = (torch.as_tensor(forward_return_target(ds), dtype=torch.float32).to(dev)
-                  if cfg.loss == "multitask" else None)
+    ret_target = (
+        torch.as_tensor(forward_return_target(ds), dtype=torch.float32).to(dev)
+        if cfg.loss == "multitask"
+        else None
+    )
     loss_fn, weights, alpha = make_loss(base_network(model), cfg, y_all, split.shares, ret_target)
     t0 = time.perf_counter()
     history, best_loss, best_epoch = _fit(model, loss_fn, X, ds, split, W, cfg, rng, on_epoch, t0)
     model.eval()
     provenance = {
         "trainer": f"flagcore {__version__}",
-        "data_hash": ds.content_hash, "data_source": ds.source,
-        "loss": cfg.loss, "train_config": _jsonable(asdict(cfg)),
+        "data_hash": ds.content_hash,
+        "data_source": ds.source,
+        "loss": cfg.loss,
+        "train_config": _jsonable(asdict(cfg)),
         "class_weights": weights.cpu().tolist() if cfg.loss in ("weighted", "multitask") else None,
         "focal_alpha": alpha.cpu().tolist() if cfg.loss == "focal" else None,
         "train_label_shares": {c: float(split.shares[i]) for i, c in enumerate(CLASS_NAMES)},
-        "train_windows": int(len(split.train_ends)), "val_windows": int(len(split.val_ends)),
+        "train_windows": int(len(split.train_ends)),
+        "val_windows": int(len(split.val_ends)),
         "val_start": ds.timestamps[split.val_start].isoformat(),
-        "epochs_run": len(history), "best_epoch": best_epoch, "best_val_loss": float(best_loss),
-        "loss_position": cfg.loss_position, "seconds": round(time.perf_counter() - t0, 2),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "best_val_loss": float(best_loss),
+        "loss_position": cfg.loss_position,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
     return TrainResult(model, history, provenance)
 
 
 def _fit(
-    model: torch.nn.Module, loss_fn: LossFn, X: torch.Tensor, ds: Dataset, split: _Split, W: int,
-    cfg: TrainConfig, rng: np.random.Generator, on_epoch: Callable[[dict], None] | None, t0: float,
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    X: torch.Tensor,
+    ds: Dataset,
+    split: _Split,
+    W: int,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    on_epoch: Callable[[dict], None] | None,
+    t0: float,
 ) -> tuple[list[dict], float, int]:
     """The epochs with early stopping; leaves the best epoch's weights in ``model``.
 
@@ -271,8 +295,9 @@ def _fit(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = cfg.windows_per_epoch or len(split.train_ends)
     steps_per_epoch = max(1, per_epoch // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps_per_epoch * cfg.epochs,
-                                                pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=steps_per_epoch * cfg.epochs, pct_start=0.1
+    )
     assert ds.labels is not None
     p_draw = None
     if cfg.loss == "oversample":
@@ -286,8 +311,9 @@ def _fit(
             order = rng.choice(split.train_ends, size=steps_per_epoch * cfg.batch_size, p=p_draw)
         else:
             order = rng.permutation(split.train_ends)[: steps_per_epoch * cfg.batch_size]
-        losses = run_epoch(model, opt, loss_fn, X, order, W, cfg.batch_size, steps=steps_per_epoch,
-                           sched=sched)
+        losses = run_epoch(
+            model, opt, loss_fn, X, order, W, cfg.batch_size, steps=steps_per_epoch, sched=sched
+        )
         train_loss = loss_total(losses) / steps_per_epoch
         row = _epoch_row(epoch, train_loss, model, loss_fn, X, ds, split.val_ends, W, t0)
         history.append(row)
@@ -306,26 +332,42 @@ def _fit(
 
 
 def _epoch_row(
-    epoch: int, train_loss: float, model: torch.nn.Module, loss_fn: LossFn, X: torch.Tensor, ds: Dataset,
-    val_ends: np.ndarray, W: int, t0: float,
+    epoch: int,
+    train_loss: float,
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    X: torch.Tensor,
+    ds: Dataset,
+    val_ends: np.ndarray,
+    W: int,
+    t0: float,
 ) -> dict:
     """An epoch's history row: training loss, validation loss, accuracy and predicted shares."""
     assert ds.labels is not None
     val_loss, val_pred = evaluate_windows(model, loss_fn, X, val_ends, W)
     val_y = ds.labels[val_ends]
     pred_shares = np.bincount(val_pred, minlength=N_CLASSES) / len(val_pred)
-    recall = [float((val_pred[val_y == c] == c).mean()) if (val_y == c).any() else 0.0
-              for c in range(N_CLASSES)]
-    return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-            "val_accuracy": float((val_pred == val_y).mean()),
-            "val_balanced_accuracy": float(np.mean(recall)),
-            "val_pred_shares": {c: float(pred_shares[i]) for i, c in enumerate(CLASS_NAMES)},
-            "seconds": time.perf_counter() - t0}
+    recall = [
+        float((val_pred[val_y == c] == c).mean()) if (val_y == c).any() else 0.0 for c in range(N_CLASSES)
+    ]
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_accuracy": float((val_pred == val_y).mean()),
+        "val_balanced_accuracy": float(np.mean(recall)),
+        "val_pred_shares": {c: float(pred_shares[i]) for i, c in enumerate(CLASS_NAMES)},
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 @torch.no_grad()
 def evaluate_windows(
-    model: torch.nn.Module, loss_fn: LossFn, X: torch.Tensor, ends: np.ndarray, W: int,
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    X: torch.Tensor,
+    ends: np.ndarray,
+    W: int,
 ) -> tuple[float, np.ndarray]:
     """(mean loss, predicted classes) of the windows ending at ``ends``, in eval mode."""
     model.eval()

@@ -81,7 +81,10 @@ def forward_return_target(ds: Dataset) -> np.ndarray:
 
 
 def make_loss(
-    net: FlagTrader, cfg: LossSettings, y_all: torch.Tensor, shares: np.ndarray,
+    net: FlagTrader,
+    cfg: LossSettings,
+    y_all: torch.Tensor,
+    shares: np.ndarray,
     ret_target: torch.Tensor | None,
 ) -> tuple[LossFn, torch.Tensor, torch.Tensor]:
     """``(loss_fn, class weights, focal alpha)`` for the configured loss.

@@ -66,8 +66,14 @@ class Placement:
 
 # what every worker imports anyway (torch and peft take about 5 s on 2 cores): imported once, in
 # the server the workers are forked from, instead of in every spawned worker
-PRELOAD = ["flagcore.training.loop", "flagcore.training.walk_forward", "flagcore.training.cpcv",
-           "flagcore.training.cgdt", "flagcore.models.inference", "flagcore.models.checkpoint"]
+PRELOAD = [
+    "flagcore.training.loop",
+    "flagcore.training.walk_forward",
+    "flagcore.training.cpcv",
+    "flagcore.training.cgdt",
+    "flagcore.models.inference",
+    "flagcore.models.checkpoint",
+]
 
 
 def worker_context():
@@ -179,10 +185,15 @@ def _check_after(n: int, after: Mapping[int, int] | None) -> dict[int, int]:
     return deps
 
 
-def run_tasks(fn: Callable[[Any, Any], Any], items: Sequence, *, shared: Any = None,
-              placement: Placement | None = None,
-              progress: Callable[[int, int], None] | None = None,
-              after: Mapping[int, int] | None = None) -> list:
+def run_tasks(
+    fn: Callable[[Any, Any], Any],
+    items: Sequence,
+    *,
+    shared: Any = None,
+    placement: Placement | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    after: Mapping[int, int] | None = None,
+) -> list:
     """``[fn(shared, item) for item in items]``, run where ``placement`` says; results in order.
 
     Parameters
@@ -223,8 +234,12 @@ def _run_local(fn, items, shared, workers, progress, schedule: _Schedule) -> lis
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     results: dict[int, Any] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=worker_context(),
-                             initializer=_local_init, initargs=(threads, shared, os.getpid())) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(items)),
+        mp_context=worker_context(),
+        initializer=_local_init,
+        initargs=(threads, shared, os.getpid()),
+    ) as pool:
         futures: dict[Future, int] = {}
 
         def submit_ready() -> set[Future]:
@@ -257,7 +272,9 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise FlagcoreError(f"--ray-address {address}: expected 'local', 'auto', host:port or ray://host:port")
+        raise FlagcoreError(
+            f"--ray-address {address}: expected 'local', 'auto', host:port or ray://host:port"
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
@@ -278,9 +295,13 @@ def _connect_ray(address: str):
 
     import flagcore
 
-    kw: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
-                # the workers import this flagcore, whatever the nodes have installed
-                "runtime_env": {"py_modules": [str(Path(flagcore.__file__).parent)]}}
+    kw: dict = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+        # the workers import this flagcore, whatever the nodes have installed
+        "runtime_env": {"py_modules": [str(Path(flagcore.__file__).parent)]},
+    }
     if address == "local":
         kw.update(num_cpus=os.cpu_count() or 1, object_store_memory=256 * 1024**2)
     elif address != "auto":

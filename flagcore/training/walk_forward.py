@@ -72,8 +72,11 @@ def walk_forward(
             break
         resolved_until = stop - 1 - h  # labels of bars <= this are known at the close of bar stop-1
         ends = usable_ends(ds, W, max(0, resolved_until + 1 - recent), resolved_until + 1)
-        row = {"block_start": ds.timestamps[start].isoformat(), "bars": stop - start,
-               "fine_tune_bars": int(len(ends))}
+        row = {
+            "block_start": ds.timestamps[start].isoformat(),
+            "bars": stop - start,
+            "fine_tune_bars": int(len(ends)),
+        }
         if len(ends) >= cfg.batch_size:
             loss = _fine_tune(current, ds, ends, W, epochs, cfg, rng)
             if loss is not None:
@@ -85,7 +88,12 @@ def walk_forward(
 
 
 def _fine_tune(
-    model: torch.nn.Module, ds: Dataset, ends: np.ndarray, W: int, epochs: int, cfg: TrainConfig,
+    model: torch.nn.Module,
+    ds: Dataset,
+    ends: np.ndarray,
+    W: int,
+    epochs: int,
+    cfg: TrainConfig,
     rng: np.random.Generator,
 ) -> float | None:
     """Fine-tune ``model`` in place on the windows ending at ``ends``; its mean step loss.
@@ -109,7 +117,11 @@ def _fine_tune(
 
 
 def write_predictions(
-    ds: Dataset, logits: np.ndarray, window: int, path: str | os.PathLike, **metadata,
+    ds: Dataset,
+    logits: np.ndarray,
+    window: int,
+    path: str | os.PathLike,
+    **metadata,
 ) -> Path:
     """Write walk-forward predictions of ``ds``'s evaluation period as a file, atomically.
 

@@ -11,15 +11,20 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import require_browser, streamlit_server
+from conftest import copy_demo_store, require_browser, streamlit_server
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
 @pytest.fixture(scope="session")
 def server(quick_demo, tmp_path_factory):
+    """A server on its own copy of the demo store: the reviews signed here stay out of the shared one."""
     require_browser()
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    with streamlit_server(quick_demo["store"].path, log) as url:
-        yield {"url": url, "log": log, "store": quick_demo["store"], "run_id": quick_demo["run_id"]}
+    folder = tmp_path_factory.mktemp("server")
+    demo = copy_demo_store(quick_demo, folder / "store")
+    log = folder / "streamlit.log"
+    with streamlit_server(demo["store"].path, log) as url:
+        yield {"url": url, "log": log, "store": demo["store"], "run_id": demo["run_id"]}
 
 
 @pytest.fixture
@@ -42,14 +47,20 @@ def _settle(page, timeout: float = 60_000) -> None:
     """Wait for the app to finish its run: script not running, no skeletons left."""
     page.wait_for_timeout(250)  # past the widget debounce
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0",
-                           timeout=timeout)
-
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0", timeout=timeout
+    )
 
 
 CHARTED = ("Model health", "Logit analysis", "Solution comparison", "HIFA criteria")
-PAGES = ["Validation status", "Model health", "Logit analysis", "Solution comparison", "HIFA criteria",
-         "Reviews"]
+PAGES = [
+    "Validation status",
+    "Model health",
+    "Logit analysis",
+    "Solution comparison",
+    "HIFA criteria",
+    "Reviews",
+]
 
 
 def _no_exception(page):

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from flagcore.cli.main import main
-from flagcore.store.store import RUN_TABLES, Store
+from flagcore.cli.command import main
+from flagcore.store.schema import RUN_TABLES
+from flagcore.store.store import Store
 
 pytestmark = pytest.mark.slow  # every case runs against a copy of the quick demo's store
 
