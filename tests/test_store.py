@@ -9,8 +9,9 @@ import duckdb
 import pytest
 
 from flagcore.errors import FlagcoreError
+from flagcore.store.connection import StoreBusy
 from flagcore.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from flagcore.store.store import Store, StoreBusy
+from flagcore.store.store import Store
 
 
 def _sql(store: Store, sql: str):
@@ -108,7 +109,7 @@ def test_retraining_paths_are_appended_once(tmp_path):
 def test_the_run_writer_takes_run_tables_only(tmp_path):
     import pandas as pd
 
-    from flagcore.store.store import RunRows
+    from flagcore.store.runs import RunRows
 
     s = Store(tmp_path / "x.duckdb")
     rows = RunRows(

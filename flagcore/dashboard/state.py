@@ -17,7 +17,8 @@ import pandas as pd
 import streamlit as st
 
 from flagcore.errors import FlagcoreError  # pages catch it through this module too
-from flagcore.store.store import Store, default_path
+from flagcore.store.connection import default_path
+from flagcore.store.store import Store
 
 RUN_TTL = 600  # cached reads are keyed on the store's version (see above); this only bounds memory
 RUNS_TTL = 30  # the run list, read on every rerun of every page: briefly cached

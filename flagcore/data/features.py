@@ -249,6 +249,28 @@ def compute_features(bars: pd.DataFrame, progress: Callable[[str], None] | None 
 SEED_HOLD_SHARE = 0.6142  # the seed's test-period HOLD share (its reported accuracy)
 
 
+def _first_test_bar(ts: pd.DatetimeIndex, test_start, horizon: int, source: str) -> int:
+    """The index of the first bar on or after ``test_start``, refused without enough bars on each side."""
+    start = pd.Timestamp(test_start)
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    first_test = int(ts.searchsorted(start))
+    if first_test >= len(ts):
+        raise FlagcoreError(f"{source}: no bars on or after the test start {start.isoformat()}")
+    if first_test - horizon <= WARMUP + 100:
+        raise FlagcoreError(f"{source}: too few training bars before {start.isoformat()}")
+    return first_test
+
+
+def _period(feats: pd.DataFrame, label_text: pd.Series, rows: np.ndarray) -> tuple[pd.DataFrame, list[str]]:
+    """The rows' features and labels: every market feature, and the order-flow features the feed covers
+    over all of these rows."""
+    flow = [c for c in ORDER_FLOW_FEATURES if c in feats.columns and feats.loc[rows, c].notna().all()]
+    cols = [*MARKET_FEATURES, *flow]
+    df = feats.loc[rows, ["timestamp", "close", *cols]].copy()
+    df["label"] = label_text[rows].to_numpy()
+    return df.reset_index(drop=True), flow
+
+
 def build_datasets(
     bars: pd.DataFrame,
     *,
@@ -275,20 +297,10 @@ def build_datasets(
     close = bars["close"].to_numpy(float)
     sigma = ewm_volatility(close)
     ts = pd.DatetimeIndex(bars["timestamp"])
-    n = len(bars)
-    keep = np.arange(n) >= WARMUP
-    if test_start is not None:
-        start = pd.Timestamp(test_start)
-        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
-        first_test = int(ts.searchsorted(start))
-        if first_test >= n:
-            raise FlagcoreError(f"{source}: no bars on or after the test start {start.isoformat()}")
-        if first_test - horizon <= WARMUP + 100:
-            raise FlagcoreError(f"{source}: too few training bars before {start.isoformat()}")
-        eval_mask = np.arange(n) >= first_test
-    else:
-        first_test = None
-        eval_mask = keep
+    bar = np.arange(len(bars))
+    keep = bar >= WARMUP
+    first_test = None if test_start is None else _first_test_bar(ts, test_start, horizon, source)
+    eval_mask = keep if first_test is None else bar >= first_test
     if width is None:
         width = calibrate_width(close, sigma, horizon, target_hold, method, mask=eval_mask)
     labels = make_labels(close, sigma, horizon, width, method)
@@ -301,52 +313,22 @@ def build_datasets(
         "source": source,
         "periods_per_year": periods_per_year(ts),
     }
-    market_cols = list(MARKET_FEATURES)
-    flow_cols = [c for c in ORDER_FLOW_FEATURES if c in feats.columns]
 
-    def frame(rows: np.ndarray, cols: list[str]) -> pd.DataFrame:
-        df = feats.loc[rows, ["timestamp", "close", *cols]].copy()
-        df["label"] = label_text[rows].to_numpy()
-        return df.reset_index(drop=True)
+    def described(rows: np.ndarray, label_rows: np.ndarray, **extra) -> tuple[pd.DataFrame, dict]:
+        df, flow = _period(feats, label_text, rows)
+        features = {"market": list(MARKET_FEATURES), "order_flow": flow}
+        return df, {**meta, "features": features, **extra, "label_shares": shares(labels[label_rows])}
 
     if first_test is None:
-        cols = market_cols + [c for c in flow_cols if feats.loc[keep, c].notna().all()]
-        df = frame(keep, cols)
-        return {
-            "all": (
-                df,
-                {
-                    **meta,
-                    "features": {"market": market_cols, "order_flow": cols[49:]},
-                    "label_shares": shares(labels[keep]),
-                },
-            )
-        }
-    train_rows = keep & (np.arange(n) < first_test - horizon)
-    test_rows = np.arange(n) >= max(first_test - context, WARMUP)
-    train_cols = market_cols + [c for c in flow_cols if feats.loc[train_rows, c].notna().all()]
-    test_cols = market_cols + [c for c in flow_cols if feats.loc[test_rows, c].notna().all()]
-    train = frame(train_rows, train_cols)
-    test = frame(test_rows, test_cols)
-    evaluation_start = ts[first_test].isoformat()
+        return {"all": described(keep, keep)}
+    train_rows = keep & (bar < first_test - horizon)
+    test_rows = bar >= max(first_test - context, WARMUP)
     return {
-        "train": (
-            train,
-            {
-                **meta,
-                "features": {"market": market_cols, "order_flow": train_cols[49:]},
-                "purged_bars": int(horizon),
-                "label_shares": shares(labels[train_rows]),
-            },
-        ),
-        "test": (
-            test,
-            {
-                **meta,
-                "features": {"market": market_cols, "order_flow": test_cols[49:]},
-                "evaluation_start": evaluation_start,
-                "context_bars": int(first_test - test_rows.argmax()),
-                "label_shares": shares(labels[eval_mask]),
-            },
+        "train": described(train_rows, train_rows, purged_bars=int(horizon)),
+        "test": described(
+            test_rows,
+            eval_mask,
+            evaluation_start=ts[first_test].isoformat(),
+            context_bars=int(first_test - test_rows.argmax()),
         ),
     }

@@ -11,7 +11,8 @@ import pandas as pd
 
 from flagcore.pipeline.run import RunResult
 from flagcore.store.codec import to_json
-from flagcore.store.store import RunRows, Store
+from flagcore.store.runs import RunRows
+from flagcore.store.store import Store
 from flagcore.vocab import CLASS_NAMES, LABELS_OPTION, LOGIT_COLUMNS, N_CLASSES, OPTIONS
 
 # the backtest's per-bar arrays: stored in the predictions table, not among an option's metrics

@@ -28,9 +28,7 @@ def _check_complete(store: Store, n_bars: int) -> None:
     for rid in store.list_runs()["run_id"]:
         opts = store.option_results(int(rid))
         assert len(opts) >= 1
-        n = store.query(
-            "SELECT count(*) AS n FROM predictions WHERE run_id = ? AND period = 'test'", [int(rid)]
-        )["n"].iloc[0]
+        n = len(store.equity_curves(int(rid)))  # one row per option and test bar
         assert n == len(opts) * n_bars
         assert len(store.hifa(int(rid))) == 3 * len(opts)
 
@@ -154,7 +152,8 @@ def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
             _, err = w.communicate(timeout=300)
             assert w.returncode == 0, err
         # a refresh shows the new runs
-        new_ids = store.query("SELECT run_id FROM runs WHERE name LIKE 'concurrent-%'")["run_id"].tolist()
+        runs = store.list_runs()
+        new_ids = runs[runs["name"].str.startswith("concurrent-")]["run_id"].tolist()
         assert len(new_ids) == 2
         pg = sessions[0]
         for rid in new_ids:

@@ -1,0 +1,193 @@
+"""The store file: where it lives, its version, and short-lived connections that wait out a lock.
+
+DuckDB lets one process hold a file read-write or many hold it read-only, never both, so every
+connection is short-lived: opened for one read or one write and closed at once. Reads open
+read-only; a write holds the file for one transaction, so an interrupted write leaves nothing
+behind. Both retry on DuckDB's lock error with exponential backoff, up to ``busy_timeout`` seconds,
+then raise :class:`StoreBusy` with a one-line message. The schema is brought up to date
+(:mod:`flagcore.store.schema`) the first time a newer flagcore writes to an older file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from flagcore.errors import FlagcoreError
+from flagcore.store.schema import SCHEMA_VERSION, migrate, read_schema_version
+
+DEFAULT_PATH = Path("data") / "flagcore.duckdb"
+ENV_VAR = "FLAGCORE_STORE"
+
+
+class StoreBusy(FlagcoreError):
+    """The store stayed locked by another process for longer than the busy timeout."""
+
+
+def default_path() -> Path:
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else DEFAULT_PATH
+
+
+def is_lock_error(e: BaseException) -> bool:
+    msg = str(e)
+    return "Could not set lock" in msg or "Conflicting lock" in msg or "database is locked" in msg
+
+
+_CURRENT: set[str] = set()  # store files (path, inode, mtime) this process has seen at SCHEMA_VERSION
+
+
+class StoreFile:
+    """The store file at ``path``: its version and its connections (see the module docstring).
+
+    :class:`flagcore.store.store.Store` adds every query and every write on top."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout: float | None = None):
+        self.path = Path(path) if path is not None else default_path()
+        if busy_timeout is None:
+            env_timeout = os.environ.get("FLAGCORE_BUSY_TIMEOUT", "30")
+            try:
+                busy_timeout = float(env_timeout)
+            except ValueError:
+                raise FlagcoreError(
+                    f"FLAGCORE_BUSY_TIMEOUT must be a number of seconds, got {env_timeout!r}"
+                ) from None
+        self.busy_timeout = float(busy_timeout)
+
+    def _version_key(self) -> str | None:
+        # the file's identity and modification time: any write (a migration by a newer flagcore
+        # included) makes this process check the schema again, plain reads do not
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return f"{self.path.resolve()}:{st.st_ino}:{st.st_mtime_ns}"
+
+    def version(self) -> str:
+        """The file's version: identity, size and modification time of the store file and of its
+        write-ahead log. Every write changes it, so a cache keyed on it never serves a stale read."""
+        parts = []
+        for p in (self.path, Path(f"{self.path}.wal")):
+            try:
+                s = p.stat()
+            except OSError:
+                parts.append("-")
+                continue
+            parts.append(f"{s.st_ino}:{s.st_size}:{s.st_mtime_ns}")
+        return "/".join(parts)
+
+    @property
+    def _schema_checked(self) -> bool:
+        key = self._version_key()
+        return key is not None and key in _CURRENT
+
+    @_schema_checked.setter
+    def _schema_checked(self, value: bool) -> None:
+        key = self._version_key()
+        if key is not None and value:
+            _CURRENT.add(key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as e:
+                if not is_lock_error(e):
+                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    raise FlagcoreError(f"{self.path}: cannot open the store ({first})") from None
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(
+                        f"{self.path}: the store is busy (another flagcore process holds it) for over "
+                        f"{self.busy_timeout:g} s; try again when that process has finished"
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    def exists(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived read-only connection; the store must exist (see :meth:`ensure`)."""
+        if not self.exists():
+            raise FlagcoreError(
+                f"{self.path}: no store here yet; run `flagcore demo` or `flagcore evaluate` first"
+            )
+        if not self._schema_checked:
+            self.ensure()
+        con = self._connect(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction on a read-write connection: committed on success, rolled back on any
+        exception (KeyboardInterrupt included), and the file released at once either way."""
+        self.ensure()
+        con = self._connect(read_only=False)
+        try:
+            con.begin()
+            try:
+                yield con
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+        finally:
+            con.close()
+
+    def ensure(self) -> None:
+        """Create the store or migrate it to ``SCHEMA_VERSION``."""
+        if self._schema_checked:
+            return
+        if self.exists():
+            con = self._connect(read_only=True)
+            try:
+                version = read_schema_version(con)
+            finally:
+                con.close()
+            if version == SCHEMA_VERSION:
+                self._schema_checked = True
+                return
+            if version > SCHEMA_VERSION:
+                raise FlagcoreError(
+                    f"{self.path}: store schema v{version} is newer than this flagcore "
+                    f"(v{SCHEMA_VERSION}); upgrade flagcore"
+                )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect(read_only=False)
+        try:
+            migrate(con)
+        finally:
+            con.close()
+        self._schema_checked = True
+
+    def schema_version(self) -> int:
+        if not self.exists():
+            return 0
+        con = self._connect(read_only=True)
+        try:
+            return read_schema_version(con)
+        finally:
+            con.close()
+
+    def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        with self.read() as con:
+            return con.execute(sql, list(params or [])).df()
