@@ -1,3 +1,5 @@
+"""HIFA criteria: per option the criteria table, the DSR inputs, CPCV paths, the permutation null, PBO."""
+
 import streamlit as st
 
 from flagcore.dashboard import plots, views

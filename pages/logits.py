@@ -1,3 +1,5 @@
+"""Logit analysis: per model the action shares, confidence, logits, accuracy and calibration."""
+
 import numpy as np
 import streamlit as st
 

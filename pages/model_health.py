@@ -1,3 +1,5 @@
+"""Model health: parameter counts, checkpoints, the forward-pass check, feature shift, collapse."""
+
 import streamlit as st
 
 from flagcore.dashboard import plots, views

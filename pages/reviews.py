@@ -1,3 +1,5 @@
+"""Reviews: the sign-off form, the run's review history, and the findings report."""
+
 import streamlit as st
 
 from flagcore.dashboard import state as ac

@@ -1,3 +1,5 @@
+"""Solution comparison: every option side by side, equity curves, the HOLD-threshold and tau sliders."""
+
 import streamlit as st
 
 from flagcore.dashboard import plots, views

@@ -1,3 +1,5 @@
+"""Validation status: every run with its verdicts, and evaluating a checkpoint from the dashboard."""
+
 import streamlit as st
 
 from flagcore.dashboard import state as ac

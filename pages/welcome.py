@@ -1,3 +1,5 @@
+"""Get started: shown on an empty store; builds the embedded demo at the press of a button."""
+
 import streamlit as st
 
 from flagcore.dashboard import state as ac

@@ -254,3 +254,45 @@ def test_two_writers_and_a_reader_at_once(tmp_path):
     df = s.reviews(1)
     for w in ("ann", "bob"):  # every write present exactly once
         assert sorted(df.loc[df["reviewer"] == w, "comment"]) == sorted(f"{w} {i}" for i in range(n))
+
+
+def _hold_writer_lock(path: str, seconds: float, ready) -> None:
+    from flagcore.store.store import Store
+
+    with Store(path).writer_lock():
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_a_write_waits_for_another_processs_writer_lock(tmp_path):
+    """The writer lock alone keeps a second writer out, whatever DuckDB's own lock does."""
+    s = Store(tmp_path / "x.duckdb", busy_timeout=0.5)
+    rid = _add_run(s)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold_writer_lock, args=(str(s.path), 4, ready))
+    p.start()
+    assert ready.wait(30)
+    with pytest.raises(StoreBusy, match="another flagcore process is writing") as e:
+        s.add_review(rid, "ann", "approve")
+    assert "\n" not in str(e.value)
+    p.join()
+    s.add_review(rid, "ann", "approve")  # free again once the holder has gone
+    assert s.reviews(rid)["reviewer"].tolist() == ["ann"]
+
+
+def test_six_reviewers_at_the_same_moment_each_land_once(tmp_path):
+    s = Store(tmp_path / "x.duckdb")
+    _add_run(s)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(s.path), f"r{i}", "1"], stderr=subprocess.PIPE, text=True
+        )
+        for i in range(6)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    df = s.reviews(1)
+    assert sorted(df["reviewer"]) == [f"r{i}" for i in range(6)]
+    assert df["review_id"].is_unique

@@ -10,6 +10,7 @@ then raise :class:`StoreBusy` with a one-line message. The schema is brought up 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import time
@@ -137,41 +138,84 @@ class StoreFile:
             con.close()
 
     @contextmanager
-    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction on a read-write connection: committed on success, rolled back on any
-        exception (KeyboardInterrupt included), and the file released at once either way."""
-        self.ensure()
-        con = self._connect(read_only=False)
-        try:
-            con.begin()
-            try:
-                yield con
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
-        finally:
-            con.close()
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the store's writer lock: one flagcore writer at a time, whichever process it runs in.
 
-    def ensure(self) -> None:
-        """Create the store or migrate it to ``SCHEMA_VERSION``."""
-        if self._schema_checked:
-            return
-        if self.exists():
-            con = self._connect(read_only=True)
+        An ``flock`` on a sidecar file (``<store>.writer.lock``), taken before the read-write
+        connection opens and released after it closes. DuckDB's own lock on the database file did not
+        always keep two writers apart: CI once saw two concurrent ``flagcore review`` processes both
+        exit 0 with review id 1, and one sign-off was gone. Waits like a locked file does (backoff
+        up to ``busy_timeout``, then :class:`StoreBusy`).
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.busy_timeout
+            delay = 0.02
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreBusy(
+                            f"{self.path}: the store is busy (another flagcore process is writing) for "
+                            f"over {self.busy_timeout:g} s; try again when that process has finished"
+                        ) from None
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 1.0)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction on a read-write connection, under the writer lock: committed on success,
+        rolled back on any exception (KeyboardInterrupt included), and the file released at once
+        either way."""
+        with self.writer_lock():
+            if not self._schema_checked and not self._schema_is_current():
+                self._migrate()
+            con = self._connect(read_only=False)
             try:
-                version = read_schema_version(con)
+                con.begin()
+                try:
+                    yield con
+                    con.commit()
+                except BaseException:
+                    con.rollback()
+                    raise
             finally:
                 con.close()
-            if version == SCHEMA_VERSION:
-                self._schema_checked = True
-                return
-            if version > SCHEMA_VERSION:
-                raise FlagcoreError(
-                    f"{self.path}: store schema v{version} is newer than this flagcore "
-                    f"(v{SCHEMA_VERSION}); upgrade flagcore"
-                )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def ensure(self) -> None:
+        """Create the store or migrate it to ``SCHEMA_VERSION`` (under the writer lock)."""
+        if self._schema_checked or self._schema_is_current():
+            return
+        with self.writer_lock():
+            if not self._schema_is_current():  # another process may have migrated it meanwhile
+                self._migrate()
+
+    def _schema_is_current(self) -> bool:
+        """Whether the file exists at ``SCHEMA_VERSION`` (remembered); refuses a newer schema."""
+        if not self.exists():
+            return False
+        con = self._connect(read_only=True)
+        try:
+            version = read_schema_version(con)
+        finally:
+            con.close()
+        if version > SCHEMA_VERSION:
+            raise FlagcoreError(
+                f"{self.path}: store schema v{version} is newer than this flagcore "
+                f"(v{SCHEMA_VERSION}); upgrade flagcore"
+            )
+        if version == SCHEMA_VERSION:
+            self._schema_checked = True
+        return version == SCHEMA_VERSION
+
+    def _migrate(self) -> None:
+        """Create the store or bring it to ``SCHEMA_VERSION``; the caller holds the writer lock."""
         con = self._connect(read_only=False)
         try:
             migrate(con)
