@@ -38,6 +38,19 @@ def default_path() -> Path:
     return Path(env) if env else DEFAULT_PATH
 
 
+def attempts(timeout: float) -> Iterator[None]:
+    """One step per attempt: the first at once, then after a jittered exponential backoff (20 ms
+    doubling up to 1 s), until ``timeout`` seconds have passed; the caller stops early on success."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        yield
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
+
+
 def is_lock_error(e: BaseException) -> bool:
     msg = str(e)
     return "Could not set lock" in msg or "Conflicting lock" in msg or "database is locked" in msg
@@ -101,23 +114,21 @@ class StoreFile:
 
     # ------------------------------------------------------------------ connections
 
+    def _busy(self, holder: str) -> StoreBusy:
+        return StoreBusy(
+            f"{self.path}: the store is busy (another flagcore process {holder}) for over "
+            f"{self.busy_timeout:g} s; try again when that process has finished"
+        )
+
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.02
-        while True:
+        for _ in attempts(self.busy_timeout):
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as e:
                 if not is_lock_error(e):
                     first = str(e).splitlines()[0] if str(e) else type(e).__name__
                     raise FlagcoreError(f"{self.path}: cannot open the store ({first})") from None
-                if time.monotonic() >= deadline:
-                    raise StoreBusy(
-                        f"{self.path}: the store is busy (another flagcore process holds it) for over "
-                        f"{self.busy_timeout:g} s; try again when that process has finished"
-                    ) from None
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 1.0)
+        raise self._busy("holds it")
 
     def exists(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
@@ -150,20 +161,14 @@ class StoreFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(f"{self.path}.writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + self.busy_timeout
-            delay = 0.02
-            while True:
+            for _ in attempts(self.busy_timeout):
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StoreBusy(
-                            f"{self.path}: the store is busy (another flagcore process is writing) for "
-                            f"over {self.busy_timeout:g} s; try again when that process has finished"
-                        ) from None
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 1.0)
+                    continue
+            else:
+                raise self._busy("is writing")
             yield
         finally:
             os.close(fd)  # releases the flock
