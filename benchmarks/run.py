@@ -163,7 +163,7 @@ def section_slider(res: dict, store, run_id: int) -> None:
     t = timed(lambda: threshold_view(inp, float(next(values))), 60, warmup=3)
     taus = iter(rng.uniform(0, 3, 200))
     t2 = timed(lambda: tau_view(inp, float(next(taus))), 60, warmup=3)
-    res["slider"] = {"threshold": t, "tau": t2, "bars": len(inp.test["close"])}
+    res["slider"] = {"threshold": t, "tau": t2, "bars": len(inp.test.close)}
 
 
 def section_validation(res: dict, store, run_id: int) -> None:
@@ -187,6 +187,7 @@ def section_validation(res: dict, store, run_id: int) -> None:
         hifa_verdict(
             cpcv_path_sharpes=cp.path_sharpes,
             returns=R[-1],
+            trades=40,
             n_trials=48,
             trial_sharpes=R.mean(1),
             permutation_p=perm.p_value,

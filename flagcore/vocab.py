@@ -71,6 +71,9 @@ def option_title(option: str) -> str:
     return OPTIONS.get(option, (option, ""))[0]
 
 
+# the probabilities Kelly sizing reads: the model's own, or calibrated on the training period
+CALIBRATIONS = ("none", "isotonic", "platt")
+
 # ----------------------------------------------------------------------------- HIFA criteria
 
 
@@ -91,6 +94,8 @@ class Criterion:
 
 
 CRITERIA = (
+    # a Sharpe from a handful of round trips is noise whatever the bar count: checked first
+    Criterion("min_trades", "Trades (independent bets)", ">=", "min_trades"),
     Criterion("cpcv_mean_sharpe", "CPCV mean Sharpe", ">=", "cpcv_mean_sharpe_min"),
     Criterion("deflated_sharpe", "Deflated Sharpe", ">=", "deflated_sharpe_min"),
     Criterion("permutation_p", "Permutation p-value", "<", "permutation_p_max"),

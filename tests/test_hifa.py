@@ -159,14 +159,17 @@ def test_collapsed_model_fails_all_three_criteria_as_in_the_seed():
     v = hifa_verdict(
         cpcv_path_sharpes=np.zeros(5),
         returns=flat,
+        trades=0,
         n_trials=10,
         trial_sharpes=np.zeros(10),
         permutation_p=p,
         periods_per_year=8766,
     )
     assert v["cpcv_mean_sharpe"].value == 0 and v["deflated_sharpe"].value == 0 and p == 1.0
-    assert not any(v[k].passed for k in ("cpcv_mean_sharpe", "deflated_sharpe", "permutation_p"))
-    assert v.passed_all is False
+    assert not any(
+        v[k].passed for k in ("min_trades", "cpcv_mean_sharpe", "deflated_sharpe", "permutation_p")
+    )
+    assert v.passed_all is False and v.n_passed == 0
 
 
 def test_verdict_on_a_strong_strategy_and_the_haircut():
@@ -177,6 +180,7 @@ def test_verdict_on_a_strong_strategy_and_the_haircut():
     one = hifa_verdict(
         cpcv_path_sharpes=np.full(5, 0.1),
         returns=r,
+        trades=400,
         n_trials=1,
         trial_sharpes=[0.1],
         permutation_p=0.001,
@@ -185,6 +189,7 @@ def test_verdict_on_a_strong_strategy_and_the_haircut():
     many = hifa_verdict(
         cpcv_path_sharpes=np.full(5, 0.1),
         returns=r,
+        trades=400,
         n_trials=200,
         trial_sharpes=rng.normal(0, 0.02, 200),
         permutation_p=0.001,
@@ -195,10 +200,81 @@ def test_verdict_on_a_strong_strategy_and_the_haircut():
     assert 0 < many["deflated_sharpe"].inputs["dsr_probability"] <= 1
 
 
+def _exact_sharpe(n: int, sharpe_annual: float, ppy: float, seed: int = 0) -> np.ndarray:
+    z = np.random.default_rng(seed).standard_normal(n)
+    z = (z - z.mean()) / z.std(ddof=1)
+    return 0.01 * (z + sharpe_annual / np.sqrt(ppy))  # per-period Sharpe exactly sharpe_annual / sqrt(ppy)
+
+
+def test_one_lucky_position_cannot_pass_the_gate():
+    """The issue's example: one 24-bar long position chosen with hindsight on 1,755 hourly bars
+    cleared all three of the seed's criteria; the minimum-trades criterion stops it."""
+    from flagcore.analysis.gate import hifa_verdict, why_not
+
+    r = np.random.default_rng(3).normal(0, 0.01, 1754)
+    best = int(np.argmax(np.convolve(r, np.ones(24), "valid")))  # hindsight: the best day to be long
+    held = np.zeros(1754)
+    held[best : best + 24] = 1.0
+    net = held * r
+    perm = permutation_test(held, r, 999, block=24)
+    v = hifa_verdict(
+        cpcv_path_sharpes=[float(net.mean() / net.std(ddof=1))] * 5,
+        returns=net,
+        trades=1,
+        n_trials=1,
+        trial_sharpes=[0.0],
+        permutation_p=perm.p_value,
+        periods_per_year=8766,
+    )
+    # the Sharpe-based criteria are fooled by the hindsight pick ...
+    assert v["cpcv_mean_sharpe"].passed and v["permutation_p"].passed
+    # ... the count of independent bets is not, and the verdict says why
+    assert not v["min_trades"].passed and not v.passed_all
+    assert "1 trades, below 30" in why_not(v["min_trades"])
+
+
+def test_deflated_sharpe_needs_the_probability_and_the_haircut():
+    """500 bars at annualised Sharpe 5 clear the haircut, but the DSR probability is below 0.95;
+    43,830 bars at Sharpe 3 reach a DSR of 0.97 while the haircut is below 1: both readings are
+    reported, and passing needs both."""
+    from flagcore.analysis.gate import DEFAULT_CRITERIA, deflated_verdict, rule_text, why_not
+
+    short = deflated_verdict(_exact_sharpe(500, 5.0, 8766), 1, [0.0], 8766, DEFAULT_CRITERIA)
+    assert short.value == pytest.approx(5.0) and short.inputs["haircut_passed"]
+    assert 0.8 < short.inputs["dsr_probability"] < 0.95 and not short.passed
+    assert short.inputs["min_track_record_bars"] > 500  # how far it is from passing, in bars
+    assert "DSR probability" in why_not(short) and "needs" in why_not(short)
+    # many trials with dispersed Sharpes: SR0 about 2.2 a year
+    trials = np.random.default_rng(1).normal(0, 1, 400)
+    trials = trials / trials.std(ddof=1) * 2.16 / 3.07 / np.sqrt(8766)  # scaled so SR0 ~ 2.16 annualised
+    long = deflated_verdict(_exact_sharpe(43830, 3.0, 8766), 400, trials, 8766, DEFAULT_CRITERIA)
+    assert long.inputs["dsr_probability"] > 0.95 and long.inputs["probability_passed"]
+    assert long.value < 1.0 and not long.passed and "SR - SR0" in why_not(long)
+    assert rule_text(long) == "DSR probability >= 0.95 and SR - SR0 >= 1 (annualised)"
+    # the track record it would need is shorter than the one it has: the probability passes
+    assert long.inputs["min_track_record_bars"] < 43830
+
+
+def test_min_track_record_and_backtest_length_match_the_papers():
+    from flagcore.analysis.dsr import min_backtest_length, min_track_record_length, probabilistic_sharpe_ratio
+
+    # at MinTRL observations the PSR is exactly the confidence asked for
+    sr, skew, kurt, sr0 = 0.05, -0.5, 6.0, 0.01
+    n = min_track_record_length(sr, skew, kurt, sr0, 0.95)
+    assert probabilistic_sharpe_ratio(sr, int(np.ceil(n)), skew, kurt, sr0) >= 0.95
+    assert probabilistic_sharpe_ratio(sr, int(np.floor(n)), skew, kurt, sr0) < 0.95
+    assert min_track_record_length(0.01, 0.0, 3.0, 0.02) == float("inf")
+    # Bailey et al. (2014): about 5 years allow no more than 45 trials at Sharpe 1, bound 2 ln N
+    assert min_backtest_length(45, 1.0) == pytest.approx(5.0, abs=0.05)
+    assert min_backtest_length(45, 1.0) < 2 * np.log(45)
+    assert min_backtest_length(1, 1.0) == 0.0 and min_backtest_length(10, 0.0) == float("inf")
+
+
 def test_criteria_from_toml(tmp_path):
     from flagcore.analysis.gate import DEFAULT_CRITERIA, load_criteria
 
     assert load_criteria() == DEFAULT_CRITERIA and DEFAULT_CRITERIA["cpcv_mean_sharpe_min"] == 1.5
+    assert DEFAULT_CRITERIA["min_trades"] == 30 and DEFAULT_CRITERIA["dsr_probability_min"] == 0.95
     f = tmp_path / "hifa.toml"
     f.write_text("[hifa]\ncpcv_mean_sharpe_min = 1.0\nn_permutations = 2000\n")
     c = load_criteria(f)

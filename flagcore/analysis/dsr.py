@@ -110,3 +110,86 @@ def sharpe_moments(returns) -> tuple[float, int, float, float]:
     if not sharpe_defined(r):
         return 0.0, r.size, 0.0, 3.0
     return float(sharpe_ratio(r)), r.size, float(_skew(r)), float(_kurtosis(r, fisher=False))
+
+
+def min_track_record_length(sr, skew, kurtosis, sr_benchmark=0.0, probability=0.95) -> float:
+    r"""Minimum track record length: the observations needed for PSR(SR*) >= ``probability``
+    at the observed Sharpe, skew and kurtosis (Bailey & Lopez de Prado 2012, eq. 11).
+
+    .. math::
+
+        MinTRL = 1 + \left(1 - \gamma_3 \hat{SR} + \frac{\gamma_4 - 1}{4} \hat{SR}^2\right)
+                 \left(\frac{Z_{p}}{\hat{SR} - SR^*}\right)^2
+
+    Parameters
+    ----------
+    sr, skew, kurtosis, sr_benchmark : float
+        As in :func:`probabilistic_sharpe_ratio` (per period, raw kurtosis).
+    probability : float, default 0.95
+        The confidence the track record must reach, in (0, 1).
+
+    Returns
+    -------
+    float
+        Observations (bars); ``inf`` when ``sr <= sr_benchmark``: no length of this track record
+        reaches the confidence.
+
+    Examples
+    --------
+    >>> round(min_track_record_length(0.1, 0.0, 3.0), 1)  # 1 + (1 + 0.005) (1.645 / 0.1)^2
+    272.9
+    """
+    if not 0 < probability < 1:
+        raise FlagcoreError(f"probability must lie in (0, 1), got {probability!r}")
+    for name, v in (("sr", sr), ("skew", skew), ("kurtosis", kurtosis), ("sr_benchmark", sr_benchmark)):
+        if not np.isfinite(v):
+            raise FlagcoreError(f"{name} must be finite, got {v!r}")
+    if sr <= sr_benchmark:
+        return float("inf")
+    var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr**2
+    if var <= 0:
+        raise FlagcoreError(
+            f"the Sharpe ratio's variance term is not positive ({var:.4g}) for sr={sr}, skew={skew}"
+        )
+    return float(1.0 + var * (norm.ppf(probability) / (sr - sr_benchmark)) ** 2)
+
+
+def min_backtest_length(n_trials, sharpe_annual) -> float:
+    r"""Minimum backtest length in years (Bailey, Borwein, Lopez de Prado & Zhu 2014, "Pseudo-
+    mathematics and financial charlatanism", Notices of the AMS, eq. 6).
+
+    With ``n_trials`` independent trials of zero true skill and unit annual Sharpe variance, a
+    backtest shorter than this many years is expected to show a best annualised Sharpe of
+    ``sharpe_annual`` by chance alone:
+
+    .. math::
+
+        MinBTL \approx \left( \frac{(1 - \gamma) Z^{-1}[1 - \frac{1}{N}]
+                 + \gamma Z^{-1}[1 - \frac{1}{N e}]}{E[\max_N]} \right)^2 < \frac{2 \ln N}{E[\max_N]^2}
+
+    Parameters
+    ----------
+    n_trials : int
+        Number of trials N (>= 1). One trial means no selection: 0 years.
+    sharpe_annual : float
+        The annualised Sharpe ratio that selection must not explain (the observed one).
+
+    Returns
+    -------
+    float
+        Years; ``inf`` for a Sharpe <= 0, which any backtest length can show by chance.
+
+    Examples
+    --------
+    >>> round(min_backtest_length(45, 1.0), 2)  # the paper: 5 years allow no more than 45 trials
+    5.0
+    """
+    n_trials = positive_int("n_trials", n_trials)
+    if not np.isfinite(sharpe_annual):
+        raise FlagcoreError(f"sharpe_annual must be finite, got {sharpe_annual!r}")
+    if n_trials == 1:
+        return 0.0
+    if sharpe_annual <= 0:
+        return float("inf")
+    z = expected_max_sharpe(n_trials, 1.0)
+    return float((z / sharpe_annual) ** 2)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from flagcore.cli.options import Parents, add_command, open_store, placement
 from flagcore.cli.output import Stages, emit, verdict_marks
-from flagcore.vocab import CLASS_NAMES, collapse_label
+from flagcore.vocab import CALIBRATIONS, CLASS_NAMES, collapse_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,6 +146,8 @@ def settings(args: argparse.Namespace) -> EvaluateSettings:
         tau=args.tau,
         backtest=bt,
         criteria=load_criteria(args.criteria),
+        periods_per_year=args.periods_per_year,
+        calibration=args.calibration,
         device=args.device,
     )
 
@@ -226,6 +228,18 @@ def _evaluation_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--slippage-bps", type=float, default=2.0)
     s.add_argument(
         "--hold", choices=["flat", "keep"], default="flat", help="what HOLD means for the position"
+    )
+    s.add_argument(
+        "--calibration",
+        choices=CALIBRATIONS,
+        default="none",
+        help="probabilities Kelly sizing reads: the model's (none), or calibrated on the training period",
+    )
+    s.add_argument(
+        "--periods-per-year",
+        type=float,
+        metavar="N",
+        help="bars per year for annualising (default: from the data's calendar, e.g. 8766 hourly 24/7)",
     )
     s.add_argument("--criteria", metavar="TOML", help="HIFA thresholds ([hifa] table; default the seed's)")
 

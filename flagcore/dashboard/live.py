@@ -105,6 +105,7 @@ def _view(
     verdict = hifa_verdict(
         cpcv_path_sharpes=[sr],
         returns=bt["returns"],
+        trades=int(bt["trades"]),
         n_trials=n_trials,
         trial_sharpes=_trial_sharpes(inp.trial_sharpe_variance, n_trials),
         permutation_p=perm.p_value,

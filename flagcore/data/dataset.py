@@ -85,6 +85,14 @@ class Dataset:
         """Model input positions that hold zero padding, not data."""
         return list(range(self.n_features, self.state_dim))
 
+    @property
+    def periods_per_year(self) -> float:
+        """Bars per year of the market's calendar (placeholder: the median-spacing estimate)."""
+        ppy = periods_per_year(self.timestamps)
+        if ppy is None:
+            raise FlagcoreError(f"{self.source}: cannot tell the bars per year; pass --periods-per-year")
+        return ppy
+
     def label_shares(self) -> dict[str, float] | None:
         if self.labels is None:
             return None

@@ -137,12 +137,11 @@ def dataset_record(ds) -> dict:
 
 
 def period_inputs(
-    models: dict[str, ModelLogits], ds, period: str, partner: ModelLogits | None
+    models: dict[str, ModelLogits], ds, period: str, partner: ModelLogits | None, periods_per_year: float
 ) -> PeriodInputs | None:
     """What every option is computed from over ``period`` ("test" or "train") of dataset ``ds``;
-    None for the training period when the baseline has no logits there."""
-    from flagcore.data.calendar import periods_per_year
-
+    None for the training period when the baseline has no logits there. ``periods_per_year`` is the
+    market's calendar (the evaluated dataset's, or the user's override), the same for both periods."""
     if period == "test":
         logits = {r: m.test for r, m in models.items()}
     else:
@@ -153,10 +152,7 @@ def period_inputs(
     if ds.close is None:
         raise FlagcoreError(f"{ds.source}: needs a 'close' column to backtest")
     out = PeriodInputs(
-        logits,
-        None if ds.labels is None else ds.labels[sl],
-        ds.close[sl],
-        periods_per_year(ds.timestamps[sl]) or 8760.0,
+        logits, None if ds.labels is None else ds.labels[sl], ds.close[sl], float(periods_per_year)
     )
     if partner is not None:
         x = partner.test if period == "test" else partner.train
@@ -273,6 +269,7 @@ def validate_option(
     verdict = hifa_verdict(
         cpcv_path_sharpes=cp.path_sharpes,
         returns=bt["returns"],
+        trades=int(bt["trades"]),
         n_trials=trials.n_trials,
         trial_sharpes=trials.sharpes,
         permutation_p=perm.p_value,
@@ -423,9 +420,10 @@ def compute_run(
     s = settings or EvaluateSettings()
     if "baseline" not in models:
         raise FlagcoreError("a run needs the baseline model's logits")
-    te = period_inputs(models, test, "test", partner)
+    ppy = s.periods_per_year or test.periods_per_year  # the market's calendar, not the sample's span
+    te = period_inputs(models, test, "test", partner, ppy)
     assert te is not None  # the test period always has the baseline's logits
-    tr = period_inputs(models, train, "train", partner) if train is not None else None
+    tr = period_inputs(models, train, "train", partner, ppy) if train is not None else None
     prior = None if full_train is None or full_train.labels is None else label_prior(full_train.labels)
     if tr is not None and prior is not None:
         tr.prior = prior

@@ -13,6 +13,7 @@ import numpy as np
 
 from flagcore.analysis.backtest import BacktestConfig
 from flagcore.errors import FlagcoreError
+from flagcore.vocab import CALIBRATIONS
 
 Progress = Callable[[str, float], None]
 
@@ -46,6 +47,11 @@ class EvaluateSettings:
     permutation_seed: int = 0
     pbo_blocks: int = 16
     payoff_years: float = 1.0  # the training period's last year: payoff ratios and training-period signals
+    # bars per year for annualising; None: the evaluated dataset's calendar (data.calendar)
+    periods_per_year: float | None = None
+    # the probabilities Kelly sizing reads: the model's ("none"), or calibrated on the training
+    # period ("isotonic", "platt"; analysis.calibration)
+    calibration: str = "none"
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -59,6 +65,14 @@ class EvaluateSettings:
             raise FlagcoreError("taus must be values >= 0")
         if not self.payoff_years > 0:
             raise FlagcoreError(f"payoff_years must be > 0, got {self.payoff_years!r}")
+        if self.periods_per_year is not None and not (
+            np.isfinite(self.periods_per_year) and self.periods_per_year > 0
+        ):
+            raise FlagcoreError(f"periods_per_year must be > 0, got {self.periods_per_year!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise FlagcoreError(
+                f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}"
+            )
 
     def resolved_criteria(self) -> dict:
         from flagcore.analysis.gate import DEFAULT_CRITERIA
