@@ -176,7 +176,7 @@ def section_validation(res: dict, store, run_id: int) -> None:
 
     inp = load_live_inputs(store, run_id)
     grid = default_thresholds()
-    _, R = sweep(inp.test, inp.train, inp.cfg, "opt3_threshold", "hold_threshold", grid, {"tau": 1.0})
+    _, R, _ = sweep(inp.test, inp.train, inp.cfg, "opt3_threshold", "hold_threshold", grid, {"tau": 1.0})
     r = np.diff(inp.test.close) / inp.test.close[:-1]
     rng = np.random.default_rng(1)
     pos = np.sign(rng.standard_normal(r.size))

@@ -5,11 +5,14 @@ from flagcore.analysis.backtest import (
     BacktestConfig,
     backtest,
     kelly_fraction,
+    kelly_probability,
     metrics,
     payoff_ratio,
     positions,
+    signal_payoff_ratio,
     simple_returns,
     strategy_returns,
+    unit_metrics,
 )
 from flagcore.errors import FlagcoreError
 
@@ -119,3 +122,48 @@ def test_kelly_resizing_is_not_a_new_trade_but_costs():
     traded = np.array([0.2, 0.2, 0.2, 0.8])
     want = r["positions"][:-1] * np.diff(close) / close[:-1] - 0.001 * traded
     np.testing.assert_allclose(r["returns"], want)
+
+
+def test_kelly_probability_is_the_direction_given_a_directional_outcome():
+    probs = np.array([[0.1, 0.6, 0.3], [0.2, 0.5, 0.3], [0.6, 0.1, 0.3], [0.0, 1.0, 0.0], [0.05, 0.9, 0.05]])
+    q = kelly_probability(probs, np.array([BUY, HOLD, SELL, BUY, SELL]))
+    np.testing.assert_allclose(q, [0.75, 0.0, 2 / 3, 0.0, 0.5])  # HOLD and 0 / 0: no bet
+    # a one-hot vector is certain; the raw p_a would have been its own share of all three outcomes
+    assert kelly_probability(np.eye(3), np.array([SELL, HOLD, BUY])).tolist() == [1.0, 0.0, 1.0]
+    with pytest.raises(FlagcoreError, match=r"shape \(n, 3\)"):
+        kelly_probability(np.ones((2, 2)), np.array([0, 1]))
+    with pytest.raises(FlagcoreError, match="2 actions for 3"):
+        kelly_probability(np.ones((3, 3)) / 3, np.array([0, 1]))
+
+
+@pytest.mark.parametrize(
+    "p_a, p_opp, b", [(0.3, 0.1, 1.0), (0.2, 0.15, 1.5), (0.05, 0.04, 0.8), (0.5, 0.4, 1.0)]
+)
+def test_kelly_on_q_maximises_the_three_outcome_log_growth(p_a, p_opp, b):
+    # win b with p_a, lose 1 with p_opp, 0 at the time barrier: g(f) = p_a log(1 + f b) + p_opp log(1 - f)
+    f = np.linspace(0, 0.999, 200001)
+    g = p_a * np.log1p(f * b) + p_opp * np.log1p(-f)
+    q = kelly_probability(np.array([[p_opp, 1 - p_a - p_opp, p_a]]), np.array([BUY]))[0]
+    assert q == pytest.approx(p_a / (p_a + p_opp))
+    assert kelly_fraction(q, b) == pytest.approx(f[g.argmax()], abs=1e-4)
+
+
+def test_signal_payoff_ratio_holds_the_positions_like_the_backtest():
+    acts = np.array([BUY, HOLD, HOLD, SELL, HOLD])
+    rets = np.array([0.02, -0.01, -0.03, 0.01])
+    # flat: only the BUY bar (+0.02) and the SELL bar (-0.01) are in the market
+    assert signal_payoff_ratio(acts, rets, BacktestConfig()) == pytest.approx(0.02 / 0.01)
+    # keep: long through the two HOLD bars (-0.01, -0.03), then short (-0.01)
+    keep = signal_payoff_ratio(acts, rets, BacktestConfig(hold="keep"))
+    assert keep == pytest.approx(0.02 / np.mean([0.01, 0.03, 0.01]))
+
+
+def test_unit_metrics_keep_the_hold_rule_and_costs():
+    close = np.array([100.0, 110, 99, 118.8, 118.8])
+    acts = np.array([BUY, BUY, SELL, HOLD, BUY])
+    r = simple_returns(close)
+    cfg = BacktestConfig(sizing="kelly", hold="keep", fee_bps=7, slippage_bps=3)
+    got = unit_metrics(acts, r, 4, cfg)
+    want = backtest(acts, close, 4, cfg=BacktestConfig(sizing="unit", hold="keep", fee_bps=7, slippage_bps=3))
+    assert got == {k: want[k] for k in got}
+    assert got["exposure"] == 1.0  # HOLD kept the short

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_frame
 
 from flagcore.cli.command import main
-from flagcore.data.calendar import periods_per_year
+from flagcore.data.calendar import Calendar, periods_per_year
 from flagcore.data.dataset import load_dataset, temporal_split, write_dataset
 from flagcore.errors import FlagcoreError
 from flagcore.vocab import UNLABELLED
@@ -156,11 +156,56 @@ def test_mixed_timezones_are_converted_to_utc(tmp_path):
     assert [t.hour for t in ds.timestamps] == [0, 1, 2] and str(ds.timestamps.tz) == "UTC"
 
 
-def test_periods_per_year_from_timestamps():
+def test_periods_per_year_from_the_calendar_not_the_span():
     hourly = pd.date_range("2020-01-01", periods=8761 * 2, freq="h", tz="UTC")
-    assert abs(periods_per_year(hourly) - 8766) < 1  # 24 x 365.25
+    assert periods_per_year(hourly) == 8766  # 24 x 365.25, two years or three weeks alike
+    assert periods_per_year(hourly[: 24 * 21]) == 8766
     days = pd.bdate_range("2020-01-01", "2023-12-31", tz="UTC")
-    assert 255 < periods_per_year(days) < 263
+    assert periods_per_year(days) == 252  # daily weekdays: exchange days, not 261 weekdays observed
+    assert periods_per_year(hourly[:1]) is None
+
+
+def _hourly_file(tmp_path, days=21, **meta):
+    df = make_frame(n=24 * days, n_features=3, start="2025-01-06")  # a Monday, 24/7 hourly bars
+    return load_dataset(write_dataset(df, tmp_path / "d.parquet", **meta))
+
+
+def test_dataset_calendar_inferred_or_recorded(tmp_path, capsys):
+    ds = _hourly_file(tmp_path)
+    assert ds.calendar == Calendar("24/7", 8766.0, 3600.0, "inferred") and ds.periods_per_year == 8766
+    s = ds.summary()
+    assert (s["periods_per_year"], s["calendar"], s["calendar_source"]) == (8766.0, "24/7", "inferred")
+    assert _check(tmp_path / "d.parquet") == 0
+    assert "calendar 24/7: 8,766.0 bars a year (inferred)" in capsys.readouterr().out
+
+    rec = _hourly_file(tmp_path, periods_per_year=1764.0, calendar="exchange sessions")
+    assert rec.calendar == Calendar("exchange sessions", 1764.0, 3600.0, "file metadata")
+    assert (rec.summary()["periods_per_year"], rec.summary()["calendar"]) == (1764.0, "exchange sessions")
+    # an older file's span-based value without a calendar name is inferred again
+    old = _hourly_file(tmp_path, periods_per_year=8765.1)
+    assert old.calendar.source == "inferred" and old.periods_per_year == 8766
+
+
+def test_dataset_calendar_errors_name_the_file(tmp_path, capsys):
+    bad = _hourly_file(tmp_path, periods_per_year=-3, calendar="24/7")
+    with pytest.raises(FlagcoreError, match=r"d\.parquet: periods_per_year in the file's metadata .* got -3"):
+        _ = bad.periods_per_year
+    path = _csv(tmp_path, make_frame(n=1))
+    one = load_dataset(path)
+    with pytest.raises(FlagcoreError) as e:
+        _ = one.periods_per_year
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: cannot tell the bars per year") and "--periods-per-year" in msg
+    assert len(msg.splitlines()) == 1
+    assert one.summary()["periods_per_year"] is None and one.summary()["calendar"] is None
+    assert _check(path) == 0  # check-data still describes the file
+
+
+def test_a_slice_keeps_the_calendar_of_its_dataset(tmp_path):
+    ds = _hourly_file(tmp_path)
+    part = ds.slice(5, 15)  # ten bars alone would read as one 10-bar session
+    assert periods_per_year(part.timestamps) == 2520
+    assert part.calendar == ds.calendar and part.periods_per_year == 8766
 
 
 class TestTemporalSplit:

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from flagcore.cli.command import main
+from flagcore.data.calendar import Calendar
 from flagcore.data.dataset import write_dataset
 from flagcore.data.features import (
     MARKET_FEATURES,
@@ -193,5 +194,8 @@ def test_features_command_on_a_user_csv_without_order_flow(tmp_path, capsys):
     from flagcore.data.dataset import load_dataset
 
     ds = load_dataset(tmp_path / "f.parquet")
-    assert ds.label_horizon == 24 and 2150 < ds.summary()["periods_per_year"] < 2250
+    assert ds.label_horizon == 24
+    # 4-hour bars of a 24/7 market: 6 a day x 365.25 days, recorded in the file by `features`
+    assert ds.calendar == Calendar("24/7", 6 * 365.25, 4 * 3600.0, "file metadata")
+    assert s["calendar"] == "24/7" and s["periods_per_year"] == 6 * 365.25
     assert read_ohlcv(tmp_path / "user.csv").shape[0] == len(bars)

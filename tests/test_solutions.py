@@ -134,9 +134,12 @@ def test_compare_options_gives_every_option_the_same_metrics():
     table = compare_options(period(800), period(2000), hold_threshold=0.99)
     assert set(table) == set(OPTIONS)
     keys = {k for k in table["baseline"] if k not in ("actions", "confidence")}
+    assert {"unit", "sizing", "kelly_p"} <= keys
     for name, row in table.items():
         assert keys <= set(row), name
         assert abs(sum(row["action_shares"].values()) - 1) < 1e-9
+        assert row["sizing"]["probability"] == "model", name
+        assert row["unit"]["periods"] == row["backtest"]["periods"], name
     assert table["baseline"]["action_shares"]["HOLD"] == 1.0 and table["baseline"]["backtest"]["trades"] == 0
     assert table["baseline"]["backtest"]["sharpe_defined"] is False
     assert table["opt3_threshold"]["backtest"]["trades"] > 0  # the threshold makes the collapsed model trade
@@ -144,3 +147,28 @@ def test_compare_options_gives_every_option_the_same_metrics():
     assert table["opt1_class_weights"]["payoff_source"] == "training period"
     best_model = max(r["backtest"]["sharpe"] for k, r in table.items() if k != "opt5_labels")
     assert table["opt5_labels"]["backtest"]["sharpe"] > best_model
+
+
+def test_option_signals_read_q_from_the_vector_of_the_model_whose_action_is_taken():
+    from flagcore.analysis.backtest import kelly_probability
+    from flagcore.analysis.diagnostics import softmax
+    from flagcore.analysis.remedies import option_signals
+
+    logits = {"baseline": np.array([[0.0, 3.0, 1.0], [2.0, 0.0, 1.0], [0.0, 3.0, 0.5], [0.0, 1.0, 2.0]])}
+    p = softmax(logits["baseline"])
+    partner = np.array([0, 1, 2, 0])
+    ens = option_signals("opt4_ensemble", logits, partner_actions=partner)
+    assert ens.actions.tolist() == [0, 0, 2, 2]  # bars 0 and 2 overridden by the partner
+    q = kelly_probability(ens.probs, ens.actions)
+    # the partner gave actions only: its one-hot vector, q = 1; kept bars read FLAG-TRADER's vector
+    assert q[0] == 1.0 and q[2] == 1.0
+    assert q[1] == pytest.approx(p[1, 0] / (p[1, 0] + p[1, 2]))
+    assert q[3] == pytest.approx(p[3, 2] / (p[3, 0] + p[3, 2]))
+    partner_p = np.array([[0.5, 0.2, 0.3]] * 4)
+    avg = option_signals("opt4_prob_average", logits, partner_actions=partner, partner_probs=partner_p)
+    np.testing.assert_allclose(avg.probs, 0.5 * p + 0.5 * partner_p)
+    lab = option_signals("opt5_labels", logits, labels=np.array([0, 1, -1, 2]))
+    assert lab.actions.tolist() == [0, 1, 1, 2]
+    assert kelly_probability(lab.probs, lab.actions).tolist() == [1.0, 0.0, 0.0, 1.0]
+    thr = option_signals("opt3_threshold", logits, hold_threshold=1.0)
+    assert thr.actions.tolist() == [2, 0, 2, 2] and np.array_equal(thr.probs, p)

@@ -6,9 +6,24 @@ n - 1 periods. A change of position at t costs (fee + slippage) x |position_t - 
 charged in period t (the book starts flat).
 
 Actions: 0 SELL (short), 1 HOLD (flat; or keep the previous position with ``hold="keep"``),
-2 BUY (long). Sizes: 1 unit, or fractional Kelly f = fraction * (p - (1 - p) / b), clipped to
-[0, max_leverage], with p the probability of the chosen action and b the payoff ratio (mean win
-over mean loss per bar in the market) estimated on the training period; no position when f <= 0.
+2 BUY (long). Sizes: 1 unit, or fractional Kelly f = fraction * (q - (1 - q) / b), clipped to
+[0, max_leverage], with q Kelly's win probability (below) and b the payoff ratio (mean win over
+mean loss per bar in the market, positions held under the same hold rule) estimated on the
+training period; no position when f <= 0.
+
+Kelly's p for a three-class signal. The labels are triple-barrier outcomes over h bars (Lopez de
+Prado 2018, ch. 3): the barrier in the trade's direction is hit first (the trade wins b per unit
+staked, probability p_a), the opposite barrier is hit first (it loses 1, probability p_opp), or the
+time barrier is hit first (HOLD, about 0, probability p_HOLD). The expected log growth of a stake f
+is g(f) = p_a log(1 + f b) + p_opp log(1 - f) + p_HOLD log 1, and g'(f) = 0 gives
+
+    f* = q - (1 - q) / b,   q = p_a / (p_a + p_opp) = p_a / (p_SELL + p_BUY),
+
+exactly binary Kelly (Kelly 1956) on q, the probability that the direction is right given that the
+outcome is not HOLD. ``kelly_probability`` computes q from an option's class-probability vector;
+every option sizes with it, so the same actions give the same positions whichever option made them.
+The raw p_a would understate the edge by the factor 1 - p_HOLD (and a model sure of HOLD would never
+size a trade it takes).
 
 Metrics follow the usual definitions (annualised with periods per year from the timestamps):
 Sharpe = mean / std (ddof 1) x sqrt(ppy); Sortino = mean / sqrt(mean(min(r, 0)^2)) x sqrt(ppy);
@@ -19,14 +34,14 @@ whose returns do not vary (it never trades) has an undefined Sharpe: reported as
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from flagcore import vocab
 from flagcore.analysis.sharpe import ratio_or_zero, sharpe_defined, sharpe_ratio
 from flagcore.errors import FlagcoreError
-from flagcore.vocab import HOLD
+from flagcore.vocab import BUY, HOLD, SELL
 
 DIRECTION = np.array(vocab.DIRECTION)  # vocab.DIRECTION as an array, indexed by class id
 
@@ -72,6 +87,49 @@ def kelly_fraction(p, b) -> np.ndarray:
     return np.maximum(p - (1 - p) / b, 0.0)
 
 
+def kelly_probability(probs, actions) -> np.ndarray:
+    """Kelly's win probability q = p_a / (p_SELL + p_BUY) of each bar's SELL or BUY action.
+
+    Parameters
+    ----------
+    probs : array_like, shape (n, 3)
+        The class-probability vector behind each action (SELL, HOLD, BUY), rows summing to 1.
+    actions : array_like, shape (n,)
+        Class ids 0, 1, 2.
+
+    Returns
+    -------
+    np.ndarray, shape (n,)
+        q on SELL/BUY bars: the probability that the trade's direction is right given that the
+        triple-barrier outcome is not HOLD (the module docstring derives f* = q - (1 - q) / b from
+        the three outcomes). 0 on HOLD bars (no trade to size) and where p_SELL + p_BUY is 0 (no
+        evidence of a direction).
+
+    References
+    ----------
+    Kelly, J. L. (1956). A new interpretation of information rate. Bell System Technical Journal.
+    Lopez de Prado, M. (2018). Advances in Financial Machine Learning, ch. 3 and 10. Wiley.
+
+    Examples
+    --------
+    >>> kelly_probability([[0.1, 0.6, 0.3], [0.2, 0.5, 0.3]], [2, 1]).round(4).tolist()
+    [0.75, 0.0]
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    a = np.asarray(actions)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise FlagcoreError(f"class probabilities must have shape (n, 3), got {p.shape}")
+    if a.shape != (p.shape[0],):
+        raise FlagcoreError(f"{a.size} actions for {p.shape[0]} probability rows")
+    if a.size and (a.min() < 0 or a.max() > 2):
+        raise FlagcoreError("actions must be class ids 0, 1, 2")
+    directional = p[:, SELL] + p[:, BUY]
+    p_a = p[np.arange(a.size), a]
+    # p_a <= directional on traded bars, so the ratio lies in [0, 1]; 0 / 0 is no evidence: no bet
+    traded = (a != HOLD) & (directional > 0)
+    return np.where(traded, p_a / np.where(traded, directional, 1.0), 0.0).clip(0.0, 1.0)
+
+
 def simple_returns(close) -> np.ndarray:
     """(n - 1,) returns close_{t+1} / close_t - 1."""
     c = np.asarray(close, dtype=np.float64)
@@ -85,7 +143,11 @@ def simple_returns(close) -> np.ndarray:
 def positions(
     actions, confidence=None, cfg: BacktestConfig | None = None, payoff_ratio: float | None = None
 ) -> np.ndarray:
-    """(n,) signed position sizes decided at each bar's close."""
+    """(n,) signed position sizes decided at each bar's close.
+
+    ``confidence`` is Kelly's win probability of each bar's action (``kelly_probability``, or its
+    calibrated form); with ``hold="keep"`` a carried position keeps the size of the bar that opened it.
+    """
     cfg = cfg or BacktestConfig()
     a = np.asarray(actions)
     if a.ndim != 1 or (a.size and (a.min() < 0 or a.max() > 2)):
@@ -120,6 +182,34 @@ def payoff_ratio(pos, returns) -> float:
     if wins.size == 0 or losses.size == 0:
         return 1.0
     return float(wins.mean() / -losses.mean())
+
+
+def signal_payoff_ratio(actions, returns, cfg: BacktestConfig | None = None) -> float:
+    """Kelly's b from one option's training-period actions, held under ``cfg``'s hold rule.
+
+    The positions are the unit-size ones the backtest would hold (with ``hold="keep"`` carried
+    through HOLD bars), so b measures the same bets that Kelly then sizes.
+
+    Examples
+    --------
+    >>> acts = np.array([BUY, HOLD, SELL])
+    >>> signal_payoff_ratio(acts, np.array([0.02, -0.01]), BacktestConfig(hold="keep"))
+    2.0
+    """
+    cfg = cfg or BacktestConfig()
+    return payoff_ratio(positions(actions, cfg=replace(cfg, sizing="unit")), returns)
+
+
+def unit_metrics(actions, returns, periods_per_year: float, cfg: BacktestConfig | None = None) -> dict:
+    """``metrics`` of ``actions`` at one unit in each action's direction, ``cfg``'s hold rule and costs.
+
+    The signal apart from its sizing: with ``cfg.sizing == "unit"`` it equals the configured backtest's
+    metrics.
+    """
+    cfg = replace(cfg or BacktestConfig(), sizing="unit")
+    pos = positions(actions, cfg=cfg)
+    net, _ = strategy_returns(pos, returns, cfg.cost_rate)
+    return metrics(net, pos, periods_per_year)
 
 
 def strategy_returns(pos, returns, cost_rate: float) -> tuple[np.ndarray, np.ndarray]:

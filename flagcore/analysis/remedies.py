@@ -12,19 +12,44 @@ Beyond the seed: post-hoc logit adjustment, argmax(logit - tau log prior) (Menon
 the principled form of option 3 (tau = 1 is the Bayes rule for balanced error); and the logits of
 the logit-adjusted, oversampled, multi-task, walk-forward and CGDT models.
 
+Sizing is one convention for every option: Kelly reads q = p_a / (p_SELL + p_BUY) from the option's
+own class-probability vector (``backtest.kelly_probability``; optionally calibrated on the training
+period, ``calibration``), and the payoff ratio comes from the option's training-period actions held
+under the backtest's hold rule. The same actions therefore give the same positions and metrics
+whichever option produced them.
+
 All functions are vectorised over bars, so the dashboard's sliders recompute them instantly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from flagcore.analysis.backtest import DIRECTION, BacktestConfig, backtest, payoff_ratio, simple_returns
+from flagcore.analysis.backtest import (
+    BacktestConfig,
+    backtest,
+    kelly_probability,
+    signal_payoff_ratio,
+    simple_returns,
+    unit_metrics,
+)
+from flagcore.analysis.calibration import Calibration, fit_calibration, identity
 from flagcore.analysis.diagnostics import action_distribution, classification_metrics, softmax
 from flagcore.errors import FlagcoreError
-from flagcore.vocab import BUY, HOLD, LABELS_OPTION, MODEL_ROLES, OPTIONS, SELL, TAU_OPTION, THRESHOLD_OPTION
+from flagcore.vocab import (
+    BUY,
+    CALIBRATIONS,
+    HOLD,
+    LABELS_OPTION,
+    MODEL_ROLES,
+    OPTIONS,
+    SELL,
+    TAU_OPTION,
+    THRESHOLD_OPTION,
+)
 
 
 @dataclass
@@ -93,7 +118,8 @@ def logit_adjustment(logits, prior, tau: float) -> np.ndarray:
 
 
 def adjusted_probs(logits, prior, tau: float) -> np.ndarray:
-    """Softmax of the adjusted logits: the confidence that Kelly sizing reads for logit adjustment."""
+    """Softmax of the adjusted logits: the class probabilities Kelly's q is read from for logit
+    adjustment (at tau 0 exactly the plain softmax)."""
     x = _check_logits(logits)
     p = np.asarray(prior, dtype=np.float64)
     return softmax(x - tau * np.log(p / p.sum()))
@@ -203,6 +229,13 @@ def perfect_foresight_actions(labels) -> np.ndarray:
 # ----------------------------------------------------------------------------- every option at once
 
 
+class OptionSignals(NamedTuple):
+    """One option's actions over one period and the class-probability vector behind each."""
+
+    actions: np.ndarray  # (n,) int8 class ids
+    probs: np.ndarray  # (n, 3) the vector Kelly's q is read from (``backtest.kelly_probability``)
+
+
 def option_signals(
     option: str,
     logits: dict,
@@ -214,12 +247,15 @@ def option_signals(
     hold_threshold: float = 0.95,
     tau: float = 1.0,
     partner_weight: float = 0.5,
-):
-    """(actions, confidence) of one option over one period, or None when its inputs are missing.
+) -> OptionSignals | None:
+    """(actions, probs) of one option over one period, or None when its inputs are missing.
 
     ``logits`` maps a model name (``baseline``, ``opt1_class_weights``, ...) to its (n, 3) logits;
-    the post-hoc options read ``baseline``. Confidence is the probability behind the action, the p
-    that Kelly sizing reads.
+    the post-hoc options read ``baseline``. ``probs`` is the option's own class-probability vector:
+    the softmax of the model's logits (the threshold rule: the baseline's, whichever action it
+    takes); the softmax of the adjusted logits for logit adjustment; for the ensemble rule the
+    vector of the model whose action is taken (a partner without probabilities: its one-hot); the
+    averaged vector for probability averaging; the labels' one-hot for perfect foresight (q = 1).
     """
     base = logits.get("baseline")
     if option in MODEL_ROLES:  # a model's own logits
@@ -227,38 +263,64 @@ def option_signals(
         if x is None:
             return None
         p = softmax(_check_logits(x))
-        return p.argmax(1).astype(np.int8), p.max(1)
+        return OptionSignals(p.argmax(1).astype(np.int8), p)
     if base is None:
         return None
     p = softmax(_check_logits(base))
     if option == THRESHOLD_OPTION:
-        a = threshold_rule(base, hold_threshold)
-        # a flipped bar trades on the second-best class, whose raw probability is small by
-        # construction; Kelly reads the direction's probability given a trade, p_a / (p_SELL + p_BUY)
-        directional = p[:, [SELL, BUY]].sum(1)
-        conf = np.where(a == HOLD, p[:, HOLD], p[np.arange(len(a)), a] / np.maximum(directional, 1e-300))
-        return a, conf
+        # a flipped bar trades on the second-best class; Kelly's q reads it from the same vector
+        return OptionSignals(threshold_rule(base, hold_threshold), p)
     if option == TAU_OPTION:
         if prior is None:
             return None
         q = adjusted_probs(base, prior, tau)
-        return q.argmax(1).astype(np.int8), q.max(1)
+        return OptionSignals(q.argmax(1).astype(np.int8), q)
     if option in ("opt4_ensemble", "opt4_prob_average"):
         if partner_actions is None:
             return None
         partner_p = one_hot(partner_actions) if partner_probs is None else np.asarray(partner_probs)
         if option == "opt4_ensemble":
-            a = ensemble_rule(p.argmax(1), partner_actions)
-            conf = np.where(a == p.argmax(1), p.max(1), partner_p[np.arange(len(a)), a])
-            return a, conf
+            own = p.argmax(1)
+            a = ensemble_rule(own, partner_actions)
+            return OptionSignals(a, np.where((a == own)[:, None], p, partner_p))
         q = probability_average(p, partner_p, partner_weight)
-        return q.argmax(1).astype(np.int8), q.max(1)
+        return OptionSignals(q.argmax(1).astype(np.int8), q)
     if option == LABELS_OPTION:
         if labels is None:
             return None
         a = perfect_foresight_actions(labels)
-        return a, np.ones(len(a))  # foresight is certain: Kelly's p = 1
+        return OptionSignals(a, one_hot(a))  # foresight is certain: Kelly's q = 1
     raise FlagcoreError(f"unknown option {option!r}; choose one of {', '.join(OPTIONS)}")
+
+
+def _option_calibration(
+    name: str, method: str, train_signals: OptionSignals | None, train: PeriodInputs | None
+) -> Calibration:
+    """The map of Kelly's q for one option, fitted on its training-period signals and labels."""
+    if method == "none":
+        return identity()
+    if name == LABELS_OPTION:
+        return identity(method, "the labels are certain (q = 1): not calibrated")
+    if train_signals is None or train is None or train.labels is None:
+        return identity(method, f"{method} calibration not fitted: no training-period signals for {name}")
+    q = kelly_probability(train_signals.probs, train_signals.actions)
+    return fit_calibration(method, q, train_signals.actions, train.labels)
+
+
+def sizing_summary(actions, pos, calibration: Calibration) -> dict:
+    """How the configured sizing treated the signals: how many SELL/BUY actions it set to size 0."""
+    a = np.asarray(actions)
+    signals = a != HOLD
+    n = int(signals.sum())
+    zero = int((signals & (np.asarray(pos) == 0)).sum())
+    return {
+        "signals": n,
+        "sized_zero": zero,
+        "sized_zero_share": float(zero / n) if n else 0.0,
+        "probability": calibration.probability,
+        "calibration_trades": calibration.n_trades,
+        "calibration_note": calibration.note,
+    }
 
 
 def compare_options(
@@ -269,17 +331,39 @@ def compare_options(
     hold_threshold: float = 0.95,
     tau: float = 1.0,
     options=None,
+    calibration: str = "none",
 ) -> dict:
-    """Every option's metrics on the test period, side by side.
+    """Every option's metrics on the test period, side by side, all sized by one convention.
 
-    ``train``'s ``prior`` (its label shares) feeds logit adjustment. Kelly's payoff ratio for each
-    option is estimated from that option's unit-size signals on the training period; without a
-    training period it is 1 (a fair bet) and flagged.
+    ``train``'s ``prior`` (its label shares) feeds logit adjustment. Kelly's q is
+    ``kelly_probability`` of the option's class probabilities; with ``calibration`` ``"isotonic"`` or
+    ``"platt"`` it is first mapped by a calibration fitted on the option's training-period trades and
+    labels (``analysis.calibration``; the identity, with a note, below its minimum of trades). Kelly's
+    payoff ratio for each option is estimated from that option's unit-size positions on the training
+    period under ``cfg``'s hold rule; without a training period it is 1 (a fair bet) and flagged.
+
+    Returns
+    -------
+    dict
+        option -> ``evaluate_actions``'s dict plus ``payoff_source``, ``title``, ``description``,
+        ``actions`` (n,), ``confidence`` (n,: the probability of the chosen action), ``kelly_p`` (n,:
+        the q sizing read, 0 on HOLD bars), ``unit`` (``backtest.metrics`` of the same actions at unit
+        size, same hold rule and costs; scalars only) and ``sizing`` (``signals``, ``sized_zero``,
+        ``sized_zero_share``, ``probability`` ``"model" | "isotonic" | "platt"``,
+        ``calibration_trades``, ``calibration_note``).
     """
     cfg = cfg or BacktestConfig()
+    if calibration not in CALIBRATIONS:
+        raise FlagcoreError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
+    if calibration != "none" and (
+        train is None or train.labels is None or not (np.asarray(train.labels) >= 0).any()
+    ):
+        raise FlagcoreError(f"{calibration} calibration needs a training period with labels; there is none")
     prior = None if train is None else train.prior
+    train_returns = None if train is None else simple_returns(train.close)
+    test_returns = simple_returns(test.close)
 
-    def signals(name: str, period: PeriodInputs):
+    def signals(name: str, period: PeriodInputs) -> OptionSignals | None:
         return option_signals(
             name,
             period.logits,
@@ -296,18 +380,25 @@ def compare_options(
         sig = signals(name, test)
         if sig is None:
             continue
+        actions = sig.actions
         payoff, payoff_source = 1.0, "default (no training-period signals)"
-        if train is not None and name != LABELS_OPTION:
-            tsig = signals(name, train)
-            if tsig is not None:
-                payoff = payoff_ratio(DIRECTION[tsig[0]], simple_returns(train.close))
-                payoff_source = "training period"
-        actions, conf = sig
+        tsig = signals(name, train) if train is not None and name != LABELS_OPTION else None
+        if tsig is not None:
+            payoff = signal_payoff_ratio(tsig.actions, train_returns, cfg)
+            payoff_source = "training period"
+        cal = _option_calibration(name, calibration, tsig, train)
+        q = kelly_probability(sig.probs, actions)
+        if cal.fitted:
+            q = np.where(actions != HOLD, cal(q), 0.0)
         res = evaluate_actions(
-            actions, test.labels, test.close, test.periods_per_year, confidence=conf, payoff=payoff, cfg=cfg
+            actions, test.labels, test.close, test.periods_per_year, confidence=q, payoff=payoff, cfg=cfg
         )
         res["payoff_source"] = payoff_source
         res["title"], res["description"] = OPTIONS[name]
-        res["actions"], res["confidence"] = actions, conf
+        res["actions"] = actions
+        res["confidence"] = sig.probs[np.arange(actions.size), actions]
+        res["kelly_p"] = q
+        res["unit"] = unit_metrics(actions, test_returns, test.periods_per_year, cfg)
+        res["sizing"] = sizing_summary(actions, res["backtest"]["positions"], cal)
         out[name] = res
     return out

@@ -41,6 +41,10 @@ def cmd_check_data(args: argparse.Namespace) -> int:
         f"{s['source']}: {s['bars']:,} bars from {s['start']} to {s['end']}",
         f"  {s['features']} features, {len(s['padded_inputs'])} zero-padded inputs to {s['state_dim']}",
     ]
+    if s["periods_per_year"] is not None:
+        lines.append(
+            f"  calendar {s['calendar']}: {s['periods_per_year']:,.1f} bars a year ({s['calendar_source']})"
+        )
     if s["label_shares"]:
         lines.append("  labels " + shares_text(s["label_shares"], ".2%"))
     emit(s, args.json, lines)
@@ -80,9 +84,13 @@ def _dataset_path(out: Path, name: str) -> Path:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from flagcore.data.calendar import check_periods_per_year
     from flagcore.data.dataset import write_dataset
     from flagcore.data.features import build_datasets, read_ohlcv
 
+    ppy = args.periods_per_year
+    if ppy is not None:
+        ppy = check_periods_per_year(ppy, "--periods-per-year")
     bars = read_ohlcv(args.ohlcv)
     sets = build_datasets(
         bars,
@@ -93,6 +101,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         test_start=args.test_start,
         context=args.context,
         source=str(args.ohlcv),
+        periods_per_year=ppy,
     )
     out = Path(args.out)
     written = {}
@@ -111,10 +120,13 @@ def cmd_features(args: argparse.Namespace) -> int:
         "barrier_width": some["barrier_width"],
         "label_horizon": some["label_horizon"],
         "label_method": some["label_method"],
+        "periods_per_year": some["periods_per_year"],
+        "calendar": some["calendar"],
         "datasets": written,
     }
     lines = [
-        f"barrier width {summary['barrier_width']:.4f} x sigma x sqrt({args.horizon}), {args.label_method}"
+        f"barrier width {summary['barrier_width']:.4f} x sigma x sqrt({args.horizon}), {args.label_method}",
+        f"  calendar {summary['calendar']}: {summary['periods_per_year']:,.1f} bars a year",
     ]
     for name, w in written.items():
         lines.append(
@@ -165,6 +177,13 @@ def _features_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--label-method", choices=METHODS, default=METHODS[0])
     s.add_argument(
         "--context", type=int, default=255, help="history bars before the test period (default 255)"
+    )
+    s.add_argument(
+        "--periods-per-year",
+        type=float,
+        metavar="N",
+        help="bars per year for annualising volatilities (default: the market's calendar, inferred "
+        "from the bars: 24/7, 24/5, exchange sessions, daily 365 or 252, weekly, monthly)",
     )
 
 

@@ -8,7 +8,9 @@ A dataset is a Parquet or CSV file with
 
 Fewer features than the model's ``state_dim`` are zero-padded on the right (49 -> 60 in the seed)
 and the padded input positions are recorded. More features than ``state_dim`` are refused.
-Parquet files written by flagcore carry the label horizon and feature groups in their metadata.
+Parquet files written by flagcore carry the label horizon, the feature groups and the market's
+calendar (``periods_per_year`` with its ``calendar`` name) in their metadata; without them the
+calendar is inferred from the timestamps.
 
 Errors name the file, the column and the first bad row; rows count from 1 for the first data row
 (in a CSV that is line 2). Reading the file and checking its columns is ``data.tables``; the bar
@@ -17,6 +19,7 @@ calendar is ``data.calendar``; prediction files (an ensemble partner's output) a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flagcore.data.calendar import periods_per_year
+from flagcore.data.calendar import (
+    FILE_METADATA,
+    Calendar,
+    bar_seconds,
+    check_periods_per_year,
+    infer_calendar,
+)
 from flagcore.data.tables import (
     METADATA_KEY,
     PARQUET_SUFFIXES,
@@ -60,6 +69,8 @@ class Dataset:
     evaluation_start: pd.Timestamp | None = None  # earlier bars are history (context) only
     content_hash: str = ""
     attrs: dict = field(default_factory=dict)  # anything else from the file's flagcore metadata
+    # the market's calendar once known; a slice keeps its parent's (a stretch of the same market)
+    _calendar: Calendar | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_bars(self) -> int:
@@ -86,12 +97,40 @@ class Dataset:
         return list(range(self.n_features, self.state_dim))
 
     @property
+    def calendar(self) -> Calendar:
+        """The market's bar calendar: recorded in the file's flagcore metadata, else inferred.
+
+        The file's value counts when it records both ``periods_per_year`` and the ``calendar``
+        name (``flagcore features`` writes both); older files, whose ``periods_per_year`` came
+        from the sample's span, are read again with ``infer_calendar``.
+
+        Raises
+        ------
+        FlagcoreError : one line naming the file when the value recorded is not a number above 0
+            or the calendar cannot be inferred (it suggests ``--periods-per-year``).
+        """
+        if self._calendar is None:
+            self._calendar = self._find_calendar()
+        return self._calendar
+
+    def _find_calendar(self) -> Calendar:
+        recorded, name = self.attrs.get("periods_per_year"), self.attrs.get("calendar")
+        if recorded is not None and name is not None:
+            value = check_periods_per_year(
+                recorded, f"{self.source}: periods_per_year in the file's metadata"
+            )
+            return Calendar(str(name), value, bar_seconds(self.timestamps), FILE_METADATA)
+        try:
+            return infer_calendar(self.timestamps)
+        except FlagcoreError as e:
+            raise FlagcoreError(
+                f"{self.source}: cannot tell the bars per year ({e}); pass --periods-per-year N"
+            ) from None
+
+    @property
     def periods_per_year(self) -> float:
-        """Bars per year of the market's calendar (placeholder: the median-spacing estimate)."""
-        ppy = periods_per_year(self.timestamps)
-        if ppy is None:
-            raise FlagcoreError(f"{self.source}: cannot tell the bars per year; pass --periods-per-year")
-        return ppy
+        """Bars per year of the market's calendar (``calendar``), the annualisation factor."""
+        return self.calendar.periods_per_year
 
     def label_shares(self) -> dict[str, float] | None:
         if self.labels is None:
@@ -103,7 +142,8 @@ class Dataset:
         return {c: float(counts[i] / known.size) for i, c in enumerate(CLASS_NAMES)}
 
     def slice(self, start: int, stop: int) -> Dataset:
-        return Dataset(
+        """Bars ``start:stop``; the slice keeps this dataset's calendar where it is known."""
+        out = Dataset(
             source=self.source,
             timestamps=self.timestamps[start:stop],
             features=self.features[start:stop],
@@ -115,8 +155,15 @@ class Dataset:
             content_hash=self.content_hash,
             attrs=self.attrs,
         )
+        with contextlib.suppress(FlagcoreError):  # too few bars to tell; the slice cannot tell either
+            out._calendar = self.calendar
+        return out
 
     def summary(self) -> dict:
+        try:
+            cal: Calendar | None = self.calendar
+        except FlagcoreError:
+            cal = None  # reported as unknown; annualising refuses it with the file's name
         return {
             "source": self.source,
             "bars": self.n_bars,
@@ -132,7 +179,9 @@ class Dataset:
             "label_horizon": self.label_horizon,
             "evaluation_start": None if self.evaluation_start is None else self.evaluation_start.isoformat(),
             "context_bars": self.eval_index,
-            "periods_per_year": periods_per_year(self.timestamps),
+            "periods_per_year": None if cal is None else cal.periods_per_year,
+            "calendar": None if cal is None else cal.name,
+            "calendar_source": None if cal is None else cal.source,
             "content_hash": self.content_hash,
         }
 
@@ -236,7 +285,7 @@ def _content_hash(
 ) -> str:
     """SHA-256 of what the dataset holds: times, feature names and values, close, labels, settings."""
     h = hashlib.sha256()
-    h.update(ts.asi8.tobytes())
+    h.update(ts.as_unit("ns").asi8.tobytes())  # the same times hash the same in any unit
     h.update(json.dumps(names).encode())
     h.update(np.ascontiguousarray(features[:, : len(names)]).tobytes())
     for arr in (close, labels):
@@ -328,7 +377,7 @@ def check_disjoint(train: Dataset, test: Dataset, label_horizon: int | None = No
         )
     h = label_horizon if label_horizon is not None else (train.label_horizon or 0)
     if h:
-        step = pd.Timedelta(np.median(np.diff(train.timestamps.asi8)), unit="ns")
+        step = pd.Timedelta(seconds=bar_seconds(train.timestamps))  # unit-safe
         if first - train.timestamps[-1] <= h * step:
             raise FlagcoreError(
                 f"{test.source}: starts within the label horizon ({h} bars) of the training period's end"

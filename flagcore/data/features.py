@@ -5,8 +5,10 @@ run forward), and each is scaled to order one: returns are standardised by the 1
 volatility, volatilities are logs of annualised figures, oscillators are centred and scaled.
 The first ``WARMUP`` bars, whose longest look-back is incomplete, are dropped.
 
-Input: a table with timestamp, open, high, low, close, volume (any bar frequency; periods per
-year come from the timestamps) and optionally the order-flow columns of ``market.py``.
+Input: a table with timestamp, open, high, low, close, volume (any bar frequency) and optionally
+the order-flow columns of ``market.py``. Volatilities are annualised with the market's calendar
+(``data.calendar``: 24/7, 24/5, exchange sessions, daily 365 or 252, ...), never with the sample's
+span, so a bar's features do not depend on how many bars follow it; ``periods_per_year`` overrides it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from flagcore.data.calendar import periods_per_year
+from flagcore.data.calendar import Calendar, resolve_calendar
 from flagcore.errors import FlagcoreError
 from flagcore.vocab import CLASS_NAMES
 
@@ -106,7 +108,12 @@ def _z(x: pd.Series, n: int) -> pd.Series:
 
 
 def market_features(bars: pd.DataFrame, ppy: float) -> pd.DataFrame:
-    """The 49 market features for every bar (NaN where a look-back is incomplete)."""
+    """The 49 market features for every bar (NaN where a look-back is incomplete).
+
+    ``ppy`` is the bars per year of the market's calendar (``features_calendar``) that annualises
+    the volatilities; a value taken from the sample's span would make a bar's features depend on the
+    bars after it.
+    """
     o, h, l, c, v = (bars[k].astype(float) for k in OHLCV)  # noqa: E741
     lc = np.log(c)
     r1 = lc.diff()
@@ -234,16 +241,41 @@ def read_ohlcv(path) -> pd.DataFrame:
     return out
 
 
-def compute_features(bars: pd.DataFrame, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """timestamp, close and the features; order-flow features only if the feed has any data."""
-    ppy = periods_per_year(pd.DatetimeIndex(bars["timestamp"]))
-    if ppy is None:
-        raise FlagcoreError("features need at least two bars with distinct timestamps")
+def compute_features(
+    bars: pd.DataFrame,
+    progress: Callable[[str], None] | None = None,
+    *,
+    periods_per_year: float | None = None,
+) -> pd.DataFrame:
+    """timestamp, close and the features; order-flow features only if the feed has any data.
+
+    Volatilities are annualised with ``periods_per_year``, by default the market's calendar
+    inferred from the timestamps (``data.calendar.infer_calendar``), so that the same bars give
+    the same features in a file cut short and in the whole file.
+    """
+    ppy = features_calendar(bars, periods_per_year).periods_per_year
     out = pd.concat([bars[["timestamp", "close"]], market_features(bars, ppy)], axis=1)
     flow = list(ORDER_FLOW_INPUTS)
     if all(k in bars.columns for k in flow) and bars[flow].notna().any().all():
         out = pd.concat([out, order_flow_features(bars)], axis=1)
     return out
+
+
+def features_calendar(bars: pd.DataFrame, periods_per_year: float | None = None) -> Calendar:
+    """The calendar the features annualise with: ``periods_per_year`` if given, else inferred.
+
+    Raises
+    ------
+    FlagcoreError : an override that is not a number above 0, or bars whose calendar cannot be told.
+    """
+    try:
+        return resolve_calendar(pd.DatetimeIndex(bars["timestamp"]), periods_per_year)
+    except FlagcoreError as e:
+        if periods_per_year is not None:
+            raise
+        raise FlagcoreError(
+            f"features cannot tell the bars per year ({e}); pass --periods-per-year N"
+        ) from None
 
 
 SEED_HOLD_SHARE = 0.6142  # the seed's test-period HOLD share (its reported accuracy)
@@ -281,6 +313,7 @@ def build_datasets(
     test_start: str | pd.Timestamp | None = None,
     context: int = 255,
     source: str = "",
+    periods_per_year: float | None = None,
 ) -> dict[str, tuple[pd.DataFrame, dict]]:
     """Feature-and-label datasets from bars: ``{"all": ...}`` or ``{"train": ..., "test": ...}``.
 
@@ -289,11 +322,14 @@ def build_datasets(
     the test set holds the features available in the whole test period, and starts ``context``
     bars before ``test_start`` so that every test bar has a full window of history (its metadata
     ``evaluation_start`` marks the first evaluated bar). ``width=None`` calibrates the barrier
-    width so that the HOLD share of the evaluated bars is ``target_hold``.
+    width so that the HOLD share of the evaluated bars is ``target_hold``. Volatilities are
+    annualised with ``periods_per_year`` (None: the market's calendar, inferred from the bars), and
+    the metadata records it with the calendar's name ("override" when given).
     """
     from flagcore.data.labels import calibrate_width, ewm_volatility, make_labels, shares
 
-    feats = compute_features(bars)
+    calendar = features_calendar(bars, periods_per_year)
+    feats = compute_features(bars, periods_per_year=calendar.periods_per_year)
     close = bars["close"].to_numpy(float)
     sigma = ewm_volatility(close)
     ts = pd.DatetimeIndex(bars["timestamp"])
@@ -311,7 +347,8 @@ def build_datasets(
         "barrier_width": float(width),
         "volatility": "EWM std of 1-bar log returns, span 168",
         "source": source,
-        "periods_per_year": periods_per_year(ts),
+        "periods_per_year": calendar.periods_per_year,
+        "calendar": calendar.name,
     }
 
     def described(rows: np.ndarray, label_rows: np.ndarray, **extra) -> tuple[pd.DataFrame, dict]:

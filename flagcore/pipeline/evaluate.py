@@ -92,7 +92,6 @@ def is_checkpoint(path) -> bool:
 def load_evaluation_data(data, train_data, config, s: EvaluateSettings) -> tuple[Any, Any, Any]:
     """The evaluated dataset, the training stretch the payoff ratios come from, and the whole
     training dataset (both None without ``train_data``), checked against the model's ``config``."""
-    from flagcore.data.calendar import periods_per_year
     from flagcore.data.dataset import check_disjoint, load_dataset
 
     test = load_dataset(data, state_dim=config.state_dim)
@@ -116,9 +115,10 @@ def load_evaluation_data(data, train_data, config, s: EvaluateSettings) -> tuple
     check_disjoint(full_train, test)
     if full_train.close is None:
         raise FlagcoreError(f"{train_data}: needs a 'close' column to estimate payoff ratios")
-    # the bar count of payoff_years follows from the data's own spacing (hourly, daily, ...)
-    ppy = periods_per_year(full_train.timestamps)
-    bars = full_train.n_bars if ppy is None else max(1, round(ppy * s.payoff_years))
+    # the bar count of payoff_years follows the market's calendar (hourly 24/7, equity sessions,
+    # daily, ...) recorded with the data or inferred, unless the settings override it
+    ppy = s.periods_per_year or full_train.periods_per_year
+    bars = max(1, round(ppy * s.payoff_years))
     return test, recent(full_train, bars, history=config.window - 1), full_train
 
 

@@ -32,6 +32,9 @@ def option_result_row(option: str, o: dict) -> dict:
             "is_trial": o["is_trial"],
             "action_counts": o["action_counts"],
             "hifa_passed_all": o["hifa"].passed_all,
+            # the signal apart from its sizing: the same actions at unit size, and what Kelly set to 0
+            "unit": o.get("unit"),
+            "sizing": o.get("sizing"),
         }
     )
     shares = {f"share_{c.lower()}": sh[c] for c in CLASS_NAMES}

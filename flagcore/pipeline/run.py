@@ -18,6 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,9 @@ class Sweeps:
 
     rows: list[dict]
     threshold_returns: np.ndarray  # (len(thresholds), T)
+    threshold_positions: np.ndarray  # (len(thresholds), T): the position held over each period
     tau_returns: np.ndarray | None  # (len(taus), T); None without the logit-adjustment option
+    tau_positions: np.ndarray | None
 
 
 @dataclass
@@ -173,12 +176,12 @@ def sweep(
     param: str,
     grid,
     base_kw,
-) -> tuple[list[dict], np.ndarray]:
-    """One option computed at every value of ``param`` in ``grid``: the sweep's rows and the
-    per-bar returns of each value, one row per value."""
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """One option computed at every value of ``param`` in ``grid``: the sweep's rows, and the
+    per-period returns and held positions of each value, one row per value."""
     from flagcore.analysis.remedies import compare_options
 
-    rows, returns = [], []
+    rows, returns, held = [], [], []
     for v in grid:
         kw = dict(base_kw)
         kw[param] = v
@@ -195,20 +198,23 @@ def sweep(
             }
         )
         returns.append(bt["returns"])
-    return rows, np.vstack(returns)
+        held.append(bt["positions"][:-1])
+    return rows, np.vstack(returns), np.vstack(held)
 
 
 def run_sweeps(
     te: PeriodInputs, tr: PeriodInputs | None, s: EvaluateSettings, options: dict, base_kw: dict
 ) -> Sweeps:
     """The HOLD-threshold sweep, and the tau sweep where the logit-adjustment option was computed."""
-    thr_rows, thr_R = sweep(te, tr, s.backtest, THRESHOLD_OPTION, "hold_threshold", s.thresholds, base_kw)
+    thr_rows, thr_R, thr_P = sweep(
+        te, tr, s.backtest, THRESHOLD_OPTION, "hold_threshold", s.thresholds, base_kw
+    )
     rows = list(thr_rows)
-    tau_R = None
+    tau_R = tau_P = None
     if TAU_OPTION in options:
-        tau_rows, tau_R = sweep(te, tr, s.backtest, TAU_OPTION, "tau", s.taus, base_kw)
+        tau_rows, tau_R, tau_P = sweep(te, tr, s.backtest, TAU_OPTION, "tau", s.taus, base_kw)
         rows += tau_rows
-    return Sweeps(rows, thr_R, tau_R)
+    return Sweeps(rows, thr_R, thr_P, tau_R, tau_P)
 
 
 def count_trials(options: dict, sweeps: Sweeps, s: EvaluateSettings) -> Trials:
@@ -386,6 +392,8 @@ def run_summary(
         "collapse": diags.get("baseline", {}).get("collapse"),
         "baseline_hold_share": None if base is None else base["action_shares"]["HOLD"],
         "periods_per_year": te.periods_per_year,
+        # where the periods per year came from: the market's calendar, or the user's override
+        "calendar": "override" if s.periods_per_year else test.calendar.name,
         "evaluated_bars": int(test.n_bars - test.eval_index),
         "label_horizon": int(test.label_horizon or 0),
         "options_passing_hifa": passing,
@@ -428,7 +436,7 @@ def compute_run(
     if tr is not None and prior is not None:
         tr.prior = prior
     progress("options", 0.0)
-    base_kw = {"hold_threshold": s.hold_threshold, "tau": s.tau}
+    base_kw: dict[str, Any] = {"hold_threshold": s.hold_threshold, "tau": s.tau, "calibration": s.calibration}
     options = compare_options(te, tr, cfg=s.backtest, **base_kw)
     progress("sweeps", 0.2)
     sweeps = run_sweeps(te, tr, s, options, base_kw)
