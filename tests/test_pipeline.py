@@ -27,10 +27,11 @@ def test_quick_demo_reproduces_the_collapse(quick_demo, capsys):
     base = run["options"]["baseline"]
     assert run["collapse"]["collapsed"] is True
     assert base["action_shares"]["HOLD"] >= 0.95
-    assert base["trades"] == 0 and base["sharpe"] == 0.0 and base["sharpe_defined"] is False
-    assert set(base["hifa"]) == {"cpcv_mean_sharpe", "deflated_sharpe", "permutation_p"}
-    assert not any(c["passed"] for c in base["hifa"].values())
-    assert base["hifa"]["permutation_p"]["value"] == 1.0
+    # its few SELL/BUY bars are sized like any option's (the HOLD threshold at 0 gives the same
+    # figures), but they are too few independent bets for the gate
+    assert set(base["hifa"]) == {"min_trades", "cpcv_mean_sharpe", "deflated_sharpe", "permutation_p"}
+    assert base["trades"] < 30 and base["hifa"]["min_trades"]["passed"] is False
+    assert base["hifa"]["min_trades"]["value"] == base["trades"]
     trading = [k for k, o in run["options"].items() if o["trades"] > 0 and k != "opt5_labels"]
     assert len(trading) >= 3, trading
     # the labels as a signal are the upper bound: they beat every model
@@ -168,7 +169,8 @@ def test_validate_prints_the_criteria_table(quick_demo, tmp_path, capsys):
     assert "CPCV mode: post-hoc" in out and "Baseline (plain CE)" in out and "FAIL" in out
     lenient = tmp_path / "c.toml"
     lenient.write_text(
-        "[hifa]\ncpcv_mean_sharpe_min = -100\ndeflated_sharpe_min = -100\npermutation_p_max = 1.01\n"
+        "[hifa]\nmin_trades = 0\ncpcv_mean_sharpe_min = -100\ndeflated_sharpe_min = -100\n"
+        "dsr_probability_min = 0\npermutation_p_max = 1.01\n"
     )
     assert (
         main(

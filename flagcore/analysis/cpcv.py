@@ -113,12 +113,46 @@ class PostHocCPCV:
     n_test_groups: int
     purge: int
     embargo: int
+    # (phi,) cost of switching grid values at group boundaries, charged on top of the grid's own
+    # returns (0 without positions, or where a path keeps one value)
+    switching_costs: np.ndarray | None = None
+
+
+def _cost_inputs(positions, cost_rate, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``positions`` as a (G, T) float array checked against ``shape``; None without positions."""
+    if isinstance(cost_rate, bool) or not isinstance(cost_rate, (int, float, np.floating, np.integer)):
+        raise FlagcoreError(f"cost_rate must be a number, got {cost_rate!r}")
+    if not (np.isfinite(cost_rate) and cost_rate >= 0):
+        raise FlagcoreError(f"cost_rate must be finite and >= 0, got {cost_rate!r}")
+    if positions is None:
+        if cost_rate > 0:
+            raise FlagcoreError(
+                f"cost_rate {cost_rate!r} needs the positions of each grid value to charge switching costs"
+            )
+        return None
+    P = np.asarray(positions, dtype=np.float64)
+    if P.shape != shape:
+        raise FlagcoreError(
+            f"positions must have the shape of strategy_returns (grid values, periods) {shape}, got {P.shape}"
+        )
+    if not np.isfinite(P).all():
+        raise FlagcoreError("positions must be finite")
+    return P
 
 
 def posthoc_cpcv(
-    strategy_returns, grid, *, n_groups=6, n_test_groups=2, purge=0, embargo=0, parameter: str = "parameter"
+    strategy_returns,
+    grid,
+    *,
+    n_groups=6,
+    n_test_groups=2,
+    purge=0,
+    embargo=0,
+    parameter: str = "parameter",
+    positions=None,
+    cost_rate: float = 0.0,
 ) -> PostHocCPCV:
-    """CPCV of a post-hoc rule over the evaluation period (AFML ch. 12, with nothing retrained).
+    r"""CPCV of a post-hoc rule over the evaluation period (AFML ch. 12, with nothing retrained).
 
     ``strategy_returns`` is a (G, T) array: the per-period net returns of the rule at each of
     the G grid values (for example the HOLD threshold). On every split the grid value with the
@@ -127,6 +161,50 @@ def posthoc_cpcv(
     test returns of the splits that cover them, and each path's Sharpe is reported. With one grid
     value every path equals the plain backtest: CPCV adds information only where something is
     fitted (validation-math.md).
+
+    A path that takes group g from grid value c_new and group g - 1 from c_old changes position at
+    the group's first period t0. Each row of ``strategy_returns`` charged its own change
+    :math:`\kappa |P_{c_{new}, t_0} - P_{c_{new}, t_0 - 1}|`; with ``positions`` the path is
+    charged the change it really makes instead:
+
+    .. math::
+
+        r^{path}_{t_0} = R_{c_{new}, t_0} + \kappa |P_{c_{new}, t_0} - P_{c_{new}, t_0 - 1}|
+                         - \kappa |P_{c_{new}, t_0} - P_{c_{old}, t_0 - 1}|
+
+    with :math:`\kappa` = ``cost_rate`` (the backtest's (fee + slippage) / 1e4). Where the path keeps
+    its value across the boundary nothing changes.
+
+    Parameters
+    ----------
+    strategy_returns : array_like, (G, T)
+        Per-period net returns of each grid value.
+    grid : sequence
+        The G grid values, reported as each split's fitted value.
+    n_groups, n_test_groups, purge, embargo : int
+        As in :func:`cpcv_splits`.
+    parameter : str
+        The fitted parameter's name, for the record.
+    positions : array_like, (G, T), optional
+        The position each grid value holds over each period (the backtest's ``positions[:-1]``).
+        Without it no switching cost is charged (the rows' own costs only).
+    cost_rate : float, default 0
+        Cost per unit of position traded; > 0 needs ``positions``.
+
+    Returns
+    -------
+    PostHocCPCV
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> P = np.array([[1.0] * 8, [-1.0] * 8])  # value 0 long, value 1 short throughout
+    >>> m = np.repeat([1.0, -1.0], 4) * np.tile([0.010, 0.011], 4)  # up 4 periods, then down 4
+    >>> R = P * m  # each value's own returns (no costs inside a value here)
+    >>> res = posthoc_cpcv(R, ["long", "short"], n_groups=4, n_test_groups=1, positions=P,
+    ...                    cost_rate=0.001)
+    >>> res.fitted, float(res.switching_costs[0])  # one switch, short to long: 2 units traded
+    (['short', 'short', 'long', 'long'], 0.002)
     """
     R = np.asarray(strategy_returns, dtype=np.float64)
     if R.ndim != 2:
@@ -136,6 +214,7 @@ def posthoc_cpcv(
         raise FlagcoreError(f"{len(grid)} grid values for {R.shape[0]} return series")
     if not np.isfinite(R).all():
         raise FlagcoreError("strategy_returns must be finite")
+    P = _cost_inputs(positions, cost_rate, R.shape)
     T = R.shape[1]
     splits = cpcv_splits(T, n_groups, n_test_groups, purge, embargo)
     paths = cpcv_paths(n_groups, n_test_groups)
@@ -144,9 +223,17 @@ def posthoc_cpcv(
     for s, split in enumerate(splits):
         chosen[s] = int(np.argmax(sharpe_ratio(R[:, split.train])))
     path_returns = np.empty((paths.shape[0], T))
+    switching = np.zeros(paths.shape[0])
     for p, row in enumerate(paths):
         for g, s in enumerate(row):
             path_returns[p, groups[g]] = R[chosen[s], groups[g]]
+            if P is None or g == 0 or chosen[s] == chosen[row[g - 1]]:
+                continue
+            # the row charged its own change at t0; the path changes from the previous group's value
+            t0, new, old = groups[g][0], chosen[s], chosen[row[g - 1]]
+            extra = cost_rate * (abs(P[new, t0] - P[old, t0 - 1]) - abs(P[new, t0] - P[new, t0 - 1]))
+            path_returns[p, t0] -= extra
+            switching[p] += extra
     return PostHocCPCV(
         "post-hoc",
         parameter,
@@ -157,4 +244,5 @@ def posthoc_cpcv(
         n_test_groups,
         purge,
         embargo,
+        switching,
     )

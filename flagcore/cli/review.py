@@ -1,7 +1,9 @@
 """The review commands: ``report`` (a run's findings), ``review`` (a sign-off) and ``validate``.
 
 ``validate`` prints a stored run's HIFA criteria table per option, judged against the run's own
-thresholds or a TOML file's; ``--retrain`` first runs retraining CPCV and appends it to the run.
+thresholds or a TOML file's, with how far each option is from passing; ``--retrain`` first runs
+retraining CPCV and appends it to the run; ``--gate`` makes the exit code the gate's decision
+(``VALIDATE_EPILOG``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flagcore.cli.options import Parents, add_command, open_store, placement
 from flagcore.cli.output import Stages, emit, mark
 from flagcore.errors import FlagcoreError
-from flagcore.vocab import BADGE, CRITERION, VERDICTS
+from flagcore.vocab import BADGE, CRITERION, NOT_A_TRIAL, VERDICTS
 
 if TYPE_CHECKING:
     from flagcore.cli.options import Subparsers
@@ -66,20 +68,60 @@ def criteria_in_file(path: str) -> dict[str, Any]:
 
 
 def _cell(criteria: dict[str, Any], key: str, fmt: str) -> str:
-    c = criteria[key]
+    c = criteria.get(key)
+    if c is None:  # a criterion the run did not store
+        return f"{'-':>{len(fmt.format(0.0)) + 5}}"
     return f"{fmt.format(c['value'])} {mark(c['passed'])}"
 
 
 def _option_line(o: dict[str, Any]) -> str:
     c = o["criteria"]
+    p = o.get("dsr_probability")
     line = (
-        f"  {o['title']:<32} {_cell(c, 'cpcv_mean_sharpe', '{:>13.2f}')} "
-        f"{_cell(c, 'deflated_sharpe', '{:>13.2f}')} {o['dsr_probability']:>9.3f} "
+        f"  {o['title']:<32} {_cell(c, 'min_trades', '{:>7.0f}')} "
+        f"{_cell(c, 'cpcv_mean_sharpe', '{:>13.2f}')} "
+        f"{_cell(c, 'deflated_sharpe', '{:>9.2f}')} {'-' if p is None else f'{p:.3f}':>9} "
         f"{_cell(c, 'permutation_p', '{:>8.4f}')}  {BADGE[bool(o['passed_all'])]}"
     )
+    if o.get("candidate") is False:
+        line += "  (an upper bound, not a candidate)"
     if o.get("retrain_cpcv_mean_sharpe") is not None:
         line += f"  retraining CPCV mean Sharpe {o['retrain_cpcv_mean_sharpe']:.2f}"
     return line
+
+
+def _years(y: float | None) -> str:
+    return "never" if y is None else f"{y:,.2f} years"
+
+
+def distance_lines(o: dict[str, Any]) -> list[str]:
+    """How far one option is from passing: trades vs the minimum, both DSR readings with the rule,
+    the minimum track record length and the minimum backtest length against the backtest's."""
+    d, c = o.get("distance") or {}, o["criteria"]
+    out = []
+    if "trades" in d:
+        out.append(f"trades {d['trades']} vs {d['min_trades']:g} ({c['min_trades']['rule_text']})")
+    if "haircut" in d:
+        p, pmin = d.get("dsr_probability"), d.get("dsr_probability_min")
+        prob = "DSR probability -" if p is None else f"DSR probability {p:.3f} vs {pmin:g}"
+        out.append(
+            f"{prob}, SR - SR0 {d['haircut']:.2f} vs {d['haircut_min']:g} "
+            f"({c['deflated_sharpe']['rule_text']})"
+        )
+        bars = d.get("min_track_record_bars")
+        if bars is None:
+            trl = "never (the Sharpe does not exceed SR0)"
+        else:
+            trl = f"{bars:,.0f} bars ({_years(d.get('min_track_record_years'))})"
+        if d.get("n_obs") is not None:
+            trl += f", has {d['n_obs']:,} bars"
+        out.append(f"min track record {trl}")
+        if "min_backtest_years" in d or d.get("backtest_years") is not None:
+            out.append(
+                f"min backtest length {_years(d.get('min_backtest_years'))} for {d.get('n_trials')} trials "
+                f"vs {_years(d.get('backtest_years'))} backtested"
+            )
+    return [f"      {x}" for x in out]
 
 
 def _thresholds_line(settings: dict[str, Any]) -> str:
@@ -90,21 +132,33 @@ def _thresholds_line(settings: dict[str, Any]) -> str:
         return f"{c.label} {c.rule} {settings[c.threshold_key]}"
 
     return (
-        f"  thresholds: {rule('cpcv_mean_sharpe')}, {rule('deflated_sharpe')} (DSR probability bar "
-        f"{settings['dsr_probability_min']}), {rule('permutation_p')}"
+        f"  thresholds: {rule('min_trades')}, {rule('cpcv_mean_sharpe')}, {rule('deflated_sharpe')} "
+        f"and DSR probability >= {settings['dsr_probability_min']}, {rule('permutation_p')}"
     )
 
 
 def validate_lines(table: dict[str, Any]) -> list[str]:
-    """``flagcore validate``'s text: one line per option with each criterion's value and verdict."""
+    """``flagcore validate``'s text: one line per option with each criterion's value and verdict,
+    then how far the option is from passing."""
     lines = [
         f"HIFA criteria, run {table['run_id']} (CPCV mode: {table['cpcv_mode']}; {table['n_trials']} trials)",
-        f"  {'option':<32} {'CPCV mean Sharpe':>18} {'deflated Sharpe':>18} {'DSR prob.':>9} "
-        f"{'perm. p':>8}  verdict",
+        f"  {'option':<32} {'trades':>12} {'CPCV mean Sharpe':>18} {'SR - SR0':>14} {'DSR prob.':>9} "
+        f"{'perm. p':>13}  verdict",
     ]
-    lines += [_option_line(o) for o in table["options"]]
+    for o in table["options"]:
+        lines.append(_option_line(o))
+        lines += distance_lines(o)
     lines.append(_thresholds_line(table["criteria"]))
+    if table.get("defaults_added"):
+        lines.append(
+            f"  the run stored no {', '.join(table['defaults_added'])}: its stored values are judged "
+            "with the defaults"
+        )
     return lines
+
+
+def gate_lines(gate: dict[str, Any]) -> list[str]:
+    return [f"gate: {gate['message']} (exit code {gate['exit_code']})"]
 
 
 def _newest_run(store: Store) -> int:
@@ -115,7 +169,7 @@ def _newest_run(store: Store) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from flagcore.pipeline.validate import rejudge, retrain_validation
+    from flagcore.pipeline.validate import gate_decision, rejudge, retrain_validation
 
     where = placement(args) if args.retrain else None  # bad values fail before any work
     store = open_store(args)
@@ -136,8 +190,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
             stages.close()
     table = rejudge(store, run_id, criteria_in_file(args.criteria) if args.criteria else None)
     result["criteria"] = table
-    emit(result, args.json, validate_lines(table))
-    return 0
+    lines = validate_lines(table)
+    code = 0
+    if args.gate:
+        gate = gate_decision(table)
+        result["gate"] = gate.to_dict()
+        lines += gate_lines(result["gate"])
+        code = gate.exit_code
+    emit(result, args.json, lines)
+    return code
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -170,6 +231,23 @@ def _validate_arguments(s: argparse.ArgumentParser) -> None:
         "--options", metavar="LIST", help="with --retrain: comma-separated options (default: all trainable)"
     )
     s.add_argument("--quick-retrain", action="store_true", help="with --retrain: fewer windows per epoch")
+    s.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 0 when at least one candidate option passes every criterion, 4 when none does",
+    )
+
+
+# the codes of ``pipeline.validate.GATE_PASSED`` / ``GATE_FAILED``, written out so that building the
+# parser does not import the pipeline (a test holds them equal)
+VALIDATE_EPILOG = (
+    "exit codes with --gate:\n"
+    "  0  HIFA passed: at least one candidate option passes every criterion\n"
+    "  4  HIFA failed: no candidate option passes every criterion\n"
+    "  1  bad input (no such run, bad criteria file); 2 usage error; 3 internal error\n"
+    f"candidates: every option but {', '.join(NOT_A_TRIAL)} (an upper bound, not a strategy).\n"
+    "without --gate the exit code is 0 whatever the verdicts."
+)
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
@@ -191,14 +269,17 @@ def register(sub: Subparsers, parents: Parents) -> None:
         parents.store,
         parents.json,
     )
-    add_command(
+    sp = add_command(
         sub,
         "validate",
         cmd_validate,
-        "The HIFA criteria table of a stored run, per option; --retrain adds retraining CPCV.",
+        "The HIFA criteria table of a stored run, per option, and how far each is from passing; "
+        "--retrain adds retraining CPCV; --gate exits non-zero when no candidate passes.",
         _validate_arguments,
         parents.retraining_placement,
         parents.store,
         parents.quiet,
         parents.json,
     )
+    sp.epilog = VALIDATE_EPILOG
+    sp.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -243,10 +243,26 @@ def _option_cpcv(option: str, returns: np.ndarray, sweeps: Sweeps, s: EvaluateSe
         "purge": h,
         "embargo": h,
     }
+    # a path that switches value at a group boundary pays for the switch
+    cost = s.backtest.cost_rate
     if option == THRESHOLD_OPTION:
-        return posthoc_cpcv(sweeps.threshold_returns, s.thresholds, **split, parameter="hold_threshold")
+        return posthoc_cpcv(
+            sweeps.threshold_returns,
+            s.thresholds,
+            **split,
+            parameter="hold_threshold",
+            positions=sweeps.threshold_positions,
+            cost_rate=cost,
+        )
     if option == TAU_OPTION and sweeps.tau_returns is not None:
-        return posthoc_cpcv(sweeps.tau_returns, s.taus, **split, parameter="tau")
+        return posthoc_cpcv(
+            sweeps.tau_returns,
+            s.taus,
+            **split,
+            parameter="tau",
+            positions=sweeps.tau_positions,
+            cost_rate=cost,
+        )
     return posthoc_cpcv(returns[None], [None], **split, parameter="none")
 
 
