@@ -1,53 +1,64 @@
-"""HIFA criteria: per option the criteria table, the DSR inputs, CPCV paths, the permutation null, PBO."""
+"""HIFA criteria: every option against the gate; per option the criteria with their rules and why they
+fail, the deflated Sharpe's readings, the signal apart from its sizing, CPCV paths, the permutation null,
+PBO."""
 
 import streamlit as st
 
 from flagcore.dashboard import plots, views
 from flagcore.dashboard import state as ac
+from flagcore.dashboard.panels import show_deflated_and_sizing, show_why_not
 
 st.title("HIFA criteria")
 rid = ac.require_run()
 path = ac.store_key()
 info = ac.run_info(path, rid)
-summary, crit = info["summary"], info["settings"]["criteria"]
+summary, settings = info["summary"], info["settings"]
+crit = settings["criteria"]
 opts = ac.option_results(path, rid)
 titles = views.option_titles(opts)
 ppy = summary["periods_per_year"]
+h = ac.hifa(path, rid)
 
-st.caption(
-    f"The seed's gate: CPCV mean Sharpe >= {crit['cpcv_mean_sharpe_min']}, deflated Sharpe >= "
-    f"{crit['deflated_sharpe_min']} (read as the annualised Sharpe left after the selection haircut, "
-    f"SR - SR0; the DSR probability is shown beside it against its conventional bar "
-    f"{crit['dsr_probability_min']}), permutation p < {crit['permutation_p_max']}."
-)
+st.caption(views.gate_caption(crit))
 c = st.columns(3)
 c[0].metric("Trials counted", summary["n_trials"], help=views.trials_help(summary))
 c[1].metric(
-    "Probability of backtest overfitting",
+    "PBO",
     f"{summary['pbo']:.2f}",
-    help=f"CSCV over the trials' returns, {summary['pbo_blocks']} blocks, "
-    f"{summary['pbo_combinations']:,} combinations",
+    help=f"probability of backtest overfitting: CSCV over the trials' returns, {summary['pbo_blocks']} "
+    f"blocks, {summary['pbo_combinations']:,} combinations",
 )
 c[2].metric(
-    "Variance of the trials' Sharpe ratios",
+    "Trial Sharpe variance",
     f"{summary['trial_sharpe_variance']:.3g}",
-    help="per period; it sets the expected maximum Sharpe SR0 of the trials",
+    help="variance of the trials' per-period Sharpe ratios; it sets the expected maximum Sharpe SR0",
 )
 
+st.subheader("Every option against the gate")
+st.dataframe(views.gate_table(h, opts), hide_index=True, width="stretch")
+
 option = st.selectbox("Option", list(titles), format_func=titles.get, key="hifa_option")
-h = ac.hifa(path, rid)
-st.dataframe(views.criteria_table(h, option), hide_index=True, width="stretch")
-row = views.criterion_row(h, option, "deflated_sharpe")
-dsr = row["inputs"]
-st.subheader("Deflated Sharpe")
-c = st.columns(4)
-c[0].metric(
-    "Sharpe (annualised)", f"{dsr['sharpe_annual']:.2f}" + ("" if dsr["sharpe_defined"] else " (undefined)")
-)
-c[1].metric("SR0, expected best of the trials", f"{dsr['sr0_annual']:.2f}")
-c[2].metric("Deflated Sharpe, SR - SR0", f"{row['value']:.2f}")
-c[3].metric("DSR probability", f"{dsr['dsr_probability']:.3f}", help="PSR against SR0")
-st.dataframe(views.dsr_inputs_table(dsr), hide_index=True, width="stretch")
+results = views.stored_criteria(h, option)
+st.dataframe(views.criteria_frame(results), hide_index=True, width="stretch")
+show_why_not(results)
+
+deflated = results["deflated_sharpe"]
+st.subheader("Deflated Sharpe, and the signal apart from its sizing")
+if deflated is not None:
+    dsr = deflated.inputs
+    c = st.columns(4)
+    c[0].metric(
+        "Sharpe (annualised)",
+        f"{dsr['sharpe_annual']:.2f}",
+        help=None if dsr["sharpe_defined"] else "no trades: the Sharpe is undefined",
+    )
+    c[1].metric("SR0", f"{dsr['sr0_annual']:.2f}", help="the expected best Sharpe of the trials (annualised)")
+    c[2].metric("SR - SR0", f"{deflated.value:.2f}", help="the annualised haircut")
+    c[3].metric("DSR probability", f"{dsr['dsr_probability']:.3f}", help="PSR against SR0")
+row = views.rows(opts, option=option).iloc[0]
+show_deflated_and_sizing(deflated, row, views.stored_signal(row), settings["backtest"]["sizing"])
+if deflated is not None:
+    st.dataframe(views.dsr_inputs_table(deflated.inputs), hide_index=True, width="stretch")
 
 left, right = st.columns(2)
 with left:

@@ -1,4 +1,5 @@
-"""Solution comparison: every option side by side, equity curves, the HOLD-threshold and tau sliders."""
+"""Solution comparison: every option side by side, its signal apart from its sizing, the gate per option,
+equity curves, the HOLD-threshold and tau sliders."""
 
 import streamlit as st
 
@@ -27,7 +28,32 @@ formats |= {
     "Sharpe": st.column_config.NumberColumn(format="%.2f"),
     "macro-F1": st.column_config.NumberColumn(format="%.3f"),
 }
+formats["signals"] = st.column_config.NumberColumn(help="SELL/BUY actions: the signal before sizing")
+formats["trades (unit)"] = st.column_config.NumberColumn(help="trades at one unit per signal")
 st.dataframe(table, hide_index=True, width="stretch", column_config=formats)
+
+method = settings["backtest"]["sizing"]
+st.subheader("The signal apart from its sizing")
+st.caption(
+    f"Each option's SELL/BUY signals, and its trades, return and Sharpe under the configured {method} "
+    f"sizing (what the gate judges) beside unit sizing (one unit in the action's direction), with the "
+    f"signals the sizing set to 0."
+)
+sig_formats = {
+    "SELL/BUY share": pct,
+    "return": pct,
+    "return (unit)": pct,
+    "Sharpe": st.column_config.NumberColumn(format="%.2f"),
+    "Sharpe (unit)": st.column_config.NumberColumn(format="%.2f"),
+}
+st.dataframe(
+    views.signal_sizing_table(opts, method), hide_index=True, width="stretch", column_config=sig_formats
+)
+
+st.subheader("Every option against the gate")
+st.caption(views.gate_caption(settings["criteria"]))
+st.dataframe(views.gate_table(ac.hifa(path, rid), opts), hide_index=True, width="stretch")
+
 eq = ac.equity_curves(path, rid)
 shown = st.multiselect(
     "Equity curves",

@@ -7,8 +7,9 @@ from flagcore.dashboard import views
 
 st.title("Validation status")
 st.caption(
-    "Every evaluation run in the store. A run passes HIFA when an option meets all three criteria: "
-    "CPCV mean Sharpe, deflated Sharpe and permutation p-value. The perfect-foresight labels are "
+    "Every evaluation run in the store. A run passes HIFA when an option meets every criterion: "
+    "a minimum number of trades (independent bets, 30 by default), CPCV mean Sharpe, deflated Sharpe "
+    "(DSR probability and haircut) and permutation p-value. The perfect-foresight labels are "
     "shown as an upper bound and never count as a passing option."
 )
 path = ac.store_key()

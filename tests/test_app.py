@@ -7,6 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+CRITERION_KEYS = ("min_trades", "cpcv_mean_sharpe", "deflated_sharpe", "permutation_p")
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +46,11 @@ def _metrics(at) -> dict:
     return out
 
 
+def _frames(at, column: str) -> list:
+    """The page's tables that have ``column``, in page order."""
+    return [d.value for d in at.dataframe if column in d.value.columns]
+
+
 def _charts(at) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
@@ -61,14 +67,21 @@ def test_empty_store_offers_to_build_the_demo(tmp_path, monkeypatch):
 
 def test_status_page_lists_the_run_with_its_verdicts(demo_app, quick_demo):
     at = demo_app
+    store, rid = quick_demo["store"], quick_demo["run_id"]
+    stored = store.option_results(rid).set_index("option").loc["baseline"]
+    p = store.hifa(rid).set_index(["option", "criterion"]).loc[("baseline", "permutation_p"), "value"]
     assert at.title[0].value == "Validation status"
     runs = at.dataframe[0].value
-    row = runs[runs["run"] == quick_demo["run_id"]].iloc[0]
-    assert row["baseline"] == "COLLAPSED" and row["baseline HIFA"] == "0/3"
+    row = runs[runs["run"] == rid].iloc[0]
+    assert row["baseline"] == "COLLAPSED" and row["baseline HIFA"] == f"{stored['hifa_passed']}/4"
     assert _metrics(at)["Baseline"] == "COLLAPSED"
     badges = at.dataframe[1].value
     base = badges[badges["option"] == "Baseline (plain CE)"].iloc[0]
-    assert base["Permutation p-value"] == "FAIL 1.0000" and base["passed"] == "0/3"
+    assert (
+        base["Permutation p-value"].endswith(f" {p:.4f}") and base["passed"] == f"{stored['hifa_passed']}/4"
+    )
+    # a collapsed baseline signals on a handful of bars: below the minimum of independent bets
+    assert stored["trades"] < 30 and base["Trades (independent bets)"] == f"FAIL {stored['trades']}"
     assert at.sidebar.selectbox[0].value == quick_demo["run_id"]
 
 
@@ -101,6 +114,7 @@ def test_logit_analysis_reproduces_the_seed_tables(demo_app, quick_demo):
 
 
 def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
+    from flagcore.dashboard import views
     from flagcore.dashboard.live import load_live_inputs, threshold_view
 
     at = _page(demo_app, "pages/solutions.py")
@@ -115,19 +129,82 @@ def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
     want = threshold_view(load_live_inputs(quick_demo["store"], quick_demo["run_id"]), 0.5)
     assert after["Trades"] == f"{want['trades']:,}" != before["Trades"]
     assert after["Sharpe"].startswith(f"{want['sharpe']:.2f}") and after["Sharpe"] != before["Sharpe"]
+    # live beside the slider: the four criteria with their rules, both DSR readings, MinTRL/MinBTL
+    d = want["hifa"]["deflated_sharpe"]
+    assert after["DSR probability"] == f"{d.inputs['dsr_probability']:.3f}"
+    crit = _frames(at, "rule")[0].set_index("criterion")
+    trades = crit.loc["Trades (independent bets)"]
+    assert trades["rule"] == "trades >= 30" and trades["value"] == f"{want['trades']:,}"
+    assert trades["result"] == ("PASS" if want["trades"] >= 30 else "FAIL")
+    readings = _frames(at, "reading")[0].set_index("reading")
+    assert readings.loc["Minimum track record", "value"] == views.track_record_text(d.inputs)
+    assert readings.loc["Minimum backtest length", "value"] == views.backtest_length_text(d.inputs)
+    assert readings.loc["DSR probability, PSR(SR0)", "value"] == f"{d.inputs['dsr_probability']:.3f}"
+    # and the same actions under unit sizing beside the configured sizing
+    sizing = _frames(at, "sizing")[0]
+    assert list(sizing["trades"]) == [f"{want['trades']:,}", f"{want['unit']['trades']:,}"]
+    assert any(views.sizing_text(want["sizing"], "kelly") in c.value for c in at.caption)
     assert at.slider(key="tau").value == 1.0
 
 
+def test_solution_page_shows_each_signal_apart_from_its_sizing_and_the_gate(demo_app, quick_demo):
+    at = _page(demo_app, "pages/solutions.py")
+    store, rid = quick_demo["store"], quick_demo["run_id"]
+    base = store.option_results(rid).set_index("option").loc["baseline"]
+    m = base["metrics"]
+    signals = m["action_counts"]["SELL"] + m["action_counts"]["BUY"]
+    sig = _frames(at, "sized to 0")[0].set_index("option").loc["Baseline (plain CE)"]
+    # the collapsed baseline's few SELL/BUY signals, and what sizing made of them, show beside its trades
+    assert sig["signals"] == signals == m["sizing"]["signals"] and sig["trades"] == base["trades"]
+    assert sig["trades (unit)"] == m["unit"]["trades"]
+    assert sig["sized to 0"] == f"Kelly sized {m['sizing']['sized_zero']:,} of {signals:,} signals to 0"
+    assert _frames(at, "signals")[0].set_index("option").loc["Baseline (plain CE)", "signals"] == signals
+    gate = _frames(at, "why not")[0].set_index("option").loc["Baseline (plain CE)"]
+    assert gate["trades >= 30"] == f"FAIL {base['trades']}" and gate["passed"] == f"{base['hifa_passed']}/4"
+    d = store.hifa(rid).set_index(["option", "criterion"]).loc[("baseline", "deflated_sharpe"), "inputs"]
+    trl = d["min_track_record_bars"]  # null in the store where no length reaches the DSR bar
+    assert gate["min track record"].startswith("never (SR <= SR0)" if trl is None else f"{trl:,.0f} bars")
+    assert f"Trades (independent bets): {base['trades']} trades, below 30" in gate["why not"]
+
+
 def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
+    from flagcore.dashboard import views
+
     at = _page(demo_app, "pages/hifa.py")
-    summary = quick_demo["store"].run(quick_demo["run_id"])["summary"]
+    store, rid = quick_demo["store"], quick_demo["run_id"]
+    summary = store.run(rid)["summary"]
     assert _metrics(at)["Trials counted"] == str(summary["n_trials"])
-    crit = at.dataframe[0].value
-    assert list(crit["criterion"]) == ["CPCV mean Sharpe", "Deflated Sharpe", "Permutation p-value"]
-    assert list(crit["result"]) == ["FAIL", "FAIL", "FAIL"]  # the baseline
+    crit = _frames(at, "rule")[0]
+    assert list(crit["criterion"]) == [
+        "Trades (independent bets)",
+        "CPCV mean Sharpe",
+        "Deflated Sharpe",
+        "Permutation p-value",
+    ]
+    h = store.hifa(rid)
+    passed = h[h["option"] == "baseline"].set_index("criterion")["passed"]
+    want = ["PASS" if passed[k] else "FAIL" for k in CRITERION_KEYS]
+    assert list(crit["result"]) == want and want[0] == "FAIL"  # the baseline: too few trades
+    trades = int(store.option_results(rid).set_index("option").loc["baseline", "trades"])
+    assert crit["rule"].iloc[0] == "trades >= 30" and crit["value"].iloc[0] == str(trades)
+    assert crit["why not"].iloc[0].startswith(f"{trades} trades, below 30")
+    assert any(f"{trades} trades, below 30" in w.value.replace("\\", "") for w in at.warning)
+    # both readings of the deflated Sharpe, and how far from passing, for the option picked
+    at.selectbox(key="hifa_option").set_value("opt3_threshold").run()
+    assert not at.exception
+    d = views.stored_criteria(store.hifa(rid), "opt3_threshold")["deflated_sharpe"]
+    assert _metrics(at)["DSR probability"] == f"{d.inputs['dsr_probability']:.3f}"
+    assert _metrics(at)["SR - SR0"] == f"{d.value:.2f}"
+    readings = _frames(at, "reading")[0].set_index("reading")
+    trl = d.inputs["min_track_record_bars"]
+    want = "never (SR <= SR0)" if trl is None else f"{trl:,.0f} bars"
+    assert readings.loc["Minimum track record", "value"].startswith(want)
+    assert readings.loc["Minimum track record", "needs"].startswith(f"has {d.inputs['n_obs']:,} bars")
+    gate = _frames(at, "min backtest")[0]
+    assert len(gate) == len(store.option_results(rid))
     titles = [c["layout"]["title"]["text"] for c in _charts(at)]
     assert "CPCV path Sharpe ratios" in titles
-    assert any(t.startswith("Permutation null (p = 1.0000)") for t in titles)
+    assert any(t.startswith("Permutation null (p = ") for t in titles)
 
 
 def test_review_round_trip_stores_text_verbatim(quick_demo_copy, monkeypatch):

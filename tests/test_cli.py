@@ -92,11 +92,16 @@ def test_unexpected_errors_are_one_line_naming_where_they_were_raised(monkeypatc
 
 def test_an_error_outside_flagcore_also_names_our_caller():
     """When the innermost frame is a library's, the line adds the flagcore frame that called it."""
-    from flagcore.cli.command import internal_error_line
-    from flagcore.cli.output import emit
+    import json
 
-    with pytest.raises(TypeError) as e:
-        emit({1j: "a complex key"}, True, [])  # json's pure-Python encoder (indent) rejects the key
+    from flagcore.cli.command import internal_error_line
+    from flagcore.store.codec import from_json
+
+    with pytest.raises(json.JSONDecodeError) as e:
+        from_json("{bad")  # json's pure-Python decoder raises
     line = internal_error_line(e.value)
-    assert line.startswith("flagcore: internal error: TypeError: ")
-    assert "in _iterencode_dict at " in line and ", called from emit at flagcore/cli/output.py:" in line, line
+    assert line.startswith("flagcore: internal error: JSONDecodeError: ")
+    assert (
+        "in raw_decode at decoder.py:" in line
+        and ", called from from_json at flagcore/store/codec.py:" in line
+    )

@@ -1,13 +1,14 @@
 """What the commands print: the result (text lines or JSON) on stdout, progress on stderr.
 
-:func:`emit` writes a command's result; :func:`progress` is one tqdm bar for one loop and
-:class:`Stages` one bar per pipeline stage; :func:`shares_text`, :func:`mark` and
+:func:`emit` writes a command's result (valid JSON: :func:`json_safe`); :func:`progress` is one
+tqdm bar for one loop and :class:`Stages` one bar per pipeline stage; :func:`shares_text`, :func:`mark` and
 :func:`verdict_marks` are the small phrases several commands print.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -21,17 +22,40 @@ def emit(data: Mapping[str, Any], as_json: bool, text_lines: list[str]) -> None:
     Parameters
     ----------
     data
-        The result; values JSON cannot hold are written with ``str``.
+        The result; NaN and infinity are written as null (:func:`json_safe`: JSON has neither, and
+        ``json.dump`` would write the invalid ``NaN``), other values JSON cannot hold with ``str``.
     as_json
         The command's ``--json``.
     text_lines
         What a person reads instead.
     """
     if as_json:
-        json.dump(data, sys.stdout, indent=2, default=str)
+        json.dump(json_safe(data), sys.stdout, indent=2, default=str, allow_nan=False)
         sys.stdout.write("\n")
     else:
         sys.stdout.write("\n".join(text_lines) + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None and numpy scalars and arrays as plain Python,
+    so that it dumps as valid JSON (a caller that must tell "never" from "unknown" adds a flag).
+
+    Examples
+    --------
+    >>> json_safe({"a": float("inf"), "b": [1.5, float("nan")]})
+    {'a': None, 'b': [1.5, None]}
+    """
+    import numpy as np
+
+    if isinstance(value, (np.ndarray, np.generic)):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, str) else k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def progress(label: str, quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:

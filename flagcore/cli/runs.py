@@ -1,7 +1,9 @@
 """The run commands: ``evaluate`` and ``demo`` write a run to the result store; ``runs`` lists them.
 
 :func:`runs_json` is every stored run with its options and HIFA criteria (what ``runs --json``
-prints); :func:`runs_lines` is the same as a table for people.
+prints): each criterion with its rule in words and why it fails, the deflated Sharpe's readings (DSR
+probability, minimum track record and backtest lengths) and the signal apart from its sizing;
+:func:`runs_lines` is the same as a table for people.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from flagcore.cli.options import Parents, add_command, open_store, placement
-from flagcore.cli.output import Stages, emit, verdict_marks
+from flagcore.cli.output import Stages, emit, mark
 from flagcore.vocab import CALIBRATIONS, CLASS_NAMES, collapse_label
 
 if TYPE_CHECKING:
@@ -24,28 +26,58 @@ if TYPE_CHECKING:
 SHARE_COLUMNS = tuple(f"share_{c.lower()}" for c in CLASS_NAMES)
 
 
+def _criterion_json(result) -> dict[str, Any]:
+    """One criterion (a ``CriterionResult`` read back from the store, or None where the run was stored
+    before it) as ``runs --json`` prints it: value, threshold, rule and its text, passed, why not."""
+    from flagcore.analysis.gate import rule_text
+    from flagcore.dashboard.views import NOT_JUDGED, finite, why_text
+
+    if result is None:
+        return {
+            "judged": False,
+            "value": None,
+            "threshold": None,
+            "rule": None,
+            "rule_text": None,
+            "passed": None,
+            "why": NOT_JUDGED,
+        }
+    return {
+        "judged": True,
+        "value": finite(result.value),
+        "threshold": result.threshold,
+        "rule": result.rule,
+        "rule_text": rule_text(result),
+        "passed": bool(result.passed),
+        "why": why_text(result),
+    }
+
+
 def _option_json(o: pd.Series, crit: pd.DataFrame) -> dict[str, Any]:
-    """One option of a run as ``runs --json`` prints it; ``crit`` are its HIFA criteria rows."""
+    """One option of a run as ``runs --json`` prints it; ``crit`` are its HIFA criteria rows. Every
+    number is finite or null: a minimum track record or backtest length that no length reaches is
+    null with ``..._reachable`` false."""
     import pandas as pd
 
+    from flagcore.dashboard.views import deflated_json, finite, signals_of, stored_criteria
+
+    results = stored_criteria(crit, o["option"])
+    metrics = o["metrics"] or {}
     return {
         "title": o["title"],
         "action_shares": {c: o[col] for c, col in zip(CLASS_NAMES, SHARE_COLUMNS, strict=True)},
+        "signals": signals_of(metrics),
         "trades": int(o["trades"]),
-        "sharpe": o["sharpe"],
+        "sharpe": finite(o["sharpe"]),
         "sharpe_defined": bool(o["sharpe_defined"]),
-        "total_return": o["total_return"],
+        "total_return": finite(o["total_return"]),
         "accuracy": None if pd.isna(o["accuracy"]) else o["accuracy"],
-        "hifa": {
-            c["criterion"]: {
-                "value": c["value"],
-                "threshold": c["threshold"],
-                "rule": c["rule"],
-                "passed": bool(c["passed"]),
-            }
-            for _, c in crit.iterrows()
-        },
+        "hifa": {k: _criterion_json(r) for k, r in results.items()},
         "hifa_passed_all": bool(len(crit) and crit["passed"].all()),
+        **deflated_json(results["deflated_sharpe"]),
+        # the signal apart from its sizing (null for runs stored before it)
+        "unit": metrics.get("unit"),
+        "sizing": metrics.get("sizing"),
     }
 
 
@@ -100,8 +132,19 @@ def runs_json(store: Store) -> list[dict[str, Any]]:
     return out
 
 
+def _trl_text(o: dict[str, Any]) -> str:
+    """The minimum track record in a text table: bars, "never" or "n/a"."""
+    if o["min_track_record_reachable"] is None:
+        return "n/a"
+    return f"{o['min_track_record_bars']:,.0f}" if o["min_track_record_reachable"] else "never"
+
+
 def runs_lines(store: Store, only: list[int] | None = None) -> list[str]:
-    """The runs (or the ones in ``only``) as text: a heading line per run, then its options table."""
+    """The runs (or the ones in ``only``) as text: a heading line per run, then its options table with
+    signals and trades, Sharpe, the DSR probability, the minimum track record (bars) against the
+    backtest's bars, and one mark per HIFA criterion (``vocab.CRITERIA`` order; ``-`` not judged)."""
+    from flagcore.vocab import CRITERIA
+
     lines = []
     for run in runs_json(store):
         if only is not None and run["run_id"] not in only:
@@ -112,18 +155,24 @@ def runs_lines(store: Store, only: list[int] | None = None) -> list[str]:
             f"{collapse_label(run['collapse'])}; {run['n_trials']} trials; "
             f"review: {review['verdict'] + ' by ' + review['reviewer'] if review else 'none'}"
         )
+        crit = " ".join(c.key for c in CRITERIA)
         lines.append(
             f"  {'option':<32} "
             + " ".join(f"{c:>6}" for c in CLASS_NAMES)
-            + f" {'trades':>6} {'Sharpe':>7}  HIFA"
+            + f" {'signals':>7} {'trades':>6} {'Sharpe':>7} {'DSR p':>6} {'MinTRL':>8} {'bars':>6}"
+            + f"  HIFA ({crit})"
         )
         for o in run["options"].values():
             sh = o["action_shares"]
-            marks = verdict_marks(c["passed"] for c in o["hifa"].values())
+            marks = " ".join(mark(c["passed"]) if c["judged"] else "-" for c in o["hifa"].values())
+            signals = "n/a" if o["signals"] is None else f"{o['signals']:,}"
+            dsr = "n/a" if o["dsr_probability"] is None else f"{o['dsr_probability']:.3f}"
+            bars = "n/a" if o["n_obs"] is None else f"{o['n_obs']:,}"
+            sharpe = "n/a" if o["sharpe"] is None else f"{o['sharpe']:.2f}"
             lines.append(
                 f"  {o['title']:<32} "
                 + " ".join(f"{sh[c]:>6.1%}" for c in CLASS_NAMES)
-                + f" {o['trades']:>6} {o['sharpe']:>7.2f}  {marks}"
+                + f" {signals:>7} {o['trades']:>6} {sharpe:>7} {dsr:>6} {_trl_text(o):>8} {bars:>6}  {marks}"
             )
     return lines
 

@@ -2,9 +2,11 @@
 
 Everything comes from a stored run's logits, closes and settings (``load_live_inputs``, one
 query per table), and the recompute is vectorised numpy: the threshold rule, Kelly sizing with the
-payoff ratio re-estimated on the training period at that threshold, the backtest, a block
-permutation p-value (1,000 permutations, against the run's 10,000: close, not identical) and the
-three HIFA criteria. At the run's own threshold it gives the stored option 3 trades, returns and
+payoff ratio re-estimated on the training period at that threshold (on the run's calibrated
+probabilities where the run calibrated them), the backtest under the configured sizing and under
+unit sizing, a block permutation p-value (1,000 permutations, against the run's 10,000: close, not
+identical) and the four HIFA criteria with the deflated Sharpe's minimum track record and backtest
+lengths. At the run's own threshold it gives the stored option 3 trades, returns and
 Sharpe, but not the CPCV criterion: stored option 3 refits the threshold per split, while
 a threshold chosen by hand is fixed, so every CPCV path is the plain backtest and the CPCV mean
 Sharpe equals the Sharpe. Choosing a threshold is one more trial, which the deflated Sharpe counts.
@@ -35,6 +37,7 @@ class LiveInputs:
     thresholds: list[float]  # the swept grid: values on it are trials already counted
     taus: list[float]
     permutation_seed: int = 0
+    calibration: str = "none"  # the probabilities Kelly sizing reads (vocab.CALIBRATIONS), as the run
 
 
 def load_live_inputs(store, run_id: int) -> LiveInputs:
@@ -73,6 +76,7 @@ def load_live_inputs(store, run_id: int) -> LiveInputs:
         list(st["thresholds"]),
         list(st["taus"]),
         int(st.get("permutation_seed", 0)),
+        str(st.get("calibration", "none")),  # runs stored before calibration read the model's own
     )
 
 
@@ -86,7 +90,9 @@ def _view(
     kw = {"hold_threshold": value} if option == THRESHOLD_OPTION else {"tau": value}
     if option == TAU_OPTION and (inp.train is None or inp.train.prior is None):
         raise FlagcoreError("logit adjustment needs the training period's label prior; the run has none")
-    res = compare_options(inp.test, inp.train, cfg=inp.cfg, options=[option], **kw)[option]
+    res = compare_options(
+        inp.test, inp.train, cfg=inp.cfg, options=[option], calibration=inp.calibration, **kw
+    )[option]
     bt = res["backtest"]
     r = simple_returns(inp.test.close)
     held = bt["positions"][:-1]
@@ -131,6 +137,10 @@ def _view(
         "n_trials": n_trials,
         "on_grid": on_grid,
         "hifa": verdict,
+        # the signal apart from its sizing: the same actions at unit size, and what sizing set to 0
+        "unit": res["unit"],
+        "sizing": res["sizing"],
+        "sizing_method": inp.cfg.sizing,
     }
 
 
@@ -143,7 +153,9 @@ def _trial_sharpes(variance: float, n: int) -> np.ndarray:
 def threshold_view(
     inp: LiveInputs, hold_threshold: float, *, n_permutations: int = 1000, seed: int | None = None
 ) -> dict:
-    """Option 3 at ``hold_threshold``: shares, trades, return, Sharpe, p-value, HIFA criteria."""
+    """Option 3 at ``hold_threshold``: shares, trades, return, Sharpe, p-value, HIFA criteria (with the
+    deflated Sharpe's readings in ``hifa["deflated_sharpe"].inputs``), unit-sizing metrics and the
+    signals sizing set to 0."""
     if not 0.0 <= hold_threshold <= 1.0:
         raise FlagcoreError(f"hold_threshold must lie in [0, 1], got {hold_threshold!r}")
     return _view(

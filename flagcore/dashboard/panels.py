@@ -1,32 +1,87 @@
-"""Streamlit panels that more than one page section draws: a live (slider) view of one option.
+"""Streamlit panels that more than one page section draws: a live (slider) view of one option, and the
+deflated Sharpe's readings with the signal apart from its sizing.
 
-The figures come from ``flagcore.dashboard.live``; this module only lays them out.
+The figures come from ``flagcore.dashboard.live`` and ``flagcore.dashboard.views``; this module only
+lays them out. Metric values stay short (a column is narrow); the long text goes in ``help`` or in a
+table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import streamlit as st
 
-from flagcore.dashboard.views import criteria_rows, passed_text
+from flagcore.analysis.gate import CriterionResult
+from flagcore.dashboard.state import plain
+from flagcore.dashboard.views import (
+    criteria_rows,
+    deflated_table,
+    passed_text,
+    signal_sentence,
+    sizing_rows,
+    why_not_lines,
+)
 from flagcore.vocab import CRITERION_LABELS
+
+
+def show_why_not(results: Mapping[str, CriterionResult | None]) -> None:
+    """Why an option cannot pass: one line per failing criterion, or nothing when all pass."""
+    lines = why_not_lines(results)
+    if lines:
+        st.warning("**Why it cannot pass**\n\n" + "\n".join(f"- {plain(line)}" for line in lines))
+
+
+def show_deflated_and_sizing(
+    deflated: CriterionResult | None, configured: Mapping[str, Any], signal: Mapping[str, Any], method: str
+) -> None:
+    """Side by side: the deflated Sharpe's readings (SR - SR0, the DSR probability, the minimum track
+    record and backtest lengths against the backtest's), and the option under the configured sizing
+    (``configured``: an option row or a live view) beside unit sizing, with the signals sizing set
+    to 0 (``signal``: ``action_counts``, ``unit`` and ``sizing``, as ``views.stored_signal`` or a live
+    view gives them)."""
+    left, right = st.columns(2)
+    with left:
+        st.dataframe(deflated_table(deflated), hide_index=True, width="stretch")
+    with right:
+        st.dataframe(sizing_rows(configured, signal["unit"], method), hide_index=True, width="stretch")
+        st.caption(signal_sentence(signal["action_counts"], signal["sizing"], method))
 
 
 def show_view(view: dict, parameter: str) -> None:
     """Draw a live view (``live.threshold_view`` or ``live.tau_view``) of one option at one value of
-    ``parameter``: shares, trades, return, Sharpe, permutation p and the HIFA criteria."""
-    sh = view["action_shares"]
+    ``parameter``: signals, trades, return, Sharpe, DSR probability, the HIFA criteria with their
+    rules and why they fail, the deflated Sharpe's readings and the option under unit sizing."""
+    sh, verdict = view["action_shares"], view["hifa"]
+    dsr = verdict["deflated_sharpe"]
     c = st.columns(6)
-    c[0].metric("SELL / HOLD / BUY", f"{sh['SELL']:.1%} / {sh['HOLD']:.1%} / {sh['BUY']:.1%}")
-    c[1].metric("Trades", f"{view['trades']:,}")
-    c[2].metric("Return", f"{view['total_return']:.2%}")
-    c[3].metric("Sharpe", f"{view['sharpe']:.2f}" + ("" if view["sharpe_defined"] else " (no trades)"))
-    c[4].metric(
-        CRITERION_LABELS["permutation_p"],
-        f"{view['permutation_p']:.4f}",
-        help=f"{view['n_permutations']:,} block permutations",
+    c[0].metric(
+        "SELL/BUY share",
+        f"{sh['SELL'] + sh['BUY']:.1%}",
+        help=f"SELL {sh['SELL']:.1%}, HOLD {sh['HOLD']:.1%}, BUY {sh['BUY']:.1%} of the bars",
     )
-    c[5].metric("HIFA", passed_text(view["hifa"].n_passed))
-    st.dataframe(criteria_rows(view["hifa"]), hide_index=True, width="stretch")
+    c[1].metric("Trades", f"{view['trades']:,}", help=verdict["min_trades"].inputs.get("what"))
+    c[2].metric("Return", f"{view['total_return']:.2%}")
+    c[3].metric(
+        "Sharpe",
+        f"{view['sharpe']:.2f}",
+        help="annualised" + ("" if view["sharpe_defined"] else "; no trades: the Sharpe is undefined"),
+    )
+    c[4].metric(
+        "DSR probability",
+        f"{dsr.inputs['dsr_probability']:.3f}",
+        help=f"PSR against SR0, {view['n_trials']} trials; SR - SR0 = {dsr.value:.2f} (annualised)",
+    )
+    c[5].metric(
+        "HIFA",
+        passed_text(verdict.n_passed),
+        help=f"{CRITERION_LABELS['permutation_p']} {view['permutation_p']:.4f} "
+        f"({view['n_permutations']:,} block permutations)",
+    )
+    st.dataframe(criteria_rows(verdict), hide_index=True, width="stretch")
+    show_why_not(verdict.criteria)
+    show_deflated_and_sizing(dsr, view, view, view["sizing_method"])
     plus = "" if view["on_grid"] else ", plus this value"
     st.caption(
         f"Choosing this {parameter} is a trial: the deflated Sharpe counts {view['n_trials']} trials "

@@ -13,9 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from flagcore.dashboard.views import criterion_text, option_titles, passed_text, share_column
+from flagcore.dashboard.views import (
+    gate_caption,
+    gate_table,
+    passed_text,
+    share_column,
+    signal_sizing_table,
+    signals_of,
+)
 from flagcore.store.store import Store
-from flagcore.vocab import BADGE, CLASS_NAMES, CRITERIA, collapse_sentence
+from flagcore.vocab import CLASS_NAMES, CRITERIA, collapse_sentence
 
 Block = tuple  # ("h1" | "h2" | "p", text) or ("table", header, rows)
 
@@ -26,6 +33,10 @@ def _pct(x) -> str:
 
 def _num(x, fmt: str = "{:.2f}") -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else fmt.format(x)
+
+
+def _int(x) -> str:
+    return "n/a" if x is None or pd.isna(x) else f"{int(x):,}"
 
 
 @dataclass
@@ -157,6 +168,7 @@ def options_section(rec: RunRecord) -> list[Block]:
             *(_pct(o[share_column(c)]) for c in CLASS_NAMES),
             _pct(o["accuracy"]),
             _pct(o["balanced_accuracy"]),
+            _int(signals_of(o["metrics"])),
             str(int(o["trades"])),
             _pct(o["total_return"]),
             _num(o["sharpe"]) + ("" if o["sharpe_defined"] else " (undefined)"),
@@ -176,6 +188,7 @@ def options_section(rec: RunRecord) -> list[Block]:
                 *CLASS_NAMES,
                 "accuracy",
                 "balanced acc.",
+                "signals",
                 "trades",
                 "return",
                 "Sharpe",
@@ -192,32 +205,58 @@ def options_section(rec: RunRecord) -> list[Block]:
             f"adjustment at tau {settings['tau']}. Sharpe annualised with "
             f"{summary['periods_per_year']:.0f} periods a year.",
         ),
+        *signal_section(rec),
     ]
 
 
-def _criteria_cells(g: pd.DataFrame) -> list[str]:
-    cells = []
-    for c in CRITERIA:
-        r = g[g["criterion"] == c.key]
-        if r.empty:
-            cells.append("n/a")
-            continue
-        v = r.iloc[0]
-        cells.append(f"{criterion_text(c.key, v['value'])} {BADGE[bool(v['passed'])]}")
-    return cells
+def signal_section(rec: RunRecord) -> list[Block]:
+    """Each option's signal apart from its sizing: SELL/BUY signals, trades, return and Sharpe under
+    the configured sizing and under unit sizing, and the signals the sizing set to 0."""
+    method = rec.run["settings"]["backtest"]["sizing"]
+    t = signal_sizing_table(rec.options, method)
+    rows = [
+        [
+            r["option"],
+            _pct(r["SELL/BUY share"]),
+            _int(r["signals"]),
+            _int(r["trades"]),
+            _int(r["trades (unit)"]),
+            _num(r["Sharpe"]),
+            _num(r["Sharpe (unit)"]),
+            _pct(r["return"]),
+            _pct(r["return (unit)"]),
+            r["sized to 0"],
+        ]
+        for _, r in t.iterrows()
+    ]
+    head = ["option", "SELL/BUY share", "signals", "trades", "trades (unit)", "Sharpe", "Sharpe (unit)"]
+    return [
+        ("h2", "The signal apart from its sizing"),
+        ("table", [*head, "return", "return (unit)", "sized to 0"], rows),
+        (
+            "p",
+            f"Unit sizing takes one unit in each action's direction, with the same hold rule and costs; "
+            f"the gate judges the configured {method} sizing. A model that signals SELL or BUY but "
+            f"trades little has most of its signals sized to 0.",
+        ),
+    ]
 
 
 def hifa_section(rec: RunRecord) -> list[Block]:
-    """Each option's HIFA criteria, the trials behind the deflated Sharpe, PBO, and who passes."""
-    titles = option_titles(rec.options)
-    rows = [[titles[opt], *_criteria_cells(g)] for opt, g in rec.hifa.groupby("option", sort=False)]
+    """Each option against the gate: every criterion under its rule, both readings of the deflated
+    Sharpe, the minimum track record and backtest lengths, why an option cannot pass; then the trials
+    behind the deflated Sharpe, PBO, and who passes."""
+    gate = gate_table(rec.hifa, rec.options)
+    why = gate.pop("why not")
     summary, crit = rec.run["summary"], rec.run["settings"]["criteria"]
-    head = [f"{c.label} ({c.rule} {crit[c.threshold_key]})" for c in CRITERIA]
     t = summary["trials"]
     passing = summary.get("options_passing_hifa") or []
+    reasons = [[o, w] for o, w in zip(gate["option"], why, strict=True) if w]
     return [
         ("h2", "HIFA validation"),
-        ("table", ["option", *head], rows),
+        ("p", gate_caption(crit)),
+        ("table", list(gate.columns), gate.astype(str).to_numpy().tolist()),
+        *([("table", ["option", "why it cannot pass"], reasons)] if reasons else []),
         (
             "p",
             f"Trials counted by the deflated Sharpe: {summary['n_trials']} distinct strategies out of "
@@ -233,7 +272,12 @@ def hifa_section(rec: RunRecord) -> list[Block]:
             f"{crit['permutation_block']} bars. The perfect-foresight labels are an upper bound, "
             f"not counted as a trial.",
         ),
-        ("p", "Options passing all three criteria: " + (", ".join(passing) if passing else "none") + "."),
+        (
+            "p",
+            f"Options passing all {len(CRITERIA)} criteria: "
+            + (", ".join(passing) if passing else "none")
+            + ".",
+        ),
     ]
 
 

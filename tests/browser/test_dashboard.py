@@ -104,6 +104,24 @@ def test_slider_moves_the_numbers(server, page, settle):
     assert re.search(r"threshold=0\.\d+", page.url)
 
 
+# every element of a metric whose text is wider than its box: a value or label cut off by an ellipsis
+_CUT_OFF = """() => [...document.querySelectorAll(
+    "[data-testid='stMetricValue'], [data-testid='stMetricLabel']")]
+  .flatMap(el => [el, ...el.querySelectorAll('*')])
+  .filter(el => el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1)
+  .map(el => el.innerText)"""
+
+
+@pytest.mark.parametrize("path", ["hifa", "solutions"])
+def test_the_gate_figures_are_not_cut_off(server, page, settle, path):
+    """Min trades, the DSR probability and the live panels' metrics fit their columns."""
+    page.goto(f"{server['url']}/{path}?run={server['run_id']}")
+    settle(page)
+    _no_exception(page)
+    assert page.locator("[data-testid='stMetric']").filter(has_text="DSR probability").count() >= 1
+    assert page.evaluate(_CUT_OFF) == []
+
+
 def test_a_shared_url_reopens_the_threshold(server, page, settle):
     page.goto(f"{server['url']}/solutions?run={server['run_id']}&threshold=0.5")
     settle(page)
