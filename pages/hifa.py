@@ -4,7 +4,7 @@ PBO."""
 
 import streamlit as st
 
-from flagcore.dashboard import plots, views
+from flagcore.dashboard import gate_views, plots, views
 from flagcore.dashboard import state as ac
 from flagcore.dashboard.panels import show_deflated_and_sizing, show_why_not
 
@@ -19,7 +19,7 @@ titles = views.option_titles(opts)
 ppy = summary["periods_per_year"]
 h = ac.hifa(path, rid)
 
-st.caption(views.gate_caption(crit))
+st.caption(gate_views.gate_caption(crit))
 c = st.columns(3)
 c[0].metric("Trials counted", summary["n_trials"], help=views.trials_help(summary))
 c[1].metric(
@@ -35,11 +35,11 @@ c[2].metric(
 )
 
 st.subheader("Every option against the gate")
-st.dataframe(views.gate_table(h, opts), hide_index=True, width="stretch")
+st.dataframe(gate_views.gate_table(h, opts), hide_index=True, width="stretch")
 
 option = st.selectbox("Option", list(titles), format_func=titles.get, key="hifa_option")
-results = views.stored_criteria(h, option)
-st.dataframe(views.criteria_frame(results), hide_index=True, width="stretch")
+results = gate_views.stored_criteria(h, option)
+st.dataframe(gate_views.criteria_frame(results), hide_index=True, width="stretch")
 show_why_not(results)
 
 deflated = results["deflated_sharpe"]
@@ -56,7 +56,7 @@ if deflated is not None:
     c[2].metric("SR - SR0", f"{deflated.value:.2f}", help="the annualised haircut")
     c[3].metric("DSR probability", f"{dsr['dsr_probability']:.3f}", help="PSR against SR0")
 row = views.rows(opts, option=option).iloc[0]
-show_deflated_and_sizing(deflated, row, views.stored_signal(row), settings["backtest"]["sizing"])
+show_deflated_and_sizing(deflated, row, gate_views.stored_signal(row), settings["backtest"]["sizing"])
 if deflated is not None:
     st.dataframe(views.dsr_inputs_table(deflated.inputs), hide_index=True, width="stretch")
 

@@ -3,7 +3,7 @@ equity curves, the HOLD-threshold and tau sliders."""
 
 import streamlit as st
 
-from flagcore.dashboard import plots, views
+from flagcore.dashboard import gate_views, plots, views
 from flagcore.dashboard import state as ac
 from flagcore.dashboard.panels import show_view
 from flagcore.vocab import CLASS_NAMES, NOT_A_TRIAL, TAU_OPTION
@@ -47,12 +47,12 @@ sig_formats = {
     "Sharpe (unit)": st.column_config.NumberColumn(format="%.2f"),
 }
 st.dataframe(
-    views.signal_sizing_table(opts, method), hide_index=True, width="stretch", column_config=sig_formats
+    gate_views.signal_sizing_table(opts, method), hide_index=True, width="stretch", column_config=sig_formats
 )
 
 st.subheader("Every option against the gate")
-st.caption(views.gate_caption(settings["criteria"]))
-st.dataframe(views.gate_table(ac.hifa(path, rid), opts), hide_index=True, width="stretch")
+st.caption(gate_views.gate_caption(settings["criteria"]))
+st.dataframe(gate_views.gate_table(ac.hifa(path, rid), opts), hide_index=True, width="stretch")
 
 eq = ac.equity_curves(path, rid)
 shown = st.multiselect(

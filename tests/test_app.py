@@ -114,7 +114,7 @@ def test_logit_analysis_reproduces_the_seed_tables(demo_app, quick_demo):
 
 
 def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
-    from flagcore.dashboard import views
+    from flagcore.dashboard import gate_views
     from flagcore.dashboard.live import load_live_inputs, threshold_view
 
     at = _page(demo_app, "pages/solutions.py")
@@ -137,13 +137,13 @@ def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
     assert trades["rule"] == "trades >= 30" and trades["value"] == f"{want['trades']:,}"
     assert trades["result"] == ("PASS" if want["trades"] >= 30 else "FAIL")
     readings = _frames(at, "reading")[0].set_index("reading")
-    assert readings.loc["Minimum track record", "value"] == views.track_record_text(d.inputs)
-    assert readings.loc["Minimum backtest length", "value"] == views.backtest_length_text(d.inputs)
+    assert readings.loc["Minimum track record", "value"] == gate_views.track_record_text(d.inputs)
+    assert readings.loc["Minimum backtest length", "value"] == gate_views.backtest_length_text(d.inputs)
     assert readings.loc["DSR probability, PSR(SR0)", "value"] == f"{d.inputs['dsr_probability']:.3f}"
     # and the same actions under unit sizing beside the configured sizing
     sizing = _frames(at, "sizing")[0]
     assert list(sizing["trades"]) == [f"{want['trades']:,}", f"{want['unit']['trades']:,}"]
-    assert any(views.sizing_text(want["sizing"], "kelly") in c.value for c in at.caption)
+    assert any(gate_views.sizing_text(want["sizing"], "kelly") in c.value for c in at.caption)
     assert at.slider(key="tau").value == 1.0
 
 
@@ -168,7 +168,7 @@ def test_solution_page_shows_each_signal_apart_from_its_sizing_and_the_gate(demo
 
 
 def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
-    from flagcore.dashboard import views
+    from flagcore.dashboard import gate_views
 
     at = _page(demo_app, "pages/hifa.py")
     store, rid = quick_demo["store"], quick_demo["run_id"]
@@ -192,7 +192,7 @@ def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
     # both readings of the deflated Sharpe, and how far from passing, for the option picked
     at.selectbox(key="hifa_option").set_value("opt3_threshold").run()
     assert not at.exception
-    d = views.stored_criteria(store.hifa(rid), "opt3_threshold")["deflated_sharpe"]
+    d = gate_views.stored_criteria(store.hifa(rid), "opt3_threshold")["deflated_sharpe"]
     assert _metrics(at)["DSR probability"] == f"{d.inputs['dsr_probability']:.3f}"
     assert _metrics(at)["SR - SR0"] == f"{d.value:.2f}"
     readings = _frames(at, "reading")[0].set_index("reading")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flagcore.analysis.gate import hifa_verdict
-from flagcore.dashboard import views
+from flagcore.dashboard import gate_views, views
 from flagcore.store.codec import from_json, to_json
 from flagcore.vocab import CRITERIA
 
@@ -99,7 +99,7 @@ def test_stored_criteria_show_the_rule_and_why_the_lucky_position_cannot_pass():
     assert dsr["rule"] == "DSR probability >= 0.95 and SR - SR0 >= 1 (annualised)"
     p = h[(h["criterion"] == "deflated_sharpe")]["inputs"].iloc[0]["dsr_probability"]
     assert f"DSR probability {p:.3f}" in dsr["value"] and dsr["threshold"] == "1 and 0.95"
-    lines = views.why_not_lines(views.stored_criteria(h, "lucky"))
+    lines = gate_views.why_not_lines(gate_views.stored_criteria(h, "lucky"))
     assert lines[0].startswith("Trades (independent bets): 1 trades, below 30")
 
 
@@ -107,20 +107,20 @@ def test_a_track_record_no_length_reaches_reads_back_as_never():
     live = _loser()
     assert live["deflated_sharpe"].inputs["min_track_record_bars"] == np.inf
     h = _stored({"loser": live})
-    stored = views.stored_criteria(h, "loser")["deflated_sharpe"]
+    stored = gate_views.stored_criteria(h, "loser")["deflated_sharpe"]
     assert stored.inputs["min_track_record_bars"] is None  # the store writes infinity as null
     for d in (live["deflated_sharpe"], stored):  # live (inf) and stored (null) read the same
-        assert views.track_record_text(d.inputs) == "never (SR <= SR0)"
-        assert views.backtest_length_text(d.inputs) == "never (SR <= 0)"
-        table = views.deflated_table(d).set_index("reading")
+        assert gate_views.track_record_text(d.inputs) == "never (SR <= SR0)"
+        assert gate_views.backtest_length_text(d.inputs) == "never (SR <= 0)"
+        table = gate_views.deflated_table(d).set_index("reading")
         assert table.loc["Minimum track record", "result"] == "unreachable"
         assert table.loc["Minimum track record", "needs"] == "has 2,000 bars (0.23 years)"
         assert table.loc["DSR probability, PSR(SR0)", "result"] == "FAIL"
-        js = views.deflated_json(d)
+        js = gate_views.deflated_json(d)
         assert js["min_track_record_bars"] is None and js["min_track_record_reachable"] is False
         assert js["min_backtest_years"] is None and js["min_backtest_reachable"] is False
         json.dumps(js, allow_nan=False)  # valid JSON: no NaN or infinity
-    why = views.why_text(stored)
+    why = gate_views.why_text(stored)
     assert "no track record length would pass" in why and "< 0.95" in why
 
 
@@ -133,15 +133,15 @@ def test_a_finite_track_record_in_bars_and_years_against_the_sample():
         "periods_per_year": PPY,
         "min_backtest_years": 0.35,
     }
-    assert views.track_record_text(inputs) == "4,100 bars (0.47 years)"
-    assert views.sample_text(inputs) == "1,755 bars (0.20 years)"
-    assert views.backtest_length_text(inputs) == "0.35 years"
+    assert gate_views.track_record_text(inputs) == "4,100 bars (0.47 years)"
+    assert gate_views.sample_text(inputs) == "1,755 bars (0.20 years)"
+    assert gate_views.backtest_length_text(inputs) == "0.35 years"
     # years from the bars and the data's frequency where only the bars were stored
-    assert views.track_record_text({"min_track_record_bars": 876.6, "periods_per_year": PPY}) == (
+    assert gate_views.track_record_text({"min_track_record_bars": 876.6, "periods_per_year": PPY}) == (
         "877 bars (0.10 years)"
     )
-    lucky = views.stored_criteria(_stored({"lucky": _lucky()}), "lucky")["deflated_sharpe"]
-    table = views.deflated_table(lucky).set_index("reading")
+    lucky = gate_views.stored_criteria(_stored({"lucky": _lucky()}), "lucky")["deflated_sharpe"]
+    table = gate_views.deflated_table(lucky).set_index("reading")
     bars = lucky.inputs["min_track_record_bars"]
     assert table.loc["Minimum track record", "value"].startswith(f"{bars:,.0f} bars")
     want = "long enough" if bars <= 1755 else "too short"
@@ -157,21 +157,21 @@ def test_a_run_stored_before_min_trades_shows_not_judged():
         {k: v for k, v in i.items() if k in old_keys} if c == "deflated_sharpe" else i
         for c, i in zip(h["criterion"], h["inputs"], strict=True)
     ]
-    results = views.stored_criteria(h, "old")
+    results = gate_views.stored_criteria(h, "old")
     assert results["min_trades"] is None
     table = views.criteria_table(h, "old").set_index("criterion")
-    assert table.loc["Trades (independent bets)", "why not"] == views.NOT_JUDGED
+    assert table.loc["Trades (independent bets)", "why not"] == gate_views.NOT_JUDGED
     assert table.loc["Trades (independent bets)", "result"] == "not judged"
-    assert views.passed_count(results) == f"{sum(r.passed for r in results.values() if r)}/3"
+    assert gate_views.passed_count(results) == f"{sum(r.passed for r in results.values() if r)}/3"
     d = results["deflated_sharpe"]
-    assert views.track_record_text(d.inputs) == views.NOT_STORED
-    readings = views.deflated_table(d).set_index("reading")
+    assert gate_views.track_record_text(d.inputs) == gate_views.NOT_STORED
+    readings = gate_views.deflated_table(d).set_index("reading")
     assert readings.loc["DSR probability, PSR(SR0)", "needs"] == "not gated"
     opts = _options({"old": {"action_counts": {"SELL": 3, "HOLD": 90, "BUY": 7}}}, {"old": 1})
-    gate = views.gate_table(h, opts).iloc[0]
+    gate = gate_views.gate_table(h, opts).iloc[0]
     assert gate["trades"] == "not judged"  # no run judged it: the header has no rule
-    assert gate["min track record"] == views.NOT_STORED
-    js = views.deflated_json(d)
+    assert gate["min track record"] == gate_views.NOT_STORED
+    js = gate_views.deflated_json(d)
     assert js["min_track_record_reachable"] is None and js["probability_passed"] is None
     badges = views.hifa_badges(h, opts).iloc[0]
     assert badges["Trades (independent bets)"] == "not judged"
@@ -180,7 +180,7 @@ def test_a_run_stored_before_min_trades_shows_not_judged():
 def test_gate_table_puts_the_rule_in_the_header_and_both_dsr_readings_in_cells():
     h = _stored({"lucky": _lucky(), "loser": _loser()})
     opts = _options({"lucky": {}, "loser": {}}, {"lucky": 1, "loser": 80})
-    gate = views.gate_table(h, opts).set_index("option")
+    gate = gate_views.gate_table(h, opts).set_index("option")
     assert list(gate.columns[:5]) == [
         "trades >= 30",
         "CPCV mean Sharpe >= 1.5",
@@ -209,21 +209,21 @@ def test_the_signal_apart_from_its_sizing():
         "old": {"action_counts": {"SELL": 1, "HOLD": 97, "BUY": 2}},  # stored before the unit metrics
     }
     opts = _options(metrics, {"new": 3, "old": 0})
-    assert views.sizing_text(sizing, "kelly") == "Kelly sized 57 of 60 signals to 0"
-    table = views.signal_sizing_table(opts, "kelly").set_index("option")
+    assert gate_views.sizing_text(sizing, "kelly") == "Kelly sized 57 of 60 signals to 0"
+    table = gate_views.signal_sizing_table(opts, "kelly").set_index("option")
     new, old = table.loc["title of new"], table.loc["title of old"]
     assert (new["signals"], new["trades"], new["trades (unit)"], new["Sharpe (unit)"]) == (60, 3, 25, 0.8)
     assert new["sized to 0"] == "Kelly sized 57 of 60 signals to 0"
     # the old baseline: 0 trades, but its 3 signals show
     assert old["signals"] == 3 and old["trades"] == 0 and pd.isna(old["trades (unit)"])
-    assert old["sized to 0"] == views.NOT_STORED
+    assert old["sized to 0"] == gate_views.NOT_STORED
     assert list(views.options_table(opts)["signals"]) == [60, 3]
-    sentence = views.signal_sentence(counts, sizing, "kelly")
+    sentence = gate_views.signal_sentence(counts, sizing, "kelly")
     assert sentence.startswith("60 SELL/BUY signals (60.0% of 100 bars); Kelly sized 57 of 60")
     assert "isotonic" in sentence
-    rows = views.sizing_rows(opts.iloc[0], unit, "kelly")
+    rows = gate_views.sizing_rows(opts.iloc[0], unit, "kelly")
     assert list(rows["trades"]) == ["3", "25"] and list(rows["Sharpe"]) == ["0.50", "0.80"]
-    assert views.sizing_rows(opts.iloc[1], None, "kelly")["trades"].iloc[1] == views.NOT_STORED
+    assert gate_views.sizing_rows(opts.iloc[1], None, "kelly")["trades"].iloc[1] == gate_views.NOT_STORED
 
 
 def test_runs_json_option_is_valid_json_with_rules_and_readings():

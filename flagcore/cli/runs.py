@@ -30,7 +30,7 @@ def _criterion_json(result) -> dict[str, Any]:
     """One criterion (a ``CriterionResult`` read back from the store, or None where the run was stored
     before it) as ``runs --json`` prints it: value, threshold, rule and its text, passed, why not."""
     from flagcore.analysis.gate import rule_text
-    from flagcore.dashboard.views import NOT_JUDGED, finite, why_text
+    from flagcore.dashboard.gate_views import NOT_JUDGED, finite, why_text
 
     if result is None:
         return {
@@ -59,7 +59,7 @@ def _option_json(o: pd.Series, crit: pd.DataFrame) -> dict[str, Any]:
     null with ``..._reachable`` false."""
     import pandas as pd
 
-    from flagcore.dashboard.views import deflated_json, finite, signals_of, stored_criteria
+    from flagcore.dashboard.gate_views import deflated_json, finite, signals_of, stored_criteria
 
     results = stored_criteria(crit, o["option"])
     metrics = o["metrics"] or {}

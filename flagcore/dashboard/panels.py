@@ -14,15 +14,9 @@ from typing import Any
 import streamlit as st
 
 from flagcore.analysis.gate import CriterionResult
+from flagcore.dashboard.gate_views import deflated_table, signal_sentence, sizing_rows, why_not_lines
 from flagcore.dashboard.state import plain
-from flagcore.dashboard.views import (
-    criteria_rows,
-    deflated_table,
-    passed_text,
-    signal_sentence,
-    sizing_rows,
-    why_not_lines,
-)
+from flagcore.dashboard.views import criteria_rows, passed_text
 from flagcore.vocab import CRITERION_LABELS
 
 
@@ -39,7 +33,7 @@ def show_deflated_and_sizing(
     """Side by side: the deflated Sharpe's readings (SR - SR0, the DSR probability, the minimum track
     record and backtest lengths against the backtest's), and the option under the configured sizing
     (``configured``: an option row or a live view) beside unit sizing, with the signals sizing set
-    to 0 (``signal``: ``action_counts``, ``unit`` and ``sizing``, as ``views.stored_signal`` or a live
+    to 0 (``signal``: ``action_counts``, ``unit`` and ``sizing``, as ``gate_views.stored_signal`` or a live
     view gives them)."""
     left, right = st.columns(2)
     with left:

@@ -13,14 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from flagcore.dashboard.views import (
-    gate_caption,
-    gate_table,
-    passed_text,
-    share_column,
-    signal_sizing_table,
-    signals_of,
-)
+from flagcore.dashboard.gate_views import gate_caption, gate_table, signal_sizing_table, signals_of
+from flagcore.dashboard.views import passed_text, share_column
 from flagcore.store.store import Store
 from flagcore.vocab import CLASS_NAMES, CRITERIA, collapse_sentence
 
