@@ -42,6 +42,11 @@ def write_markdown(res: dict) -> str:
             L += section(res[key])
     for path in sorted((ROOT / "benchmarks" / "results").glob("device-*.json")):
         L += device_markdown(json.loads(path.read_text()), path.relative_to(ROOT))
+    gate = ROOT / "benchmarks" / "results" / "gate-calibration.json"
+    if gate.exists():  # benchmarks/gate_calibration.py's figures, kept between its markers
+        from gate_calibration import calibration_markdown
+
+        L += [*calibration_markdown(json.loads(gate.read_text())), ""]
     L += ["## Fixed after profiling", ""] + [f"- {h}" for h in HISTORY] + [""]
     if res.get("notes"):
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]

@@ -4,7 +4,13 @@ retraining path is sized with payoff ratios estimated on each split's training o
 import numpy as np
 import pytest
 
-from flagcore.analysis.backtest import BacktestConfig, payoff_ratio, positions, simple_returns
+from flagcore.analysis.backtest import (
+    BacktestConfig,
+    kelly_probability,
+    payoff_ratio,
+    positions,
+    simple_returns,
+)
 from flagcore.analysis.cpcv import cpcv_paths, cpcv_splits, group_indices, posthoc_cpcv
 from flagcore.errors import FlagcoreError
 
@@ -176,7 +182,8 @@ def test_each_path_group_is_sized_with_its_splits_payoff():
         probs = np.exp(lg - lg.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         for g, s in enumerate(row):
-            want = positions(probs.argmax(1), probs.max(1), cfg, float(b[s]))[res.groups[g]]
+            a = probs.argmax(1)
+            want = positions(a, kelly_probability(probs, a), cfg, float(b[s]))[res.groups[g]]
             np.testing.assert_allclose(pos[p, res.groups[g]], want, rtol=1e-12)
     sharpes, payoffs = retrain_path_sharpes(res, close, 8766.0, cfg)
     assert len(sharpes) == res.paths.shape[0] and np.isfinite(sharpes).all()

@@ -13,6 +13,7 @@ import pytest
 from conftest import streamlit_server
 
 from flagcore.store.store import Store
+from flagcore.vocab import CRITERIA
 
 FLAGCORE = [sys.executable, "-m", "flagcore"]
 
@@ -30,7 +31,7 @@ def _check_complete(store: Store, n_bars: int) -> None:
         assert len(opts) >= 1
         n = len(store.equity_curves(int(rid)))  # one row per option and test bar
         assert n == len(opts) * n_bars
-        assert len(store.hifa(int(rid))) == 3 * len(opts)
+        assert len(store.hifa(int(rid))) == len(CRITERIA) * len(opts)
 
 
 @pytest.mark.slow  # ten evaluate processes, each killed or finished
