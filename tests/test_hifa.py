@@ -279,6 +279,9 @@ def test_criteria_from_toml(tmp_path):
     f.write_text("[hifa]\ncpcv_mean_sharpe_min = 1.0\nn_permutations = 2000\n")
     c = load_criteria(f)
     assert c["cpcv_mean_sharpe_min"] == 1.0 and c["n_permutations"] == 2000 and c["permutation_p_max"] == 0.05
+    f.write_text("[hifa]\nmin_trades = 29.5\n")
+    with pytest.raises(FlagcoreError, match="min_trades must be a whole number, got 29.5"):
+        load_criteria(f)
     f.write_text("[hifa]\ncpcv_min = 1.0\n")
     with pytest.raises(FlagcoreError, match="unknown HIFA setting 'cpcv_min'"):
         load_criteria(f)

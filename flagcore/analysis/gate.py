@@ -68,6 +68,8 @@ def load_criteria(path=None) -> dict:
     for k, v in table.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
             raise FlagcoreError(f"{path}: {k} must be a number, got {v!r}")
+        if isinstance(DEFAULT_CRITERIA[k], int) and v != int(v):
+            raise FlagcoreError(f"{path}: {k} must be a whole number, got {v!r}")
         out[k] = type(DEFAULT_CRITERIA[k])(v)
     return out
 
