@@ -122,3 +122,15 @@ def collapse_sentence(collapse: Mapping[str, Any]) -> str:
     text = f"{label[0].upper()}{label[1:]}: {collapse.get('reason')}."
     outlook = collapse.get("post_hoc_outlook")
     return f"{text} {outlook[0].upper()}{outlook[1:]}." if outlook else text
+
+# ----------------------------------------------------------------------------- root cause of a collapse
+
+# the suspected causes `flagcore explain` tests on the model itself (root-cause.md), in table order
+ROOT_CAUSES = {
+    "prior": "Class imbalance and plain cross-entropy (the label prior)",
+    "padding": "Zero-padded inputs missing at test time",
+    "shift": "Distribution shift of the inputs",
+    "input_blind": "The model ignores its inputs",
+    "overconfidence": "Overconfidence (logits scaled beyond the prior)",
+}
+CAUSE_VERDICTS = ("supported", "not supported", "inconclusive")
