@@ -123,6 +123,7 @@ def collapse_sentence(collapse: Mapping[str, Any]) -> str:
     outlook = collapse.get("post_hoc_outlook")
     return f"{text} {outlook[0].upper()}{outlook[1:]}." if outlook else text
 
+
 # ----------------------------------------------------------------------------- root cause of a collapse
 
 # the suspected causes `flagcore explain` tests on the model itself (root-cause.md), in table order

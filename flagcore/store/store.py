@@ -24,6 +24,8 @@ from flagcore.vocab import VERDICTS
 
 MAX_REVIEWER = 200
 MAX_COMMENT = 20_000
+# the diagnostics section (option "baseline") that ``flagcore explain`` appends to a run
+ROOT_CAUSE_SECTION = "root_cause"
 
 
 class Store(StoreFile):
@@ -294,3 +296,34 @@ class Store(StoreFile):
                 [int(run_id), reviewer, verdict, comment, utc_now(), to_json(snapshot)],
             ).fetchall()[0][0]
         return int(rid)
+
+    # ------------------------------------------------------------------ explain (root cause)
+
+    def add_root_cause(self, run_id: int, payload: dict) -> None:
+        """Append one ``flagcore explain`` result to a run (diagnostics row, option "baseline",
+        section ``ROOT_CAUSE_SECTION``); earlier results stay, the newest is the one read back.
+
+        ``payload`` must carry ``computed_at`` (ISO 8601, UTC): :meth:`root_cause` orders by it.
+        """
+        if not isinstance(payload, dict) or not payload.get("computed_at"):
+            raise FlagcoreError("a root-cause result needs its computed_at time")
+        with self.write() as con:
+            if not con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [int(run_id)]).fetchall()[0][0]:
+                raise FlagcoreError(f"{self.path}: no run {run_id}")
+            con.execute(
+                "INSERT INTO diagnostics VALUES (?, ?, ?, ?)",
+                [int(run_id), "baseline", ROOT_CAUSE_SECTION, to_json(payload)],
+            )
+
+    def root_cause(self, run_id: int) -> dict | None:
+        """The newest ``flagcore explain`` result stored with a run (by ``computed_at``), or None."""
+        if not self.exists():
+            return None
+        df = self._frame(
+            "SELECT value FROM diagnostics WHERE run_id = ? AND option = 'baseline' AND section = ?",
+            [int(run_id), ROOT_CAUSE_SECTION],
+        )
+        results = [from_json(v) for v in df["value"]]
+        if not results:
+            return None
+        return max(results, key=lambda r: str(r.get("computed_at") or ""))
