@@ -17,9 +17,8 @@ from flagcore.models.attribution import (
     integrated_gradients,
     window_logits,
 )
-from flagcore.pipeline.explain import (
-    MEASURES,
-    explain_run,
+from flagcore.pipeline.explain import MEASURES, explain_run
+from flagcore.pipeline.explain_inputs import (
     median_fill,
     quantile_fill,
     resample_fill,

@@ -1,4 +1,5 @@
-"""Root cause of a collapse (analysis.root_cause): each rule on synthetic logits whose cause is known."""
+"""Root cause of a collapse (analysis.root_cause, root_cause_measures): each rule on synthetic logits
+whose cause is known."""
 
 from __future__ import annotations
 
@@ -7,15 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from flagcore.analysis.root_cause import (
-    Evidence,
-    attribution_summary,
-    fill_removes_collapse,
-    outcome,
-    prior_check,
-    root_cause_verdicts,
-    sensitivity,
-)
+from flagcore.analysis.root_cause import Evidence, fill_removes_collapse, root_cause_verdicts
+from flagcore.analysis.root_cause_measures import attribution_summary, outcome, prior_check, sensitivity
 from flagcore.errors import FlagcoreError
 from flagcore.vocab import CAUSE_VERDICTS, ROOT_CAUSES
 

@@ -138,7 +138,8 @@ def explain_lines(payload: Mapping[str, Any]) -> list[str]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from flagcore.pipeline.explain import CheckpointUnavailable, explain_run
+    from flagcore.pipeline.explain import explain_run
+    from flagcore.pipeline.explain_inputs import CheckpointUnavailable
 
     store = open_store(args)
     store.run(args.run)  # an unknown run: one line, before any work

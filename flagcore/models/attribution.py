@@ -3,7 +3,7 @@
 ``bar_windows`` cuts the window of each chosen bar out of a feature matrix (bar t reads bars
 t-W+1 .. t, as ``inference.predict`` does); ``window_logits`` infers prepared windows, and
 ``counterfactual_logits`` infers them after a fill (padded inputs filled, shifted inputs mapped:
-``pipeline.explain``) so that a counterfactual and its reference go through the same code.
+``pipeline.explain_inputs``) so that a counterfactual and its reference go through the same code.
 
 Integrated gradients (Sundararajan, Taly & Yan 2017), computed with captum's
 ``IntegratedGradients``, attribute the **logit gap** of each window's decision, never a
