@@ -18,6 +18,7 @@ else:
         st.Page("pages/logits.py", title="Logit analysis", icon=":material/bar_chart:"),
         st.Page("pages/solutions.py", title="Solution comparison", icon=":material/tune:"),
         st.Page("pages/hifa.py", title="HIFA criteria", icon=":material/rule:"),
+        st.Page("pages/root_cause.py", title="Root cause", icon=":material/troubleshoot:"),
         st.Page("pages/reviews.py", title="Reviews", icon=":material/how_to_reg:"),
     ]
 nav = st.navigation(pages)

@@ -342,3 +342,35 @@ def test_paths_appended_to_a_run_show_on_the_next_read(quick_demo, monkeypatch, 
     assert "Baseline (plain CE) [retraining]" in boxes()
     assert len(state.cpcv_paths(str(copy.resolve()), rid)) == before + 5
     assert state.diagnostics(str(copy.resolve()), rid, "baseline")["retrain_cpcv"] == {"paths": 5}
+
+
+def test_root_cause_page_shows_the_stored_verdicts_and_a_live_ablation(quick_demo_copy, monkeypatch):
+    from flagcore.dashboard import root_cause as rc
+    from flagcore.pipeline.explain import explain_run
+    from flagcore.vocab import ROOT_CAUSES
+
+    store, rid = quick_demo_copy["store"], quick_demo_copy["run_id"]
+    at = _page(_app(quick_demo_copy, monkeypatch), "pages/root_cause.py")
+    assert at.title[0].value == "Root cause" and not at.warning
+    assert any(f"flagcore explain --run {rid}" in i.value for i in at.info)  # none stored yet
+    assert at.button(key="explain_go").label == "Run explain (500 bars)"
+    explain_run(store, rid, bars=200, ig_windows=16)  # as `flagcore explain` from a terminal
+    at.run()  # the next rerun reads the new store version
+    assert not at.exception
+    stored = store.root_cause(rid)
+    verdicts = _frames(at, "verdict")[0]
+    assert list(verdicts["cause"]) == list(ROOT_CAUSES.values())
+    assert list(verdicts["verdict"]) == [rc.BADGES[v["verdict"]] for v in stored["verdicts"]]
+    assert any(c.value.startswith(rc.computed_line(stored)) for c in at.caption)
+    assert "computed " in rc.computed_line(stored) and " on 200 bars (seed 0)" in rc.computed_line(stored)
+    # the live ablation: the padded inputs preselected, filled with the training medians on explain's
+    # own sample, give explain's padding counterfactual
+    assert at.multiselect(key="ablation_inputs").value == list(range(49, 60))  # padding_49 .. padding_59
+    at.number_input(key="ablation_bars").set_value(200)
+    at.button(key="ablation_go").click().run()
+    assert not at.exception
+    table = _frames(at, "collapsed")[-1].set_index("")
+    after = table.loc["after the fill (training medians)"]
+    want = stored["measures"]["padding_median"]
+    assert after["trades"] == want["trades"] and after["HOLD"] == want["action_shares"]["HOLD"]
+    assert table.loc["as evaluated", "trades"] == stored["measures"]["test"]["trades"]

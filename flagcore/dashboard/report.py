@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from flagcore.dashboard.gate_views import gate_caption, gate_table, signal_sizing_table, signals_of
+from flagcore.dashboard.root_cause import computed_line, missing_table, supported_causes, verdict_table
 from flagcore.dashboard.views import passed_text, share_column
 from flagcore.store.store import Store
 from flagcore.vocab import CLASS_NAMES, CRITERIA, collapse_sentence
@@ -44,6 +45,7 @@ class RunRecord:
     diagnostics: dict
     reviews: pd.DataFrame
     dataset: dict
+    root_cause: dict | None = None  # the newest ``flagcore explain`` stored with the run
 
     @classmethod
     def read(cls, store: Store, run_id: int) -> RunRecord:
@@ -56,11 +58,13 @@ class RunRecord:
             store.diagnostics(run_id, "baseline"),
             store.reviews(run_id),
             store.dataset(run["dataset_id"]) or {},
+            store.root_cause(run_id),
         )
 
 
 def report_blocks(store: Store, run_id: int) -> list[Block]:
-    """The report of one run as blocks: heading, then model, collapse, options, HIFA, reviews."""
+    """The report of one run as blocks: heading, then model, collapse, root cause, options, HIFA,
+    reviews."""
     rec = RunRecord.read(store, run_id)
     run = rec.run
     blocks: list[Block] = [
@@ -71,7 +75,14 @@ def report_blocks(store: Store, run_id: int) -> list[Block]:
             f"run created {run['created_at']:%Y-%m-%d %H:%M} UTC.",
         ),
     ]
-    for section in (model_section, collapse_section, options_section, hifa_section, reviews_section):
+    for section in (
+        model_section,
+        collapse_section,
+        root_cause_section,
+        options_section,
+        hifa_section,
+        reviews_section,
+    ):
         blocks += section(rec)
     return blocks
 
@@ -149,6 +160,43 @@ def collapse_section(rec: RunRecord) -> list[Block]:
                 f"{_pct(m['balanced_accuracy'])}, macro-F1 {_num(m['macro_f1'], '{:.3f}')}, "
                 f"MCC {_num(m['mcc'], '{:.3f}')}, "
                 f"Cohen's kappa {_num(m['cohen_kappa'], '{:.3f}')}.",
+            )
+        )
+    return out
+
+
+def root_cause_section(rec: RunRecord) -> list[Block]:
+    """Why the baseline collapsed: the newest ``flagcore explain``'s verdict table, when it was
+    computed, and the measures it could not compute; or a line saying it has not been run."""
+    run_id = rec.run["run_id"]
+    res = rec.root_cause
+    if not res:
+        return [
+            ("h2", "Root cause"),
+            ("p", f"flagcore explain has not been run for this run (flagcore explain --run {run_id})."),
+        ]
+    table = verdict_table(res)
+    supported = supported_causes(res)
+    out: list[Block] = [
+        ("h2", "Root cause"),
+        (
+            "p",
+            f"Each suspected cause of the collapse tested on the model by flagcore explain, "
+            f"{computed_line(res)}. Supported: {', '.join(supported) if supported else 'none'}.",
+        ),
+        ("table", list(table.columns), table.astype(str).to_numpy().tolist()),
+    ]
+    missing = missing_table(res)
+    if not missing.empty:
+        out.append(
+            (
+                "p",
+                "Not computed: "
+                + "; ".join(
+                    f"{m} ({why})"
+                    for m, why in zip(missing["measure"], missing["why it is missing"], strict=True)
+                )
+                + ".",
             )
         )
     return out

@@ -107,6 +107,12 @@ def dataset(path: str, dataset_id: str):
     return _read(path, store_version(path), "dataset", dataset_id)
 
 
+def root_cause(path: str, run_id: int) -> dict | None:
+    """The newest ``flagcore explain`` stored with a run (``Store.root_cause``); an explain added
+    later is a write, so it gives the next read a new key."""
+    return _read(path, store_version(path), "root_cause", run_id)
+
+
 @st.cache_data(ttl=RUN_TTL, max_entries=16, show_spinner=False)
 def _report(path: str, version: str, run_id: int, fmt: str) -> str:
     from flagcore.dashboard.report import render_report
@@ -149,6 +155,34 @@ def loaded_model(checkpoint: str, sha256: str):
     if model.checkpoint_info.sha256 != sha256:
         raise FlagcoreError(f"{checkpoint}: changed since the run (sha256 differs)")
     return model
+
+
+@st.cache_resource(show_spinner="Loading the run's checkpoint and data...", max_entries=2)
+def explain_model(path: str, run_id: int):
+    """The run's checked baseline network and its inputs for the live ablation
+    (``ablation.load_ablation_model``), loaded once and shared by every session; a checkpoint
+    that is gone or changed raises (not cached) and is tried again on the next rerun."""
+    from flagcore.dashboard.ablation import load_ablation_model
+
+    return load_ablation_model(Store(path), run_id)
+
+
+@st.cache_resource(show_spinner="Timing the model on a few windows...", max_entries=4)
+def ablation_plan(path: str, run_id: int):
+    """The live ablation's default sample size, from the time a few windows take here
+    (``ablation.plan_sample``)."""
+    from flagcore.dashboard.ablation import plan_sample
+
+    return plan_sample(explain_model(path, run_id))
+
+
+@st.cache_data(show_spinner="Sampling the evaluated bars and inferring them as they are...", max_entries=8)
+def ablation_sample(path: str, run_id: int, bars: int, seed: int):
+    """The sampled windows of a run and their logits as evaluated (``ablation.sample_windows``),
+    per (run, sample size, seed): a run's model and data do not change after it is stored."""
+    from flagcore.dashboard.ablation import sample_windows
+
+    return sample_windows(explain_model(path, run_id), bars, seed)
 
 
 @st.cache_resource(show_spinner="Building the presets to count their parameters...")
