@@ -44,7 +44,7 @@ def write_markdown(res: dict) -> str:
         L += device_markdown(json.loads(path.read_text()), path.relative_to(ROOT))
     gate = ROOT / "benchmarks" / "results" / "gate-calibration.json"
     if gate.exists():  # benchmarks/gate_calibration.py's figures, kept between its markers
-        from gate_calibration import calibration_markdown
+        from gate_calibration_report import calibration_markdown
 
         L += [*calibration_markdown(json.loads(gate.read_text())), ""]
     L += ["## Fixed after profiling", ""] + [f"- {h}" for h in HISTORY] + [""]

@@ -9,7 +9,6 @@ strong planted edge must.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,20 +22,12 @@ from flagcore.errors import FlagcoreError
 from flagcore.vocab import CRITERIA, LABELS_OPTION
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:  # the harness's modules live in benchmarks/
+    sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "gate_calibration", ROOT / "benchmarks" / "gate_calibration.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gate_calibration", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gc = _load()
+import gate_calibration as gc  # noqa: E402
+import gate_calibration_judge as judge  # noqa: E402
+import gate_calibration_report as report  # noqa: E402
 
 # every model a run of the calibration has: the six training losses' roles and the CGDT partner
 ROLES = (
@@ -58,8 +49,8 @@ def synthetic(seed: int, edge: float):
         rng = np.random.default_rng(seed)
         te, tr = test.labels[test.eval_index :], train.labels[train.eval_index :]
         return (
-            {r: gc.synthetic_logits(te.size, rng, te, edge) for r in ROLES},
-            {r: gc.synthetic_logits(tr.size, rng, tr, edge) for r in ROLES},
+            {r: judge.synthetic_logits(te.size, rng, te, edge) for r in ROLES},
+            {r: judge.synthetic_logits(tr.size, rng, tr, edge) for r in ROLES},
         )
 
     return logits_for
@@ -78,18 +69,18 @@ def test_noise_markets_do_not_pass_and_a_planted_edge_does(markets):
     train_p, tests = markets
     noise = []
     for i, test_p in enumerate(tests[:3]):
-        run = gc.evaluate_market(test_p, train_p, synthetic(i, 0.0))
-        noise.append(gc.judge_run(run, i, 0.0).to_dict())
+        run = judge.evaluate_market(test_p, train_p, synthetic(i, 0.0))
+        noise.append(judge.judge_run(run, i, 0.0).to_dict())
         assert run.summary["n_trials"] > len(ROLES)  # the sweeps' values count as trials too
-    s = gc.summarise(noise)
+    s = report.summarise(noise)
     assert s["passed"] == 0, s["passing_options"]
-    assert s["ci95"] == list(gc.clopper_pearson(0, 3))
+    assert s["ci95"] == list(report.clopper_pearson(0, 3))
     # noise passes some criteria on its own (trades are plenty); the gate as a whole stops it
     assert s["criterion_markets"]["min_trades"] == 3
 
     # every model sees each bar's label (the triple-barrier outcome ahead) with logit +3: a strong edge
-    run = gc.evaluate_market(tests[3], train_p, synthetic(3, 3.0))
-    edge = gc.judge_run(run, 3, 0.0)
+    run = judge.evaluate_market(tests[3], train_p, synthetic(3, 3.0))
+    edge = judge.judge_run(run, 3, 0.0)
     assert edge.passed
     assert "baseline" in edge.passing and LABELS_OPTION not in edge.passing
     assert all(edge.criterion_any.values())
@@ -117,7 +108,7 @@ def test_judge_run_counts_candidates_only_and_finds_the_criterion_that_blocked()
         "opt3_threshold": {"hifa": _verdict(no_dsr_no_perm, haircut=False, probability=False)},
     }
     run = SimpleNamespace(options=options, summary={"options_passing_hifa": [], "n_trials": 30})
-    o = gc.judge_run(run, 1, 0.0)
+    o = judge.judge_run(run, 1, 0.0)
     assert not o.passed and o.passing == [] and o.n_candidates == 2
     assert o.blocked_only_by == {
         "min_trades": False,
@@ -130,14 +121,14 @@ def test_judge_run_counts_candidates_only_and_finds_the_criterion_that_blocked()
 
     options["baseline"] = {"hifa": _verdict(every)}
     with pytest.raises(AssertionError, match="differ"):  # the run's own list must agree
-        gc.judge_run(run, 1, 0.0)
+        judge.judge_run(run, 1, 0.0)
     run.summary["options_passing_hifa"] = ["baseline"]
-    assert gc.judge_run(run, 1, 0.0).passing == ["baseline"]
+    assert judge.judge_run(run, 1, 0.0).passing == ["baseline"]
 
 
 @pytest.mark.parametrize("k,n", [(0, 200), (1, 200), (7, 50), (50, 50), (3, 10)])
 def test_clopper_pearson_is_the_exact_interval(k, n):
-    lo, hi = gc.clopper_pearson(k, n)
+    lo, hi = report.clopper_pearson(k, n)
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
     assert lo == pytest.approx(ci.low, abs=1e-12) and hi == pytest.approx(ci.high, abs=1e-12)
     assert (lo == 0.0) == (k == 0) and (hi == 1.0) == (k == n)
@@ -145,9 +136,9 @@ def test_clopper_pearson_is_the_exact_interval(k, n):
 
 def test_clopper_pearson_refuses_impossible_counts():
     with pytest.raises(FlagcoreError, match="k must"):
-        gc.clopper_pearson(5, 4)
+        report.clopper_pearson(5, 4)
     with pytest.raises(FlagcoreError, match="n must"):
-        gc.clopper_pearson(0, 0)
+        report.clopper_pearson(0, 0)
 
 
 def test_market_seeds_are_fixed_and_distinct():
@@ -158,7 +149,7 @@ def test_market_seeds_are_fixed_and_distinct():
 
 
 def _fake_result(passed: int, markets: int) -> dict:
-    keys = gc.criteria_keys()
+    keys = judge.criteria_keys()
     gate = [c.key for c in CRITERIA]
     outs = [
         {
@@ -173,10 +164,10 @@ def _fake_result(passed: int, markets: int) -> dict:
         }
         for i in range(markets)
     ]
-    s = gc.summarise(outs)
+    s = report.summarise(outs)
     return {
         "noise": {"summary": s, "wall_seconds": 50.0},
-        "power": {"4": {"summary": gc.summarise(outs[:2])}},
+        "power": {"4": {"summary": report.summarise(outs[:2])}},
         "target_upper": gc.TARGET_UPPER,
         "target_met": s["ci95"][1] <= gc.TARGET_UPPER,
         "model_sets": {"0": {"seconds": 60.0}, "4": {"seconds": 61.0}},
@@ -191,14 +182,14 @@ def _fake_result(passed: int, markets: int) -> dict:
 def test_the_section_is_appended_once_then_replaced_in_place(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nother figures\n")
-    gc.write_section(gc.calibration_markdown(_fake_result(1, 10)), md)
+    report.write_section(report.calibration_markdown(_fake_result(1, 10)), md)
     first = md.read_text()
-    assert first.startswith("# Benchmarks\n\nother figures\n") and first.count(gc.START_MARK) == 1
+    assert first.startswith("# Benchmarks\n\nother figures\n") and first.count(report.START_MARK) == 1
     assert "| 10 noise | 0 | 1 | 10.0% |" in first and "**NOT met**" in first
 
     md.write_text(first + "\n## After\n")
-    gc.write_section(gc.calibration_markdown(_fake_result(0, 10)), md)
+    report.write_section(report.calibration_markdown(_fake_result(0, 10)), md)
     second = md.read_text()
-    assert second.count(gc.START_MARK) == 1 and second.count(gc.END_MARK) == 1
+    assert second.count(report.START_MARK) == 1 and second.count(report.END_MARK) == 1
     assert "| 10 noise | 0 | 0 | 0.0% |" in second and "| 10 noise | 0 | 1 |" not in second
     assert second.startswith("# Benchmarks\n\nother figures\n") and second.endswith("\n## After\n")
