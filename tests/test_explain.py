@@ -177,6 +177,7 @@ def test_explain_json_is_valid_and_the_newest_result_is_read(explained, capsys):
     assert set(MEASURES) <= set(data["measures"])
     newest = store.root_cause(run_id)
     assert newest["settings"]["seed"] == 1 and newest["computed_at"] > first["computed_at"]
+    assert store.diagnostics(run_id)["root_cause"] == newest  # never an older row
     assert main([*args, "--stored", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["computed_at"] == newest["computed_at"]
 

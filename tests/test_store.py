@@ -288,3 +288,13 @@ def test_six_reviewers_at_the_same_moment_each_land_once(tmp_path):
     df = s.reviews(1)
     assert sorted(df["reviewer"]) == [f"r{i}" for i in range(6)]
     assert df["review_id"].is_unique
+
+
+def test_the_newest_root_cause_is_read_by_every_path(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    rid = _add_run(store)
+    for stamp, tag in [("2026-02-01T00:00:00+00:00", "new"), ("2026-01-01T00:00:00+00:00", "old")]:
+        store.add_root_cause(rid, {"computed_at": stamp, "tag": tag})  # the older one written last
+    assert store.root_cause(rid)["tag"] == "new"
+    assert store.diagnostics(rid)["root_cause"]["tag"] == "new"
+    assert "root_cause" not in store.diagnostics(rid, option="weighted")

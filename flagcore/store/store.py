@@ -87,10 +87,16 @@ class Store(StoreFile):
         return df
 
     def diagnostics(self, run_id: int, option: str = "baseline") -> dict:
+        """An option's diagnostics by section; the root-cause section (several rows, one per explain)
+        is read through :meth:`root_cause` so that this always gives the newest."""
         df = self._frame(
-            "SELECT section, value FROM diagnostics WHERE run_id = ? AND option = ?", [int(run_id), option]
+            "SELECT section, value FROM diagnostics WHERE run_id = ? AND option = ? AND section <> ?",
+            [int(run_id), option, ROOT_CAUSE_SECTION],
         )
-        return {s: from_json(v) for s, v in zip(df["section"], df["value"], strict=True)}
+        out = {s: from_json(v) for s, v in zip(df["section"], df["value"], strict=True)}
+        if option == "baseline" and (newest := self.root_cause(run_id)) is not None:
+            out[ROOT_CAUSE_SECTION] = newest
+        return out
 
     def predictions(self, run_id: int, option: str, period: str = "test") -> pd.DataFrame:
         return self._frame(
