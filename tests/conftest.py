@@ -257,13 +257,14 @@ def browser():
 
 
 @contextlib.contextmanager
-def streamlit_server(store_path, log_path):
+def streamlit_server(store_path, log_path, env: dict | None = None):
     """A real ``streamlit run app.py`` on a free local port over ``store_path``; yields its URL and
-    on exit stops it and checks its log holds no traceback."""
+    on exit stops it and checks its log holds no traceback. ``env`` adds environment variables (a
+    team config file, for example)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "FLAGCORE_STORE": str(store_path)}
+    env = {**os.environ, "FLAGCORE_STORE": str(store_path), **(env or {})}
     with open(log_path, "w") as out:
         proc = subprocess.Popen(
             [
