@@ -140,6 +140,31 @@ def _cost_inputs(positions, cost_rate, shape: tuple[int, ...]) -> np.ndarray | N
     return P
 
 
+def _assemble_paths(
+    R: np.ndarray,
+    P: np.ndarray | None,
+    cost_rate: float,
+    paths: np.ndarray,
+    groups: list[np.ndarray],
+    chosen: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each path's returns, group by group from the value its split chose, and the extra cost it pays
+    where it switches value at a group boundary (see :func:`posthoc_cpcv`)."""
+    path_returns = np.empty((paths.shape[0], R.shape[1]))
+    switching = np.zeros(paths.shape[0])
+    for p, row in enumerate(paths):
+        for g, s in enumerate(row):
+            path_returns[p, groups[g]] = R[chosen[s], groups[g]]
+            if P is None or g == 0 or chosen[s] == chosen[row[g - 1]]:
+                continue
+            # the row charged its own change at t0; the path changes from the previous group's value
+            t0, new, old = groups[g][0], chosen[s], chosen[row[g - 1]]
+            extra = cost_rate * (abs(P[new, t0] - P[old, t0 - 1]) - abs(P[new, t0] - P[new, t0 - 1]))
+            path_returns[p, t0] -= extra
+            switching[p] += extra
+    return path_returns, switching
+
+
 def posthoc_cpcv(
     strategy_returns,
     grid,
@@ -222,18 +247,7 @@ def posthoc_cpcv(
     chosen = np.empty(len(splits), dtype=np.int64)
     for s, split in enumerate(splits):
         chosen[s] = int(np.argmax(sharpe_ratio(R[:, split.train])))
-    path_returns = np.empty((paths.shape[0], T))
-    switching = np.zeros(paths.shape[0])
-    for p, row in enumerate(paths):
-        for g, s in enumerate(row):
-            path_returns[p, groups[g]] = R[chosen[s], groups[g]]
-            if P is None or g == 0 or chosen[s] == chosen[row[g - 1]]:
-                continue
-            # the row charged its own change at t0; the path changes from the previous group's value
-            t0, new, old = groups[g][0], chosen[s], chosen[row[g - 1]]
-            extra = cost_rate * (abs(P[new, t0] - P[old, t0 - 1]) - abs(P[new, t0] - P[new, t0 - 1]))
-            path_returns[p, t0] -= extra
-            switching[p] += extra
+    path_returns, switching = _assemble_paths(R, P, cost_rate, paths, groups, chosen)
     return PostHocCPCV(
         "post-hoc",
         parameter,

@@ -151,27 +151,28 @@ def infer_calendar(timestamps: pd.DatetimeIndex) -> Calendar:
     step = float(np.median(gaps))
     if not step > 0:
         raise FlagcoreError(f"the median spacing between bars is {step} s; timestamps must increase")
+    name, ppy = _classify(gaps, step, _weekend_trades(ts))
+    return Calendar(name, float(ppy), step, INFERRED)
 
-    def cal(name: str, ppy: float) -> Calendar:
-        return Calendar(name, float(ppy), step, INFERRED)
 
-    weekend = _weekend_trades(ts)
+def _classify(gaps: np.ndarray, step: float, weekend: bool) -> tuple[str, float]:
+    """The calendar's name and periods per year by the rules of :func:`infer_calendar`."""
     if step < 18 * 3600:
         per_day = DAY_SECONDS / step
         if weekend:
-            return cal(H24_7, CALENDAR_DAYS * per_day)
+            return H24_7, CALENDAR_DAYS * per_day
         bars, seconds = _sessions(gaps, step)
         if seconds >= AROUND_THE_CLOCK_S:
-            return cal(H24_5, FX_DAYS * per_day)
-        return cal(SESSION, SESSIONS * bars)
+            return H24_5, FX_DAYS * per_day
+        return SESSION, SESSIONS * bars
     days = step / DAY_SECONDS
     if days <= 1.5:
-        return cal(DAILY_365, DAILY_OPEN) if weekend else cal(DAILY_252, DAILY_WEEKDAYS)
+        return (DAILY_365, DAILY_OPEN) if weekend else (DAILY_252, DAILY_WEEKDAYS)
     if 6 <= days <= 8:
-        return cal(WEEKLY, WEEKS)
+        return WEEKLY, WEEKS
     if 27 <= days <= 32:
-        return cal(MONTHLY, MONTHS)
-    return cal(BY_SPACING, YEAR_SECONDS / step)
+        return MONTHLY, MONTHS
+    return BY_SPACING, YEAR_SECONDS / step
 
 
 def resolve_calendar(timestamps: pd.DatetimeIndex, periods_per_year: float | None = None) -> Calendar:
