@@ -107,6 +107,16 @@ BADGE = {True: "PASS", False: "FAIL"}
 # ----------------------------------------------------------------------------- reviews
 
 VERDICTS = ("approve", "reject", "needs-work")
+# where a reviewer's name came from, and how it is shown: a login and a trusted proxy header are
+# verified by the server; a typed name is whatever the reviewer typed
+IDENTITY_SOURCES = {
+    "oidc": "logged in",
+    "header": "trusted proxy header",
+    "typed": "typed name (unverified)",
+}
+VERIFIED_SOURCES = ("oidc", "header")
+# a run's review status (analysis.review_policy.run_status)
+RUN_STATUSES = ("awaiting review", "approved", "needs work", "rejected", "superseded")
 
 # ----------------------------------------------------------------------------- the collapse verdict
 

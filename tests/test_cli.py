@@ -105,3 +105,49 @@ def test_an_error_outside_flagcore_also_names_our_caller():
         "in raw_decode at decoder.py:" in line
         and ", called from from_json at flagcore/store/codec.py:" in line
     )
+
+
+def test_evaluate_records_the_author_outside_the_request_key(tmp_path, monkeypatch):
+    """--author (default the OS user) goes with the run, not into its settings or request key; the
+    team config's [hifa] gives the thresholds when --criteria is absent."""
+    from flagcore.cli.runs import os_user, settings
+
+    monkeypatch.delenv("FLAGCORE_CONFIG", raising=False)
+    sub = build_parser()._subparsers._group_actions[0].choices
+    args = sub["evaluate"].parse_args(["--checkpoint", "c", "--data", "d", "--author", " ann "])
+    s = settings(args)
+    assert s.author == "ann" and "author" not in s.to_dict()
+    default = settings(sub["evaluate"].parse_args(["--checkpoint", "c", "--data", "d"]))
+    assert default.author == os_user() and default.to_dict() == s.to_dict()
+    cfg = tmp_path / "team.toml"
+    cfg.write_text("[hifa]\nmin_trades = 12\n[review]\napprovals_required = 1\n")
+    team = settings(sub["evaluate"].parse_args(["--checkpoint", "c", "--data", "d", "--config", str(cfg)]))
+    assert (
+        team.criteria["min_trades"] == 12
+        and team.criteria["permutation_p_max"] == s.criteria["permutation_p_max"]
+    )
+
+
+def test_runs_json_has_each_runs_status_and_author_and_review_stores_typed(tmp_path, capsys):
+    from flagcore.store.runs import RunRows
+    from flagcore.store.store import Store
+
+    path = tmp_path / "s.duckdb"
+    rows = RunRows("r", "k", "0", "m", "d", None, {}, {}, [], [], {}, author="carl")
+    rid = Store(path).write_run(rows)
+    assert (
+        main(["review", "--store", str(path), "--run", str(rid), "--reviewer", "ann", "--verdict", "approve"])
+        == 0
+    )
+    assert "approve by ann, a typed name (unverified)" in capsys.readouterr().out
+    assert Store(path).reviews(rid)["identity_source"].tolist() == ["typed"]
+    assert main(["runs", "--store", str(path), "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    assert run["author"] == "carl" and run["status"]["status"] == "awaiting review"
+    assert run["status"]["approvals"] == 1 and run["status"]["unverified_approvers"] == ["ann"]
+    cfg = tmp_path / "team.toml"
+    cfg.write_text("[review]\napprovals_required = 1\n")
+    assert main(["runs", "--store", str(path), "--config", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    assert f"run {rid}: r (" in text and ") by carl," in text
+    assert "  status: approved (1 of 1 approvals: ann (unverified))" in text

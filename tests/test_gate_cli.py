@@ -44,7 +44,7 @@ STRONG = {
 }
 
 
-def _write_run(path, options: dict, *, old: bool = False) -> int:
+def write_synthetic_run(path, options: dict, *, old: bool = False) -> int:
     """A run with ``options``' verdicts stored as the pipeline stores them. ``old``: as stored before
     the minimum-trades criterion and the DSR probability bar existed (no min_trades row, no
     ``min_trades`` / ``dsr_probability_min`` in the run's criteria)."""
@@ -104,7 +104,7 @@ def _validate(capsys, path, rid, *extra):
 
 def test_the_gate_passes_when_a_candidate_passes_every_criterion(tmp_path, capsys):
     path = tmp_path / "s.duckdb"
-    rid = _write_run(path, STRONG)
+    rid = write_synthetic_run(path, STRONG)
     rc, out = _validate(capsys, path, rid, "--gate", "--json")
     assert rc == 0, out.err
     data = json.loads(out.out)
@@ -132,7 +132,7 @@ def test_the_gate_fails_with_its_own_exit_code(tmp_path, capsys):
 
     path = tmp_path / "s.duckdb"
     # only the labels pass: the upper bound is not a candidate, so the gate fails
-    rid = _write_run(path, {k: STRONG[k] for k in ("opt4_ensemble", "baseline", "opt5_labels")})
+    rid = write_synthetic_run(path, {k: STRONG[k] for k in ("opt4_ensemble", "baseline", "opt5_labels")})
     rc, out = _validate(capsys, path, rid, "--gate", "--json")
     assert rc == GATE_FAILED == 4
     assert json.loads(out.out)["gate"] == {
@@ -189,7 +189,7 @@ def test_the_help_documents_the_gate_exit_codes(capsys):
 
 def test_validate_shows_how_far_each_option_is_from_passing(tmp_path, capsys):
     path = tmp_path / "s.duckdb"
-    rid = _write_run(path, STRONG)
+    rid = write_synthetic_run(path, STRONG)
     rc, out = _validate(capsys, path, rid, "--json")
     opts = {o["option"]: o for o in json.loads(out.out)["criteria"]["options"]}
     d = opts["opt3_threshold"]["distance"]
@@ -215,7 +215,7 @@ def test_validate_shows_how_far_each_option_is_from_passing(tmp_path, capsys):
 
 def test_validate_shows_never_for_an_infinite_track_record(tmp_path, capsys):
     path = tmp_path / "s.duckdb"
-    rid = _write_run(path, {"baseline": (-0.001, 80, 0.9)})
+    rid = write_synthetic_run(path, {"baseline": (-0.001, 80, 0.9)})
     rc, out = _validate(capsys, path, rid, "--json")
     d = json.loads(out.out)["criteria"]["options"][0]["distance"]
     assert d["min_track_record_bars"] is None and d["min_backtest_years"] is None
@@ -226,7 +226,7 @@ def test_validate_shows_never_for_an_infinite_track_record(tmp_path, capsys):
 
 def test_criteria_rejudge_min_trades_and_both_deflated_readings(tmp_path, capsys):
     path = tmp_path / "s.duckdb"
-    rid = _write_run(path, STRONG)
+    rid = write_synthetic_run(path, STRONG)
 
     def judged(toml: str):
         f = tmp_path / "c.toml"
@@ -268,7 +268,7 @@ def test_criteria_rejudge_min_trades_and_both_deflated_readings(tmp_path, capsys
 
 def test_a_run_stored_before_min_trades_is_judged_on_its_trades(tmp_path, capsys):
     path = tmp_path / "s.duckdb"
-    rid = _write_run(path, {k: STRONG[k] for k in ("opt4_ensemble", "baseline")}, old=True)
+    rid = write_synthetic_run(path, {k: STRONG[k] for k in ("opt4_ensemble", "baseline")}, old=True)
     rc, out = _validate(capsys, path, rid, "--gate", "--json")
     data = json.loads(out.out)
     assert rc == 4 and data["criteria"]["defaults_added"] == ["min_trades", "dsr_probability_min"]

@@ -288,6 +288,12 @@ def test_six_reviewers_at_the_same_moment_each_land_once(tmp_path):
     df = s.reviews(1)
     assert sorted(df["reviewer"]) == [f"r{i}" for i in range(6)]
     assert df["review_id"].is_unique
+    # the review log too: each review once, in review-id order (appended under the writer lock)
+    from flagcore.store.review_log import read_review_log
+
+    logged = read_review_log(s.review_log)
+    assert [r["review_id"] for r in logged] == sorted(df["review_id"])
+    assert sorted(r["reviewer"] for r in logged) == [f"r{i}" for i in range(6)]
 
 
 def test_the_newest_root_cause_is_read_by_every_path(tmp_path):
@@ -298,3 +304,96 @@ def test_the_newest_root_cause_is_read_by_every_path(tmp_path):
     assert store.root_cause(rid)["tag"] == "new"
     assert store.diagnostics(rid)["root_cause"]["tag"] == "new"
     assert "root_cause" not in store.diagnostics(rid, option="weighted")
+
+
+# ----------------------------------------------------------------------------- identities, authors, status
+
+
+def test_migration_from_version_2_marks_older_reviews_typed(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    assert migrate(con, target=2) == 2
+    con.execute("INSERT INTO runs (name, settings, summary) VALUES ('old run', '{}', '{}')")
+    con.execute(
+        "INSERT INTO reviews (run_id, reviewer, verdict, comment, hifa_snapshot) "
+        "VALUES (1, 'ann', 'approve', '', '[]')"
+    )
+    con.close()
+    s = Store(path)
+    assert s.schema_version() == 2
+    assert s.reviews(1)["identity_source"].tolist() == ["typed"]  # a read brings it up to date
+    assert s.schema_version() == SCHEMA_VERSION == 3
+    assert s.run(1)["author"] is None
+    s.add_review(1, "bob", "approve", identity_source="header")
+    assert s.reviews(1)["identity_source"].tolist() == ["typed", "header"]
+
+
+def _write(store: Store, *, model="m1", data="d1", settings=None, author=None) -> int:
+    from flagcore.store.runs import RunRows
+
+    rows = RunRows(
+        name="r",
+        request_key=f"k{model}{data}{settings}",
+        flagcore_version="0",
+        model_id=model,
+        dataset_id=data,
+        train_dataset_id=None,
+        settings=settings or {"tau": 1.0},
+        summary={},
+        datasets=[],
+        models=[],
+        tables={},
+        author=author,
+    )
+    return store.write_run(rows)
+
+
+def test_a_runs_author_and_status_with_identities(tmp_path):
+    from flagcore.analysis.review_policy import ReviewPolicy
+
+    s = Store(tmp_path / "x.duckdb")
+    rid = _write(s, author="carl")
+    assert s.run(rid)["author"] == "carl" and s.list_runs()["author"].tolist() == ["carl"]
+    with pytest.raises(FlagcoreError, match="identity_source must be one of oidc, header, typed"):
+        s.add_review(rid, "ann", "approve", identity_source="badge")
+    s.add_review(rid, "ann", "approve", identity_source="oidc")
+    s.add_review(rid, "carl", "approve", identity_source="header")  # the author: does not count
+    st = s.run_status(rid, ReviewPolicy())
+    assert (st.status, st.approvers) == ("awaiting review", ["ann"])
+    s.add_review(rid, "bob", "approve")  # typed, unverified: counts by default
+    assert s.run_status(rid).status == "approved"
+    assert s.run_status(rid, ReviewPolicy(count_unverified=False)).status == "awaiting review"
+    assert {k: v.status for k, v in s.run_statuses().items()} == {rid: "approved"}
+
+
+def test_a_later_run_of_the_same_checkpoint_and_data_with_other_settings_supersedes(tmp_path):
+    s = Store(tmp_path / "x.duckdb")
+    first = _write(s)
+    same = _write(s, settings={"tau": 1.0})  # the same settings: not superseding
+    other_data = _write(s, data="d2", settings={"tau": 2.0})
+    assert s.superseded_by(first) is None
+    newer = _write(s, settings={"tau": 2.0})
+    newest = _write(s, settings={"tau": 3.0})
+    assert s.superseded_by(first) == s.superseded_by(same) == s.superseded_by(newer) == newest
+    assert s.superseded_by(newest) is None and s.superseded_by(other_data) is None
+    statuses = s.run_statuses()
+    assert statuses[first].status == "superseded" and statuses[first].superseded_by == newest
+    assert statuses[newest].status == "awaiting review"
+    assert s.run_status(first).superseded_by == newest
+
+
+def test_every_review_is_also_in_the_review_log(tmp_path):
+    import json
+
+    s = Store(tmp_path / "x.duckdb")
+    rid = _write(s)
+    a = s.add_review(rid, "ann", "approve", "fine", identity_source="oidc")
+    b = s.add_review(rid, "bob", "needs-work", "line\nbreak")
+    lines = s.review_log.read_text().splitlines()
+    assert s.review_log.name == "x.duckdb.reviews.jsonl" and len(lines) == 2
+    logged = [json.loads(x) for x in lines]
+    assert [r["review_id"] for r in logged] == [a, b]
+    assert logged[0]["identity_source"] == "oidc" and logged[1]["comment"] == "line\nbreak"
+    stored = s.reviews(rid)
+    assert logged[0]["created_at"] == stored["created_at"].iloc[0].isoformat(timespec="microseconds")
+    assert logged[0]["run_key"] == s.run(rid)["request_key"]

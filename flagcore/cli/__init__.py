@@ -8,7 +8,8 @@
 - the command groups, each with ``register(subparsers, parents)``: :mod:`~flagcore.cli.models`
   (info, import, init, predict, diagnose), :mod:`~flagcore.cli.data` (check-data, market, features),
   :mod:`~flagcore.cli.training` (train, train-cgdt, walk-forward), :mod:`~flagcore.cli.runs`
-  (evaluate, demo, runs) and :mod:`~flagcore.cli.review` (report, review, validate).
+  (evaluate, demo, runs), :mod:`~flagcore.cli.review` (report, review, validate),
+  :mod:`~flagcore.cli.gate` (gate) and :mod:`~flagcore.cli.store_commands` (store backup, restore, check).
 
 The console script is ``flagcore.cli:main``.
 """

@@ -14,12 +14,12 @@ import traceback
 from pathlib import Path
 
 from flagcore import __version__
-from flagcore.cli import data, explain, models, review, runs, training
+from flagcore.cli import data, explain, gate, models, review, runs, store_commands, training
 from flagcore.cli.options import make_parents
 from flagcore.errors import FlagcoreError
 
 # each registers its commands, in this order in ``flagcore --help``
-GROUPS = (models, data, training, runs, review, explain)
+GROUPS = (models, data, training, runs, review, gate, store_commands, explain)
 
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder that holds flagcore/
 

@@ -139,6 +139,15 @@ def add_command(
     return sp
 
 
+def config_argument(s: argparse.ArgumentParser, what: str) -> None:
+    """``--config TOML``: the team config file, its sections ``what`` says (default ``$FLAGCORE_CONFIG``)."""
+    s.add_argument(
+        "--config",
+        metavar="TOML",
+        help=f"team config file: {what} (default $FLAGCORE_CONFIG; none: defaults)",
+    )
+
+
 def open_store(args: argparse.Namespace) -> Store:
     """The result store ``--store`` names (default ``$FLAGCORE_STORE`` or data/flagcore.duckdb)."""
     from flagcore.store.store import Store

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flagcore.cli.options import Parents, add_command, open_store, placement
+from flagcore.cli.options import Parents, add_command, config_argument, open_store, placement
 from flagcore.cli.output import Stages, emit, mark
 from flagcore.errors import FlagcoreError
-from flagcore.vocab import BADGE, CRITERION, NOT_A_TRIAL, VERDICTS
+from flagcore.vocab import BADGE, CRITERION, IDENTITY_SOURCES, NOT_A_TRIAL, VERDICTS
 
 if TYPE_CHECKING:
     from flagcore.cli.options import Subparsers
@@ -46,11 +46,15 @@ def cmd_review(args: argparse.Namespace) -> int:
     comment = args.comment
     if args.comment_file:
         comment = Path(args.comment_file).read_text(encoding="utf-8")
-    rid = store.add_review(args.run, args.reviewer, args.verdict, comment or "")
+    # a name typed on the command line: stored "typed", shown unverified
+    rid = store.add_review(args.run, args.reviewer, args.verdict, comment or "", identity_source="typed")
     emit(
-        {"review_id": rid, "run_id": args.run},
+        {"review_id": rid, "run_id": args.run, "identity_source": "typed"},
         args.json,
-        [f"review {rid} recorded on run {args.run}: {args.verdict} by {args.reviewer.strip()}"],
+        [
+            f"review {rid} recorded on run {args.run}: {args.verdict} by {args.reviewer.strip()}, "
+            f"a {IDENTITY_SOURCES['typed']}"
+        ],
     )
     return 0
 
@@ -65,6 +69,16 @@ def criteria_in_file(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
         data = tomllib.load(f)
     return {k: full[k] for k in data.get("hifa", data)}
+
+
+def _criteria(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The thresholds ``validate`` judges with: --criteria, else the team config's [hifa] (--config or
+    $FLAGCORE_CONFIG), else None (the run's own), as ``gate`` does."""
+    from flagcore.analysis.review_policy import hifa_section
+
+    if args.criteria:
+        return criteria_in_file(args.criteria)
+    return hifa_section(args.config)
 
 
 def _cell(criteria: dict[str, Any], key: str, fmt: str) -> str:
@@ -188,7 +202,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             )
         finally:
             stages.close()
-    table = rejudge(store, run_id, criteria_in_file(args.criteria) if args.criteria else None)
+    table = rejudge(store, run_id, _criteria(args))
     result["criteria"] = table
     lines = validate_lines(table)
     code = 0
@@ -222,6 +236,7 @@ def _review_arguments(s: argparse.ArgumentParser) -> None:
 def _validate_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--run", type=int, metavar="ID", help="default: the newest run")
     s.add_argument("--criteria", metavar="TOML", help="judge the stored values against these thresholds")
+    config_argument(s, "without --criteria, judge with its [hifa] thresholds")
     s.add_argument(
         "--retrain",
         action="store_true",

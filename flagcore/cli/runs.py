@@ -1,8 +1,9 @@
 """The run commands: ``evaluate`` and ``demo`` write a run to the result store; ``runs`` lists them.
 
-:func:`runs_json` is every stored run with its options and HIFA criteria (what ``runs --json``
-prints): each criterion with its rule in words and why it fails, the deflated Sharpe's readings (DSR
-probability, minimum track record and backtest lengths) and the signal apart from its sizing;
+:func:`runs_json` is every stored run with its author, its review status under the team's review
+policy, its options and HIFA criteria (what ``runs --json`` prints): each criterion with its rule
+in words and why it fails, the deflated Sharpe's readings (DSR probability, minimum track record
+and backtest lengths) and the signal apart from its sizing;
 :func:`runs_lines` is the same as a table for people.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from flagcore.cli.options import Parents, add_command, open_store, placement
+from flagcore.cli.options import Parents, add_command, config_argument, open_store, placement
 from flagcore.cli.output import Stages, emit, mark
 from flagcore.vocab import CALIBRATIONS, CLASS_NAMES, collapse_label
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from flagcore.analysis.review_policy import ReviewPolicy
     from flagcore.cli.options import Subparsers
     from flagcore.pipeline.settings import EvaluateSettings
     from flagcore.store.store import Store
@@ -94,6 +96,7 @@ def _run_json(r: pd.Series) -> dict[str, Any]:
         "created_at": r["created_at"].isoformat(),
         "model_id": r["model_id"],
         "dataset_id": r["dataset_id"],
+        "author": None if pd.isna(r["author"]) else r["author"],
         "collapse": (summary.get("collapse") or {}),
         "n_trials": summary.get("n_trials"),
         "pbo": summary.get("pbo"),
@@ -104,13 +107,16 @@ def _run_json(r: pd.Series) -> dict[str, Any]:
     }
 
 
-def runs_json(store: Store) -> list[dict[str, Any]]:
-    """Every run with its options: action shares, trades, Sharpe and the HIFA criteria.
+def runs_json(store: Store, policy: ReviewPolicy | None = None) -> list[dict[str, Any]]:
+    """Every run with its author, its review status and its options: action shares, trades, Sharpe
+    and the HIFA criteria.
 
     Parameters
     ----------
     store
         The result store.
+    policy
+        The team's review policy the status is judged by (default ``ReviewPolicy()``).
 
     Returns
     -------
@@ -122,9 +128,11 @@ def runs_json(store: Store) -> list[dict[str, Any]]:
         return []
     opts = store.option_results()
     hifa = store.hifa()
+    statuses = store.run_statuses(policy)
     out = []
     for _, r in runs.iterrows():
         run = _run_json(r)
+        run["status"] = statuses[int(r["run_id"])].to_dict()
         for _, o in opts[opts["run_id"] == r["run_id"]].iterrows():
             crit = hifa[(hifa["run_id"] == r["run_id"]) & (hifa["option"] == o["option"])]
             run["options"][o["option"]] = _option_json(o, crit)
@@ -139,22 +147,25 @@ def _trl_text(o: dict[str, Any]) -> str:
     return f"{o['min_track_record_bars']:,.0f}" if o["min_track_record_reachable"] else "never"
 
 
-def runs_lines(store: Store, only: list[int] | None = None) -> list[str]:
-    """The runs (or the ones in ``only``) as text: a heading line per run, then its options table with
+def runs_lines(store: Store, only: list[int] | None = None, policy: ReviewPolicy | None = None) -> list[str]:
+    """The runs (or the ones in ``only``) as text: a heading line per run, its author and review status
+    under ``policy``, then its options table with
     signals and trades, Sharpe, the DSR probability, the minimum track record (bars) against the
     backtest's bars, and one mark per HIFA criterion (``vocab.CRITERIA`` order; ``-`` not judged)."""
     from flagcore.vocab import CRITERIA
 
     lines = []
-    for run in runs_json(store):
+    for run in runs_json(store, policy):
         if only is not None and run["run_id"] not in only:
             continue
         review = run["latest_review"]
+        status = run["status"]
         lines.append(
-            f"run {run['run_id']}: {run['name']} ({run['created_at'][:16]}), baseline "
-            f"{collapse_label(run['collapse'])}; {run['n_trials']} trials; "
+            f"run {run['run_id']}: {run['name']} ({run['created_at'][:16]}) by {run['author'] or 'unknown'}, "
+            f"baseline {collapse_label(run['collapse'])}; {run['n_trials']} trials; "
             f"review: {review['verdict'] + ' by ' + review['reviewer'] if review else 'none'}"
         )
+        lines.append(f"  status: {status['status']} ({'; '.join(status['reasons'])})")
         crit = " ".join(c.key for c in CRITERIA)
         lines.append(
             f"  {'option':<32} "
@@ -181,6 +192,7 @@ def settings(args: argparse.Namespace) -> EvaluateSettings:
     """The evaluation settings from ``evaluate``'s options (``--criteria`` read and checked here)."""
     from flagcore.analysis.backtest import BacktestConfig
     from flagcore.analysis.gate import load_criteria
+    from flagcore.analysis.review_policy import hifa_section
     from flagcore.pipeline.settings import EvaluateSettings
 
     bt = BacktestConfig(
@@ -190,15 +202,30 @@ def settings(args: argparse.Namespace) -> EvaluateSettings:
         slippage_bps=args.slippage_bps,
         hold=args.hold,
     )
+    # --criteria, else the team config's [hifa] (--config or $FLAGCORE_CONFIG), else the defaults
+    criteria = load_criteria(args.criteria)
+    if not args.criteria:
+        criteria.update(hifa_section(args.config) or {})
     return EvaluateSettings(
         hold_threshold=args.hold_threshold,
         tau=args.tau,
         backtest=bt,
-        criteria=load_criteria(args.criteria),
+        criteria=criteria,
         periods_per_year=args.periods_per_year,
         calibration=args.calibration,
         device=args.device,
+        author=args.author if args.author is not None else os_user(),
     )
+
+
+def os_user() -> str | None:
+    """The OS user running flagcore (``evaluate``'s default ``--author``), or None when unknown."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
 
 
 def _run_line(res: dict) -> str:
@@ -210,8 +237,10 @@ def _run_line(res: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flagcore.analysis.review_policy import load_review_policy
     from flagcore.pipeline.evaluate import evaluate
 
+    policy = load_review_policy(args.config)  # a bad config fails before any work
     store = open_store(args)
     stages = Stages(args.quiet)
     try:
@@ -229,14 +258,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     finally:
         stages.close()
-    lines = [_run_line(res), *runs_lines(store, [res["run_id"]])]
+    lines = [_run_line(res), *runs_lines(store, [res["run_id"]], policy)]
     emit({**res, "store": str(store.path)}, args.json, lines)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from flagcore.analysis.review_policy import load_review_policy
     from flagcore.pipeline.demo import build_demo
 
+    policy = load_review_policy(None)  # $FLAGCORE_CONFIG: a bad file fails before the demo is built
     store = open_store(args)
     stages = Stages(args.quiet)
     try:
@@ -248,19 +279,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v}" for k, v in res["steps"].items()),
         f"store {store.path}, run {res['run_id']}",
     ]
-    lines += runs_lines(store, [res["run_id"]])
+    lines += runs_lines(store, [res["run_id"]], policy)
     emit({**res, "store": str(store.path)}, args.json, lines)
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from flagcore.analysis.review_policy import load_review_policy
+
+    policy = load_review_policy(args.config)
     store = open_store(args)
-    data = runs_json(store)
+    data = runs_json(store, policy)
     if args.json:
         emit({"store": str(store.path), "runs": data}, True, [])
     else:
         none = f"no runs in {store.path}; run `flagcore demo` or `flagcore evaluate`"
-        emit({}, False, runs_lines(store) if data else [none])
+        emit({}, False, runs_lines(store, policy=policy) if data else [none])
     return 0
 
 
@@ -312,7 +346,11 @@ def _evaluate_arguments(s: argparse.ArgumentParser) -> None:
         "loss unless given, e.g. walk_forward=preds.parquet",
     )
     s.add_argument("--name", help="run name (default: the dataset's file name)")
+    s.add_argument(
+        "--author", metavar="NAME", help="who asks for this run, recorded with it (default: the OS user)"
+    )
     _evaluation_arguments(s)
+    config_argument(s, "[hifa] thresholds unless --criteria; [review] policy for the status shown")
 
 
 def _demo_arguments(s: argparse.ArgumentParser) -> None:
@@ -320,8 +358,8 @@ def _demo_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--root", metavar="DIR", help="where demo artifacts go (default data/demo)")
 
 
-def _no_arguments(s: argparse.ArgumentParser) -> None:
-    """``runs`` has only shared options."""
+def _runs_arguments(s: argparse.ArgumentParser) -> None:
+    config_argument(s, "the [review] policy each run's status is judged by")
 
 
 def register(sub: Subparsers, parents: Parents) -> None:
@@ -354,8 +392,8 @@ def register(sub: Subparsers, parents: Parents) -> None:
         sub,
         "runs",
         cmd_runs,
-        "List the stored runs with their options and HIFA verdicts.",
-        _no_arguments,
+        "List the stored runs with their author, review status, options and HIFA verdicts.",
+        _runs_arguments,
         parents.store,
         parents.json,
     )

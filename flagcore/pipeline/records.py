@@ -190,6 +190,7 @@ def run_rows(run: RunResult) -> RunRows:
         datasets=list(run.dataset_records),
         models=[m.record for m in run.models.values()],
         tables=run_tables(run),
+        author=run.author,
     )
 
 

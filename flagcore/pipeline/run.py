@@ -50,6 +50,7 @@ class RunResult:
     dataset_records: list[dict]
     request_key: str
     baseline_train_logits: np.ndarray | None
+    author: str | None = None  # who asked for the run (EvaluateSettings.author; not in the request key)
 
 
 @dataclass
@@ -481,4 +482,5 @@ def compute_run(
         records,
         key,
         models["baseline"].train,
+        s.author,
     )

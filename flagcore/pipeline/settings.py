@@ -1,7 +1,9 @@
 """What an evaluation is asked to compute: :class:`EvaluateSettings` and the progress callback.
 
 The settings are recorded with every run (``to_dict``) and are part of its request key, so a
-repeated request with the same settings can reuse the stored run.
+repeated request with the same settings can reuse the stored run. Two fields are not settings of
+the computation and stay out of both: ``device`` (where it runs) and ``author`` (who asked for it,
+recorded in the run's ``author`` column).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from flagcore.errors import FlagcoreError
 from flagcore.vocab import CALIBRATIONS
 
 Progress = Callable[[str, float], None]
+MAX_AUTHOR = 200  # as a reviewer's name (store.store.MAX_REVIEWER)
 
 
 def no_progress(stage: str, frac: float) -> None:
@@ -53,8 +56,14 @@ class EvaluateSettings:
     # period ("isotonic", "platt"; analysis.calibration)
     calibration: str = "none"
     device: str | None = None
+    # who asks for the run: the CLI's --author (default the OS user), the dashboard's reviewer identity
+    author: str | None = None
 
     def __post_init__(self) -> None:
+        if self.author is not None:
+            self.author = self.author.strip() or None
+            if self.author is not None and len(self.author) > MAX_AUTHOR:
+                raise FlagcoreError(f"author: at most {MAX_AUTHOR} characters, got {len(self.author)}")
         if not 0.0 <= self.hold_threshold <= 1.0:
             raise FlagcoreError(f"hold_threshold must lie in [0, 1], got {self.hold_threshold!r}")
         if self.tau < 0:
@@ -84,4 +93,5 @@ class EvaluateSettings:
         d["backtest"] = self.backtest.to_dict()
         d["criteria"] = self.resolved_criteria()
         d.pop("device")
+        d.pop("author")  # who asked is not what was computed: the request key and supersession ignore it
         return d

@@ -6,6 +6,11 @@ read-only; a write holds the file for one transaction, so an interrupted write l
 behind. Both retry on DuckDB's lock error with exponential backoff, up to ``busy_timeout`` seconds,
 then raise :class:`StoreBusy` with a one-line message. The schema is brought up to date
 (:mod:`flagcore.store.schema`) the first time a newer flagcore writes to an older file.
+
+A damaged file (truncated, zeroed, unreadable blocks) raises :class:`StoreDamaged`: one line that
+names the file and the way back (``flagcore store restore``, from a backup and the review log
+``<store>.reviews.jsonl``). A store file that is gone or empty while its review log holds reviews
+counts as damaged too: nothing writes a new store over a lost one.
 """
 
 from __future__ import annotations
@@ -31,6 +36,34 @@ ENV_VAR = "FLAGCORE_STORE"
 
 class StoreBusy(FlagcoreError):
     """The store stayed locked by another process for longer than the busy timeout."""
+
+
+class StoreDamaged(FlagcoreError):
+    """The store file cannot be read (truncated, zeroed, corrupt) or was lost beside its review log."""
+
+
+# what DuckDB says of a file it cannot read; other errors (bad SQL, constraints) are not damage
+_DAMAGE_WORDS = (
+    "not a valid DuckDB database",
+    "Could not read enough bytes",
+    "Corrupt",
+    "corrupt",
+    "checksum",
+    "Checksum",
+)
+
+
+def review_log_path(store_path: str | os.PathLike) -> Path:
+    """The review log beside a store file: ``<store>.reviews.jsonl``."""
+    return Path(f"{store_path}.reviews.jsonl")
+
+
+def is_damage_error(e: BaseException) -> bool:
+    """Whether a DuckDB error says the file itself cannot be read (not a lock, not bad SQL)."""
+    if not isinstance(e, duckdb.Error) or is_lock_error(e):
+        return False
+    msg = str(e)
+    return isinstance(e, duckdb.IOException) or any(w in msg for w in _DAMAGE_WORDS)
 
 
 def default_path() -> Path:
@@ -120,12 +153,32 @@ class StoreFile:
             f"{self.busy_timeout:g} s; try again when that process has finished"
         )
 
+    @property
+    def review_log(self) -> Path:
+        """The review log beside the store: every review appended as one JSON line."""
+        return review_log_path(self.path)
+
+    def damaged(self, what: str) -> StoreDamaged:
+        """The one-line error for a damaged or lost store file: what is wrong and how to recover."""
+        log = self.review_log
+        since = f"; the reviews since the backup come back from {log}" if log.exists() else ""
+        return StoreDamaged(
+            f"{self.path}: {what}; restore it with `flagcore store restore --from BACKUP_DIR "
+            f"--store {self.path}`{since}"
+        )
+
+    def _damage(self, e: BaseException) -> StoreDamaged:
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        return self.damaged(f"the store file is damaged ({first})")
+
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         for _ in attempts(self.busy_timeout):
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as e:
                 if not is_lock_error(e):
+                    if "Permission denied" not in str(e) and is_damage_error(e):
+                        raise self._damage(e) from None
                     first = str(e).splitlines()[0] if str(e) else type(e).__name__
                     raise FlagcoreError(f"{self.path}: cannot open the store ({first})") from None
         raise self._busy("holds it")
@@ -133,10 +186,30 @@ class StoreFile:
     def exists(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
+    def absent(self) -> bool:
+        """Whether there is no store file yet (what reads answer with "nothing stored"); a store
+        that was lost beside its review log raises :class:`StoreDamaged` instead."""
+        if self.exists():
+            return False
+        self.refuse_if_lost()
+        return True
+
+    def refuse_if_lost(self) -> None:
+        """Raise :class:`StoreDamaged` when the store file is gone or empty but its review log
+        holds reviews: the store was lost, and a new one must not take its place unnoticed."""
+        log = self.review_log
+        if self.exists() or not log.exists() or log.stat().st_size == 0:
+            return
+        state = "is empty" if self.path.exists() else "is gone"
+        raise self.damaged(
+            f"the store file {state} but its review log holds reviews (move {log} away to start a new store)"
+        )
+
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-only connection; the store must exist (see :meth:`ensure`)."""
         if not self.exists():
+            self.refuse_if_lost()
             raise FlagcoreError(
                 f"{self.path}: no store here yet; run `flagcore demo` or `flagcore evaluate` first"
             )
@@ -145,6 +218,10 @@ class StoreFile:
         con = self._connect(read_only=True)
         try:
             yield con
+        except duckdb.Error as e:
+            if is_damage_error(e):
+                raise self._damage(e) from None
+            raise
         finally:
             con.close()
 
@@ -178,25 +255,37 @@ class StoreFile:
         """One transaction on a read-write connection, under the writer lock: committed on success,
         rolled back on any exception (KeyboardInterrupt included), and the file released at once
         either way."""
-        with self.writer_lock():
-            if not self._schema_checked and not self._schema_is_current():
-                self._migrate()
-            con = self._connect(read_only=False)
+        with self.writer_lock(), self.transaction() as con:
+            yield con
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """:meth:`write` without taking the writer lock: the caller holds it (and may do more under
+        it after the commit, as ``Store.add_review`` appends to the review log)."""
+        self.refuse_if_lost()
+        if not self._schema_checked and not self._schema_is_current():
+            self._migrate()
+        con = self._connect(read_only=False)
+        try:
+            con.begin()
             try:
-                con.begin()
-                try:
-                    yield con
-                    con.commit()
-                except BaseException:
-                    con.rollback()
-                    raise
-            finally:
-                con.close()
+                yield con
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+        except duckdb.Error as e:
+            if is_damage_error(e):
+                raise self._damage(e) from None
+            raise
+        finally:
+            con.close()
 
     def ensure(self) -> None:
         """Create the store or migrate it to ``SCHEMA_VERSION`` (under the writer lock)."""
         if self._schema_checked or self._schema_is_current():
             return
+        self.refuse_if_lost()
         with self.writer_lock():
             if not self._schema_is_current():  # another process may have migrated it meanwhile
                 self._migrate()
@@ -208,6 +297,10 @@ class StoreFile:
         con = self._connect(read_only=True)
         try:
             version = read_schema_version(con)
+        except duckdb.Error as e:
+            if is_damage_error(e):
+                raise self._damage(e) from None
+            raise
         finally:
             con.close()
         if version > SCHEMA_VERSION:
@@ -224,6 +317,10 @@ class StoreFile:
         con = self._connect(read_only=False)
         try:
             migrate(con)
+        except duckdb.Error as e:
+            if is_damage_error(e):
+                raise self._damage(e) from None
+            raise
         finally:
             con.close()
         self._schema_checked = True

@@ -35,6 +35,7 @@ class RunRows:
     datasets: list[dict]
     models: list[dict]
     tables: dict[str, pd.DataFrame]
+    author: str | None = None  # who asked for the run (not part of its request key)
 
 
 def insert_dataset(con: duckdb.DuckDBPyConnection, rec: dict) -> None:
@@ -82,8 +83,8 @@ def insert_model(con: duckdb.DuckDBPyConnection, r: dict) -> None:
 def insert_run(con: duckdb.DuckDBPyConnection, rows: RunRows) -> int:
     return con.execute(
         """INSERT INTO runs (name, created_at, model_id, dataset_id, train_dataset_id, settings, summary,
-                             flagcore_version, request_key)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id""",
+                             flagcore_version, request_key, author)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id""",
         [
             rows.name,
             utc_now(),
@@ -94,5 +95,6 @@ def insert_run(con: duckdb.DuckDBPyConnection, rows: RunRows) -> int:
             to_json(rows.summary),
             rows.flagcore_version,
             rows.request_key,
+            rows.author,
         ],
     ).fetchall()[0][0]

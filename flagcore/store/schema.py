@@ -79,6 +79,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX predictions_run ON predictions (run_id, option)",
         ],
     ),
+    (
+        3,
+        "reviews.identity_source (older reviews read 'typed'), runs.author (older runs: NULL)",
+        [
+            "ALTER TABLE reviews ADD COLUMN identity_source VARCHAR DEFAULT 'typed'",
+            "ALTER TABLE runs ADD COLUMN author VARCHAR",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from flagcore.analysis.review_policy import ReviewPolicy, RunStatus, run_status
 from flagcore.errors import FlagcoreError
 from flagcore.store.codec import from_json, to_json, utc_now
 from flagcore.store.connection import StoreFile
+from flagcore.store.review_log import append_review
 from flagcore.store.runs import RunRows, insert_dataset, insert_model, insert_run
 from flagcore.store.schema import RETRAIN_MODE, RETRAIN_SECTION, RUN_TABLES, insert_frame
-from flagcore.vocab import VERDICTS
+from flagcore.vocab import IDENTITY_SOURCES, VERDICTS
 
 MAX_REVIEWER = 200
 MAX_COMMENT = 20_000
@@ -35,7 +37,7 @@ class Store(StoreFile):
 
     def list_runs(self) -> pd.DataFrame:
         """One row per run, newest first, with its baseline's collapse verdict and latest review."""
-        if not self.exists():
+        if self.absent():
             return pd.DataFrame(
                 columns=[
                     "run_id",
@@ -46,10 +48,11 @@ class Store(StoreFile):
                     "summary",
                     "latest_verdict",
                     "latest_reviewer",
+                    "author",
                 ]
             )
         return self._frame("""
-            SELECT r.run_id, r.name, r.created_at, r.model_id, r.dataset_id, r.summary, r.settings,
+            SELECT r.run_id, r.name, r.created_at, r.model_id, r.dataset_id, r.summary, r.settings, r.author,
                    lr.verdict AS latest_verdict, lr.reviewer AS latest_reviewer, lr.created_at AS reviewed_at
             FROM runs r
             LEFT JOIN (SELECT run_id, verdict, reviewer, created_at,
@@ -154,6 +157,7 @@ class Store(StoreFile):
         return row
 
     def reviews(self, run_id: int | None = None) -> pd.DataFrame:
+        """Reviews in the order written, each with ``identity_source`` (older reviews: "typed")."""
         if run_id is None:
             df = self._frame("SELECT * FROM reviews ORDER BY review_id")
         else:
@@ -162,14 +166,14 @@ class Store(StoreFile):
         return df
 
     def find_run(self, request_key: str) -> int | None:
-        if not self.exists():
+        if self.absent():
             return None
         df = self._frame("SELECT max(run_id) AS run_id FROM runs WHERE request_key = ?", [request_key])
         v = df["run_id"].iloc[0]
         return None if pd.isna(v) else int(v)
 
     def cached_logits(self, model_id: str, dataset_id: str, settings: str) -> pd.DataFrame | None:
-        if not self.exists():
+        if self.absent():
             return None
         df = self._frame(
             """SELECT bar, logit_sell, logit_hold, logit_buy, short_history FROM inference_cache
@@ -272,8 +276,20 @@ class Store(StoreFile):
             if not exists:
                 insert_frame(con, "inference_cache", df)
 
-    def add_review(self, run_id: int, reviewer: str, verdict: str, comment: str = "") -> int:
-        """Append a review with a snapshot of the run's HIFA verdicts; returns its id."""
+    def add_review(
+        self, run_id: int, reviewer: str, verdict: str, comment: str = "", *, identity_source: str = "typed"
+    ) -> int:
+        """Append a review with a snapshot of the run's HIFA verdicts; returns its id.
+
+        ``identity_source`` says where the reviewer's name came from (``vocab.IDENTITY_SOURCES``:
+        "oidc" a login, "header" a trusted proxy header, "typed" a name typed in, unverified). The
+        review is also appended to the review log (``<store>.reviews.jsonl``, fsynced) once its
+        transaction has committed, under the same writer lock.
+        """
+        if identity_source not in IDENTITY_SOURCES:
+            raise FlagcoreError(
+                f"identity_source must be one of {', '.join(IDENTITY_SOURCES)}, got {identity_source!r}"
+            )
         reviewer = (reviewer or "").strip()
         if not reviewer:
             raise FlagcoreError("reviewer: a name is required")
@@ -284,8 +300,23 @@ class Store(StoreFile):
         comment = comment or ""
         if len(comment) > MAX_COMMENT:
             raise FlagcoreError(f"comment: at most {MAX_COMMENT} characters, got {len(comment)}")
-        with self.write() as con:
-            if not con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [int(run_id)]).fetchall()[0][0]:
+        with self.writer_lock():
+            review = self._insert_review(int(run_id), reviewer, verdict, comment, identity_source)
+            try:
+                append_review(self.review_log, review)
+            except OSError as e:
+                raise FlagcoreError(
+                    f"{self.review_log}: review {review['review_id']} is stored, but the review log "
+                    f"could not be written ({e.strerror or e}); do not sign again"
+                ) from None
+        return int(review["review_id"])
+
+    def _insert_review(self, run_id: int, reviewer: str, verdict: str, comment: str, source: str) -> dict:
+        """Insert one review in its own transaction (the caller holds the writer lock); the review
+        as the log writes it."""
+        with self.transaction() as con:
+            found = con.execute("SELECT request_key FROM runs WHERE run_id = ?", [run_id]).fetchall()
+            if not found:
                 raise FlagcoreError(f"{self.path}: no run {run_id}")
             snap = con.execute(
                 """SELECT option, criterion, value, threshold, passed FROM hifa_criteria
@@ -296,12 +327,60 @@ class Store(StoreFile):
                 {"option": o, "criterion": c, "value": v, "threshold": t, "passed": p}
                 for o, c, v, t, p in snap
             ]
+            now = utc_now()
             rid = con.execute(
-                """INSERT INTO reviews (run_id, reviewer, verdict, comment, created_at, hifa_snapshot)
-                   VALUES (?, ?, ?, ?, ?, ?) RETURNING review_id""",
-                [int(run_id), reviewer, verdict, comment, utc_now(), to_json(snapshot)],
+                """INSERT INTO reviews (run_id, reviewer, verdict, comment, created_at, hifa_snapshot,
+                                        identity_source)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING review_id""",
+                [run_id, reviewer, verdict, comment, now, to_json(snapshot), source],
             ).fetchall()[0][0]
-        return int(rid)
+        return {
+            "review_id": int(rid),
+            "run_id": run_id,
+            "run_key": found[0][0],
+            "reviewer": reviewer,
+            "verdict": verdict,
+            "comment": comment,
+            "created_at": now,
+            "identity_source": source,
+            "hifa_snapshot": snapshot,
+        }
+
+    # ------------------------------------------------------------------ review status
+
+    def run_status(self, run_id: int, policy: ReviewPolicy | None = None) -> RunStatus:
+        """A run's review status under ``policy`` (``analysis.review_policy.run_status``): its
+        reviews, its author, and the run that supersedes it (:meth:`superseded_by`)."""
+        run = self.run(run_id)
+        reviews = self.reviews(run_id)
+        return run_status(_review_dicts(reviews), run.get("author"), policy, self.superseded_by(run_id))
+
+    def run_statuses(self, policy: ReviewPolicy | None = None) -> dict[int, RunStatus]:
+        """Every run's review status under ``policy``, by run id (for the run list and ``runs``)."""
+        if self.absent():
+            return {}
+        runs = self._frame("SELECT run_id, model_id, dataset_id, settings, author FROM runs ORDER BY run_id")
+        reviews = self._frame(
+            "SELECT review_id, run_id, reviewer, verdict, identity_source, created_at FROM reviews"
+        )
+        later = _superseding(runs)
+        out = {}
+        for r in runs.itertuples(index=False):
+            mine = reviews[reviews["run_id"] == r.run_id]
+            author = None if pd.isna(r.author) else r.author
+            out[int(r.run_id)] = run_status(_review_dicts(mine), author, policy, later.get(int(r.run_id)))
+        return out
+
+    def superseded_by(self, run_id: int) -> int | None:
+        """The newest later run of the same baseline checkpoint (sha256) on the same test dataset
+        with other settings, or None."""
+        runs = self._frame(
+            """SELECT r.run_id, r.model_id, r.dataset_id, r.settings FROM runs r
+               JOIN runs me ON me.run_id = ? AND r.model_id = me.model_id AND r.dataset_id = me.dataset_id
+               ORDER BY r.run_id""",
+            [int(run_id)],
+        )
+        return _superseding(runs).get(int(run_id))
 
     # ------------------------------------------------------------------ explain (root cause)
 
@@ -323,7 +402,7 @@ class Store(StoreFile):
 
     def root_cause(self, run_id: int) -> dict | None:
         """The newest ``flagcore explain`` result stored with a run (by ``computed_at``), or None."""
-        if not self.exists():
+        if self.absent():
             return None
         df = self._frame(
             "SELECT value FROM diagnostics WHERE run_id = ? AND option = 'baseline' AND section = ?",
@@ -333,3 +412,22 @@ class Store(StoreFile):
         if not results:
             return None
         return max(results, key=lambda r: str(r.get("computed_at") or ""))
+
+
+def _review_dicts(reviews: pd.DataFrame) -> list[dict]:
+    cols = ["review_id", "reviewer", "verdict", "identity_source", "created_at"]
+    return reviews[cols].to_dict("records")
+
+
+def _superseding(runs: pd.DataFrame) -> dict[int, int]:
+    """run id -> the newest later run with the same model and dataset but other settings, over
+    ``runs`` (columns run_id, model_id, dataset_id, settings)."""
+    out: dict[int, int] = {}
+    known = runs.dropna(subset=["model_id", "dataset_id"])
+    for _, group in known.groupby(["model_id", "dataset_id"]):
+        rows = [(int(i), from_json(s)) for i, s in zip(group["run_id"], group["settings"], strict=True)]
+        for i, settings in rows:
+            other = [j for j, s in rows if j > i and s != settings]
+            if other:
+                out[i] = max(other)
+    return out

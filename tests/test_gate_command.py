@@ -1,0 +1,139 @@
+"""``flagcore gate --run ID``: each exit code (0 passed and approved, 4 HIFA failed, 5 not approved:
+awaiting, needs work, rejected, superseded; 1 bad input; 2 usage), its JSON, and the team config.
+
+Runs are written straight into a small store from verdicts on synthetic returns (as in
+test_gate_cli.py): no demo, no model."""
+
+import json
+
+import pytest
+from test_gate_cli import STRONG, write_synthetic_run
+
+from flagcore.cli import main
+from flagcore.store.store import Store
+
+FAILING = {k: STRONG[k] for k in ("opt4_ensemble", "baseline", "opt5_labels")}
+
+
+def _gate(capsys, path, rid, *extra):
+    rc = main(["gate", "--store", str(path), "--run", str(rid), *extra])
+    return rc, capsys.readouterr()
+
+
+def _sign(path, rid, *pairs, source="typed"):
+    for who, verdict in pairs:
+        Store(path).add_review(rid, who, verdict, identity_source=source)
+
+
+def test_passed_and_approved_exits_0_awaiting_exits_5(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FLAGCORE_CONFIG", raising=False)
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, STRONG)
+    rc, out = _gate(capsys, path, rid)
+    assert rc == 5
+    assert out.out == (
+        "gate: HIFA passed: opt3_threshold passes every criterion, but the run is awaiting review "
+        "(0 of 2 approvals) (exit code 5)\n"
+    )
+    _sign(path, rid, ("ann", "approve"))
+    assert _gate(capsys, path, rid)[0] == 5  # one of two
+    _sign(path, rid, ("bob", "approve"), source="header")
+    rc, out = _gate(capsys, path, rid, "--json")
+    data = json.loads(out.out)
+    assert rc == 0 == data["exit_code"] and data["passed"]
+    assert data["hifa"]["passing_options"] == ["opt3_threshold"]
+    assert data["review"]["status"] == "approved" and data["review"]["unverified_approvers"] == ["ann"]
+    assert "and the run is approved (2 of 2 approvals: ann (unverified), bob)" in data["message"]
+
+
+@pytest.mark.parametrize(
+    "reviews, status",
+    [
+        ([("ann", "approve"), ("bob", "reject")], "rejected"),
+        ([("ann", "approve"), ("bob", "needs-work")], "needs work"),
+    ],
+)
+def test_not_approved_says_which(tmp_path, capsys, reviews, status):
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, STRONG)
+    _sign(path, rid, *reviews)
+    rc, out = _gate(capsys, path, rid)
+    assert rc == 5 and f"but the run is {status} (" in out.out
+
+
+def test_a_superseded_run_exits_5_even_when_approved(tmp_path, capsys):
+    from flagcore.analysis.gate import DEFAULT_CRITERIA
+    from flagcore.store.runs import RunRows
+
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, STRONG)
+    _sign(path, rid, ("ann", "approve"), ("bob", "approve"))
+    later = RunRows(
+        "tiny", "k2", "0", "m", "d", None, {"criteria": {**DEFAULT_CRITERIA, "n": 1}}, {}, [], [], {}
+    )
+    newer = Store(path).write_run(later)  # the same checkpoint and data, other settings
+    rc, out = _gate(capsys, path, rid, "--json")
+    data = json.loads(out.out)
+    assert rc == 5 and data["review"]["status"] == "superseded" and data["review"]["superseded_by"] == newer
+    assert f"superseded by run {newer}" in data["message"]
+
+
+def test_hifa_failed_exits_4_whatever_the_reviews(tmp_path, capsys):
+    from flagcore.pipeline.gate import GATE_FAILED
+
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, FAILING)
+    _sign(path, rid, ("ann", "approve"), ("bob", "approve"))
+    rc, out = _gate(capsys, path, rid)
+    assert rc == GATE_FAILED == 4
+    assert out.out.startswith(
+        "gate: HIFA failed: no candidate option passes every criterion; the run is approved"
+    )
+
+
+def test_the_team_config_sets_thresholds_and_policy(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, FAILING)
+    _sign(path, rid, ("ann", "approve"))
+    cfg = tmp_path / "team.toml"
+    cfg.write_text("[hifa]\nmin_trades = 10\n[review]\napprovals_required = 1\n")
+    # fewer trades needed (opt4_ensemble now passes), one approval enough
+    rc, out = _gate(capsys, path, rid, "--config", str(cfg))
+    assert rc == 0, out
+    assert "opt4_ensemble passes every criterion, and the run is approved (1 of 1 approvals" in out.out
+    monkeypatch.setenv("FLAGCORE_CONFIG", str(cfg))  # the environment names the same file
+    assert _gate(capsys, path, rid)[0] == 0
+    cfg.write_text("[review]\napprovals_required = 3\n")
+    assert _gate(capsys, path, rid)[0] == 4  # the run's own thresholds again: HIFA fails
+    # validate --gate shares the HIFA part, the team config included
+    cfg.write_text("[hifa]\nmin_trades = 10\n")
+    assert main(["validate", "--store", str(path), "--run", str(rid), "--gate"]) == 0
+
+
+def test_bad_input_and_usage_keep_the_clis_codes(tmp_path, capsys):
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, STRONG)
+    rc, out = _gate(capsys, path, rid + 5)
+    assert rc == 1 and f"no run {rid + 5}" in out.err
+    bad = tmp_path / "team.toml"
+    bad.write_text("[review]\napprovals = 2\n")
+    rc, out = _gate(capsys, path, rid, "--config", str(bad))
+    assert rc == 1 and out.err.strip() == (
+        f"flagcore: error: {bad}: unknown [review] key 'approvals'; known: approvals_required, "
+        "author_may_approve, rejection_blocks, count_unverified"
+    )
+    with pytest.raises(SystemExit) as e:
+        main(["gate"])
+    assert e.value.code == 2
+
+
+def test_the_help_documents_every_exit_code(capsys):
+    from flagcore.pipeline.gate import GATE_CODES, GATE_NOT_APPROVED
+
+    with pytest.raises(SystemExit):
+        main(["gate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert GATE_NOT_APPROVED == 5 and set(GATE_CODES) == {0, 4, 5}
+    for code in GATE_CODES:
+        assert f" {code} HIFA " in text
+    assert "3 internal error" in text and "2 usage error" in text
