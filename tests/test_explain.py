@@ -6,7 +6,7 @@ import shutil
 import duckdb
 import numpy as np
 import pytest
-from conftest import SMALL, copy_demo_store, with_trained_lora
+from conftest import SMALL, copy_demo_store, reviewed_state_dict, with_trained_lora
 
 from flagcore.cli import main
 from flagcore.errors import FlagcoreError
@@ -267,3 +267,42 @@ def test_bad_settings_and_runs_are_one_line(explained, capsys):
     assert main(["explain", "--run", "999", *args[3:]]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no run 999" in err
+
+
+# ----------------------------------------------------------------------------- an imported checkpoint
+
+
+@pytest.mark.slow  # about 15 s: an evaluate of the small demo, then explain
+def test_explain_on_a_run_evaluated_from_an_imported_reviewed_checkpoint(small_demo, tmp_path, capsys):
+    """The reviewed team's format (reviewed-model.md): imported with `flagcore import`, evaluated,
+    then explained through the CLI; the verdict table prints and the checked checkpoint is the import."""
+    import torch
+
+    from flagcore.pipeline.evaluate import evaluate
+    from flagcore.pipeline.settings import EvaluateSettings
+    from flagcore.store.store import Store
+
+    reviewed = tmp_path / "reviewed.pt"
+    config = {"state_dim": 60, "action_dim": 3, "max_length": SMALL.max_length}
+    torch.save({"model": reviewed_state_dict(SMALL), "config": config}, reviewed)
+    imported = tmp_path / "imported"
+    assert main(["import", str(reviewed), "--out", str(imported), "--num-heads", "4", "--window", "8"]) == 0
+    store = Store(tmp_path / "store.duckdb")
+    fast = EvaluateSettings(criteria={**EvaluateSettings().resolved_criteria(), "n_permutations": 100})
+    run_id = evaluate(
+        imported, small_demo["test_path"], train_data=small_demo["train_path"], store=store, settings=fast
+    )["run_id"]
+    capsys.readouterr()
+    args = ["explain", "--run", str(run_id), "--bars", "100", "--ig-windows", "8"]
+    assert main([*args, "--store", str(store.path), "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"Root cause of the collapse, run {run_id}: the baseline ")
+    rows = [line.strip() for line in out if any(line.strip().startswith(t) for t in ROOT_CAUSES.values())]
+    assert len(rows) == len(ROOT_CAUSES)
+    for line, title in zip(rows, ROOT_CAUSES.values(), strict=True):
+        assert line.startswith(title) and line.endswith(CAUSE_VERDICTS)
+    stored = store.root_cause(run_id)
+    assert stored["model"]["checked"] is True and stored["model"]["source"].startswith(str(imported))
+    assert stored["missing"] == {} and stored["measures"]["test"]["n_bars"] == 100
+    assert stored["checks"]["stored_logits_max_diff"] < 1e-4  # the same logits as the evaluate's
+    assert stored["measures"]["has_padding"] is True  # the small demo's order flow stops at the test period

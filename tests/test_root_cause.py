@@ -271,3 +271,23 @@ def test_attribution_summary_ranks_and_shares():
     assert a.completeness_error == 0.02 and a.total == 10.0
     none = attribution_summary([0.0, 0.0], ["a", "b"], [0], None)
     assert none.padded_share == 0.0 and none.total == 0.0
+
+
+def test_no_input_shifted_is_said_in_the_shift_verdict(rng, close):
+    collapsed = outcome(constant([0.0, 2.5, 0.0], rng, 0.3), close, PPY)
+    # explain found no real input with PSI > 0.25: the counterfactual is the test period itself
+    none = root_cause_verdicts(Evidence(test=collapsed, shift=collapsed, shifted_inputs=[]))[2]
+    assert none.verdict == "not supported" and not none.missing
+    assert "no input shifted: no real input has PSI > 0.25" in none.rule
+    assert none.numbers["no_input_shifted"] is True and none.numbers["shifted_inputs"] == ""
+    # inputs mapped that move nothing: "nothing moves enough", not "no input shifted"
+    mapped = root_cause_verdicts(Evidence(test=collapsed, shift=collapsed, shifted_inputs=["vol_20"]))[2]
+    assert mapped.verdict == "not supported" and "nothing moves enough" in mapped.rule
+    assert mapped.numbers["no_input_shifted"] is False and "no input shifted" not in mapped.rule
+    # not measured at all: inconclusive, never "no input shifted"
+    unmeasured = root_cause_verdicts(Evidence(test=collapsed))[2]
+    assert unmeasured.verdict == "inconclusive" and "no input shifted" not in unmeasured.rule
+    # a healthy model: does not collapse, and says that nothing shifted too
+    healthy = outcome(balanced(rng), close, PPY)
+    h = root_cause_verdicts(Evidence(test=healthy, shift=healthy))[2]
+    assert h.verdict == "not supported" and "does not collapse" in h.rule and "no input shifted" in h.rule

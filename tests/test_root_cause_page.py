@@ -1,11 +1,15 @@
 """The "Root cause" page's logic (``flagcore.dashboard.ablation``, ``flagcore.dashboard.root_cause``)
 on small synthetic inputs: the live ablation's fills and outcome, the sample size from time, the
-stored explain's tables and the report section. The page itself on the quick demo: ``tests/test_app.py``."""
+stored explain's tables and the report section; and the page on the quick demo (AppTest): the "Run explain"
+button when nothing is stored, and the one-line warning for a gone or changed checkpoint with the stored
+result still shown. The stored verdicts with the live ablation: ``tests/test_app.py``; in Chromium:
+``tests/browser/test_root_cause_in_browser.py``."""
 
 from __future__ import annotations
 
 import doctest
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -197,6 +201,9 @@ def test_the_measures_read_as_tables():
     sens = rc.sensitivity_table(res).set_index("measure")["value"]
     assert sens["input-blind"] == "yes"
     assert rc.attribution_table(res) is None and rc.missing_table(res).empty
+    unshifted = _stored()
+    unshifted["measures"]["shifted_inputs"] = []  # measured, nothing to map
+    assert list(rc.counterfactual_table(unshifted)[""])[3] == "no input shifted (PSI > 0.25): nothing mapped"
     partial = _stored(with_fills=False)
     assert list(rc.missing_table(partial)["measure"]) == ["padding_median"]
     assert len(rc.counterfactual_table(partial)) == 1
@@ -222,3 +229,94 @@ def test_the_report_section_shows_the_verdicts_or_says_explain_has_not_run():
 
 def test_the_module_examples_hold():
     assert doctest.testmod(rc).failed == 0 and doctest.testmod(abl).failed == 0
+
+
+# ----------------------------------------------------------------------------- the page (AppTest)
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def page(quick_demo_copy, monkeypatch):
+    """The Root cause page of the app over this test's own copy of the quick demo's store."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()  # caches outlive an AppTest in this process
+    st.cache_resource.clear()
+    monkeypatch.setenv("FLAGCORE_STORE", str(quick_demo_copy["store"].path))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["run"] = str(quick_demo_copy["run_id"])
+    at.run()
+    at.switch_page("pages/root_cause.py").run()
+    assert not at.exception, at.exception
+    yield at, quick_demo_copy
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def _verdict_rows(at) -> list[str]:
+    tables = [d.value for d in at.dataframe if "verdict" in d.value.columns]
+    return list(tables[0]["cause"]) if tables else []
+
+
+def test_the_run_explain_button_computes_and_shows_the_verdicts(page, monkeypatch):
+    at, demo = page
+    store, rid = demo["store"], demo["run_id"]
+    monkeypatch.setattr(rc, "EXPLAIN_SMALL", {"bars": 100, "ig_windows": 8})  # cheap, same code path
+    at.run()
+    assert store.root_cause(rid) is None and _verdict_rows(at) == []
+    assert any(f"flagcore explain --run {rid}" in i.value for i in at.info)
+    button = at.button(key="explain_go")
+    assert button.label == "Run explain (100 bars)"
+    button.click().run()
+    assert not at.exception and not at.error
+    stored = store.root_cause(rid)
+    assert stored is not None and stored["settings"]["bars"] == 100 and stored["settings"]["ig_windows"] == 8
+    assert _verdict_rows(at) == list(ROOT_CAUSES.values())  # the page shows what it just stored
+    assert any(c.value.startswith(rc.computed_line(stored)) for c in at.caption)
+    assert not [b for b in at.button if b.key == "explain_go"]  # stored now: no button
+
+
+@pytest.mark.parametrize("how", ["gone", "changed"])
+def test_a_gone_or_changed_checkpoint_is_one_warning_line_and_the_stored_result_shows(page, tmp_path, how):
+    import shutil
+
+    import duckdb
+
+    from flagcore.pipeline.explain import explain_run
+
+    at, demo = page
+    store, rid = demo["store"], demo["run_id"]
+    explain_run(store, rid, bars=60, ig_windows=0)
+    stored = store.root_cause(rid)
+    source = store.run_models(rid).set_index("role").loc["baseline", "source"]
+    moved = tmp_path / "moved.safetensors"
+    if how == "changed":  # one byte of the last tensor's data
+        shutil.copy(source, moved)
+        with open(moved, "r+b") as f:
+            f.seek(-1, 2)
+            last = f.read(1)
+            f.seek(-1, 2)
+            f.write(bytes([last[0] ^ 1]))
+    con = duckdb.connect(str(store.path))
+    try:  # the run's checkpoint recorded at the moved (or missing) file, in this test's own store copy
+        mid = con.execute("SELECT model_id FROM runs WHERE run_id = ?", [rid]).fetchall()[0][0]
+        con.execute("UPDATE models SET source = ? WHERE model_id = ?", [str(moved), mid])
+    finally:
+        con.close()
+    import streamlit as st
+
+    st.cache_resource.clear()  # the checked model loaded earlier is cached
+    st.cache_data.clear()
+    at.run()
+    assert not at.exception
+    assert len(at.warning) == 1
+    text = at.warning[0].value.replace("\\", "")  # shown as escaped markdown
+    assert "\n" not in text.strip() and f"{moved}: " in text
+    assert ("gone" in text) if how == "gone" else ("sha256" in text)
+    assert _verdict_rows(at) == list(ROOT_CAUSES.values())  # the stored result still shows
+    assert any(c.value.startswith(rc.computed_line(stored)) for c in at.caption)
+    assert any("needs the run's FLAG-TRADER checkpoint" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "ablation_go"]
+    assert store.root_cause(rid) == stored  # nothing was added

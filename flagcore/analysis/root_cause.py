@@ -24,7 +24,8 @@ with the numbers it read):
   Padding needs both fills (medians, resampled training rows): either one removing the collapse
   suffices for "supported", both must fail for "not supported"; a period without padded inputs
   gets "not supported". The shift counterfactual should map the shifted inputs that are not padding
-  (PSI > 0.25, Siddiqi 2006), so that it tells shift apart from padding.
+  (PSI > ``SHIFT_PSI_MIN`` = 0.25, Siddiqi 2006), so that it tells shift apart from padding; when no
+  real input shifted (``shifted_inputs`` empty), shift is "not supported" and says "no input shifted".
 - input_blind: supported when the model collapses, the logits barely move (:func:`sensitivity`), no
   fill removes the collapse, and the prior rule does not hold (a prior-only model also ignores its
   inputs, but its root cause is the prior, and it is named there).
@@ -77,6 +78,7 @@ FILL_SHARE_DROP = 0.20  # the dominant class's share falls by at least 20 points
 TRADES_BEFORE_MAX = 1  # ... or the trades rise from at most 1 ...
 TRADES_AFTER_MIN = 10  # ... to at least 10
 CONFIDENCE_CHANGE = 0.10  # a fill that moves the mean confidence by 10 points or more changes it
+SHIFT_PSI_MIN = 0.25  # PSI above which an input counts as shifted (Siddiqi's "major" band)
 # overconfidence
 OVERCONFIDENCE_MARGIN = 0.20  # mean confidence above the majority class's prior share by 20 points
 OVERCONFIDENCE_GAP_EXCESS = 2.0  # nats of the majority class's margin beyond its log prior ratio
@@ -271,12 +273,18 @@ def _fill_verdict(cause: str, ev: Evidence, keys: list[str], rule: str) -> Cause
     numbers = _base_numbers(ev)
     if ev.in_sample is not None:
         numbers["in_sample_collapsed"] = ev.in_sample.collapsed
+    # measured with nothing to map: no real input moved by PSI > SHIFT_PSI_MIN, and the
+    # counterfactual is the evaluated period itself; say so rather than "nothing moves enough"
+    unshifted = cause == "shift" and ev.shift is not None and not ev.shifted_inputs
+    none_shifted = f"no input shifted: no real input has PSI > {SHIFT_PSI_MIN}, nothing to map"
     if cause == "shift":
         numbers["shifted_inputs"] = ", ".join(ev.shifted_inputs)
+        numbers["no_input_shifted"] = unshifted
     if not t.collapsed:
-        return _verdict(
-            cause, NOT_SUPPORTED, f"{rule}; the model does not collapse on the test period", numbers
-        )
+        why = "the model does not collapse on the test period" + (f"; {none_shifted}" if unshifted else "")
+        return _verdict(cause, NOT_SUPPORTED, f"{rule}; {why}", numbers)
+    if unshifted:
+        return _verdict(cause, NOT_SUPPORTED, f"{rule}; {none_shifted}", numbers)
     if cause == "padding" and not ev.has_padding:
         return _verdict(cause, NOT_SUPPORTED, f"{rule}; no input is padded in the evaluated period", numbers)
     fills = _fills(ev)

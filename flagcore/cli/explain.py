@@ -91,6 +91,8 @@ def measure_lines(payload: Mapping[str, Any]) -> list[str]:
             lines.append(_outcome_line(label, m[key]))
     if m.get("shifted_inputs"):
         lines.append(f"  shifted inputs mapped: {', '.join(m['shifted_inputs'])}")
+    elif m.get("shift"):
+        lines.append("  no input shifted: no real input has PSI > 0.25; the shift row is the test period")
     for key, label in (("prior", "test period"), ("in_sample_prior", "training period's last year")):
         p = m.get(key)
         if p:

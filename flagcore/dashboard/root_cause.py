@@ -232,6 +232,8 @@ def counterfactual_table(result: dict) -> pd.DataFrame:
     shifted = m.get("shifted_inputs") or []
     if shifted:
         labels["shift"] = f"shifted inputs quantile-mapped ({', '.join(shifted)})"
+    elif m.get("shift"):  # measured with nothing to map: the evaluated bars themselves
+        labels["shift"] = "no input shifted (PSI > 0.25): nothing mapped"
     return outcome_table({labels[k]: m.get(k) for k in OUTCOME_ROWS})
 
 

@@ -231,18 +231,7 @@ def integrated_gradients(
     if batch_size < 1:
         raise FlagcoreError(f"batch_size must be >= 1, got {batch_size}")
     net = inference_network(model)
-    x = np.asarray(windows, dtype=np.float32)
-    b = np.asarray(baseline, dtype=np.float32)
-    if x.ndim != 3 or x.shape[2] != net.config.state_dim:
-        raise FlagcoreError(
-            f"windows of shape {x.shape} do not fit the model's state_dim {net.config.state_dim}"
-        )
-    if b.shape not in (x.shape[1:], x.shape):
-        raise FlagcoreError(
-            f"baseline of shape {b.shape} fits neither one window {x.shape[1:]} nor {x.shape}"
-        )
-    if b.ndim == 2:
-        b = np.broadcast_to(b, x.shape)
+    x, b = _ig_inputs(net, windows, baseline)
     dev = pick_device(device)
     net = net.to(dev)
     logits = window_logits(net, x, device=dev)
@@ -253,7 +242,46 @@ def integrated_gradients(
         lg = net.last_logits(states)  # (b, 3)
         return lg.gather(1, hi[:, None])[:, 0] - lg.gather(1, lo[:, None])[:, 0]  # (b,)
 
-    ig = CaptumIG(gap)
+    attr_sum, attr_abs, delta = _attribute(CaptumIG(gap), x, b, top, other, n_steps, batch_size, dev)
+    return IntegratedGradients(
+        attr_sum,
+        attr_abs,
+        delta,
+        logit_gap(logits, top, other),
+        logit_gap(base_logits, top, other),
+        top,
+        other,
+        n_steps,
+    )
+
+
+def _ig_inputs(net: FlagTrader, windows: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The windows (B, W, D) and the baseline broadcast to them, float32, checked against ``net``."""
+    x = np.asarray(windows, dtype=np.float32)
+    b = np.asarray(baseline, dtype=np.float32)
+    if x.ndim != 3 or x.shape[2] != net.config.state_dim:
+        raise FlagcoreError(
+            f"windows of shape {x.shape} do not fit the model's state_dim {net.config.state_dim}"
+        )
+    if b.shape not in (x.shape[1:], x.shape):
+        raise FlagcoreError(
+            f"baseline of shape {b.shape} fits neither one window {x.shape[1:]} nor {x.shape}"
+        )
+    return x, (np.broadcast_to(b, x.shape) if b.ndim == 2 else b)
+
+
+def _attribute(
+    ig,
+    x: np.ndarray,
+    b: np.ndarray,
+    top: np.ndarray,
+    other: np.ndarray,
+    n_steps: int,
+    batch_size: int,
+    dev: torch.device,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """captum's attributions of ``x`` (B, W, D) against ``b`` in batches of ``batch_size`` windows:
+    (signed sum over time (B, D), |attribution| summed over time (B, D), convergence delta (B,))."""
     attr_sum = np.empty((len(x), x.shape[2]), dtype=np.float64)
     attr_abs = np.empty_like(attr_sum)
     delta = np.empty(len(x), dtype=np.float64)
@@ -274,13 +302,4 @@ def integrated_gradients(
         attr_sum[s : s + len(a)] = a.sum(axis=1)
         attr_abs[s : s + len(a)] = np.abs(a).sum(axis=1)
         delta[s : s + len(a)] = d.detach().double().cpu().numpy()
-    return IntegratedGradients(
-        attr_sum,
-        attr_abs,
-        delta,
-        logit_gap(logits, top, other),
-        logit_gap(base_logits, top, other),
-        top,
-        other,
-        n_steps,
-    )
+    return attr_sum, attr_abs, delta

@@ -25,7 +25,10 @@ The sample: every k-th evaluated bar from a seeded offset, k = (evaluated bars) 
 (every bar when ``bars`` is at least their number). A backtest of the sample holds each position
 for k bars, so it is annualised with periods_per_year / k. What an explain reads (the checked
 checkpoint and datasets, the run's stored figures) and the sampling and fills it measures with
-live in ``pipeline.explain_inputs``; this module holds the measuring, the verdicts and the result.
+live in ``pipeline.explain_inputs``; the measuring, store-free, in ``pipeline.explain_measures``;
+this module holds the run's side, the verdicts and the result. :func:`explain_model` explains a
+model handed over with its datasets, outside any run (nothing stored): the controls whose cause is
+known (tests/test_root_cause_controls.py) go through it.
 
 A run whose baseline is not a FLAG-TRADER checkpoint (a predictions file, a CGDT) gets the
 measures that need no model, from its stored logits: the test outcome and prior check, and the
@@ -42,32 +45,39 @@ from typing import Any
 import numpy as np
 
 from flagcore.analysis.root_cause import Evidence, root_cause_verdicts
-from flagcore.analysis.root_cause_measures import attribution_summary, outcome, prior_check, sensitivity
 from flagcore.errors import FlagcoreError
-from flagcore.models.attribution import IG_STEPS, Fill
+from flagcore.models.attribution import IG_STEPS
 from flagcore.pipeline.explain_inputs import (
-    SHIFT_PSI_MIN,
     baseline_record,
     load_baseline,
     load_run_dataset,
-    median_fill,
-    quantile_fill,
-    resample_fill,
     run_trading,
-    sample_bars,
     shifted_inputs,
-    shuffle_time,
     stored_logits,
     training_prior,
+)
+from flagcore.pipeline.explain_measures import (
+    MIN_BARS,
+    MeasureContext,
+    check_settings,
+    measure_model,
+    measures_without_model,
 )
 from flagcore.pipeline.settings import Progress, no_progress
 from flagcore.store.codec import utc_now
 from flagcore.store.store import Store
 
 DEFAULT_BARS = 500
-MIN_BARS = 20  # fewer sampled bars give no backtest worth the name
 IG_WINDOWS = 64  # windows integrated gradients attribute (the costliest measure)
-IN_SAMPLE_YEARS = 1.0  # the training period's last year
+__all__ = [
+    "DEFAULT_BARS",
+    "IG_WINDOWS",
+    "MEASURES",
+    "MIN_BARS",
+    "ExplainResult",
+    "explain_model",
+    "explain_run",
+]
 
 # the measures an explain computes, in the order the CLI prints them
 MEASURES = (
@@ -90,7 +100,7 @@ MEASURES = (
 class ExplainResult:
     """One ``flagcore explain``: the verdicts, the measures they read, what is missing and why."""
 
-    run_id: int
+    run_id: int | None  # None: a model explained outside a run (explain_model)
     computed_at: str  # ISO 8601, UTC
     settings: dict  # bars, seed, ig_windows, ig_steps, the samples, the reference period
     verdicts: list  # analysis.root_cause.CauseVerdict, one per vocab.ROOT_CAUSES key
@@ -125,170 +135,12 @@ class ExplainResult:
         }
 
 
-# ----------------------------------------------------------------------------- the measures
-
-
-def _check_settings(bars: int, seed: int, ig_windows: int, ig_steps: int) -> None:
-    if isinstance(bars, bool) or not isinstance(bars, int) or bars < MIN_BARS:
-        raise FlagcoreError(f"bars must be a whole number >= {MIN_BARS}, got {bars!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise FlagcoreError(f"seed must be a whole number >= 0, got {seed!r}")
-    if isinstance(ig_windows, bool) or not isinstance(ig_windows, int) or ig_windows < 0:
-        raise FlagcoreError(f"ig_windows must be a whole number >= 0, got {ig_windows!r}")
-    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 2:
-        raise FlagcoreError(f"ig_steps must be a whole number >= 2, got {ig_steps!r}")
-
-
-@dataclass
-class _Context:
-    """What every measure of one explain reads."""
-
-    run: dict
-    ppy: float
-    payoff: float
-    bt_cfg: Any
-    prior: np.ndarray | None  # the training label prior, set once the training data is loaded
-    seed: int
-    bars: int
-    missing: dict[str, str] = field(default_factory=dict)
-    checks: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
-
-    def outcome(self, logits: np.ndarray, close: np.ndarray, stride: int):
-        return outcome(logits, close, self.ppy / stride, payoff=self.payoff, cfg=self.bt_cfg)
-
-    def prior_check(self, logits: np.ndarray):
-        return None if self.prior is None else prior_check(logits, self.prior)
-
-
-def _without_model(store: Store, ctx: _Context, why: str, has_padding: bool) -> dict[str, Any]:
-    """The measures that need no model, from the run's stored logits."""
-    run_id = int(ctx.run["run_id"])
-    test = stored_logits(store, run_id, "test")
-    if test is None:
-        raise FlagcoreError(f"{store.path}: run {run_id} stored no baseline logits over the test period")
-    s = sample_bars(0, len(test[0]), ctx.bars, ctx.seed)
-    ctx.settings["test_sample"] = s.to_dict()
-    lg = test[0][s.rows]
-    ev: dict[str, Any] = {
-        "test": ctx.outcome(lg, test[1][s.rows], s.stride),
-        "prior": ctx.prior_check(lg),
-        "has_padding": has_padding,
-    }
-    for k in ("padding_median", "padding_resample", "shift", "sensitivity", "attribution"):
-        ctx.missing[k] = why
-    train = stored_logits(store, run_id, "train")
-    if train is None:
-        ctx.missing["in_sample"] = ctx.missing["in_sample_prior"] = "the run stored no training-period logits"
-    else:
-        t = sample_bars(0, len(train[0]), ctx.bars, ctx.seed)
-        ctx.settings["in_sample_sample"] = t.to_dict()
-        ev["in_sample"] = ctx.outcome(train[0][t.rows], train[1][t.rows], t.stride)
-        ev["in_sample_prior"] = ctx.prior_check(train[0][t.rows])
-    if ctx.prior is None:
-        ctx.missing["prior"] = ctx.missing["in_sample_prior"] = "the run records no training label prior"
-    return ev
-
-
-@dataclass
-class _Sampled:
-    """The sampled test windows, the network that infers them, and their bars' close."""
-
-    net: Any
-    windows: np.ndarray  # (m, W, D)
-    close: np.ndarray  # (m,)
-    stride: int  # the sample's k
-    device: str | None
-
-    def fill_outcome(self, ctx: _Context, fill: Fill):
-        """The outcome of the windows inferred after ``fill``."""
-        from flagcore.models.attribution import counterfactual_logits
-
-        logits = counterfactual_logits(self.net, self.windows, fill, device=self.device)
-        return ctx.outcome(logits, self.close, self.stride)
-
-
-def _padding_measures(
-    ctx: _Context, sw: _Sampled, ev: dict, padded: list, medians: np.ndarray, train
-) -> None:
-    """The padded inputs filled with the training medians, and from resampled training rows."""
-    if train is None:
-        ctx.missing["padding_median"] = ctx.missing["padding_resample"] = "the run has no training data"
-    elif not padded:
-        ctx.missing["padding_median"] = ctx.missing["padding_resample"] = "the test data has no padded inputs"
-    else:
-        ev["padding_median"] = sw.fill_outcome(ctx, median_fill(padded, medians))
-        ev["padding_resample"] = sw.fill_outcome(ctx, resample_fill(padded, train.features, ctx.seed))
-
-
-def _shift_measures(store: Store, ctx: _Context, sw: _Sampled, ev: dict, test, train) -> None:
-    """The most shifted real inputs quantile-mapped onto their training distribution."""
-    if train is None:
-        ctx.missing["shift"] = "the run has no training data"
-        ev["shifted_inputs"] = []
-        return
-    shifted = shifted_inputs(store, int(ctx.run["run_id"]), test, train)
-    ctx.checks["shifted_inputs"] = shifted
-    ev["shifted_inputs"] = [r["name"] for r in shifted]
-    if shifted:
-        fill = quantile_fill([r["input"] for r in shifted], test.features[test.eval_index :], train.features)
-        ev["shift"] = sw.fill_outcome(ctx, fill)
-    else:  # nothing to map: the counterfactual is the test period itself, and removes nothing
-        ev["shift"] = ev["test"]
-        ctx.checks["shift_note"] = f"no real input shifted by PSI > {SHIFT_PSI_MIN}: nothing was mapped"
-
-
-def _attribution_measure(
-    ctx: _Context,
-    sw: _Sampled,
-    ev: dict,
-    base_window: np.ndarray,
-    test,
-    padded: list,
-    *,
-    ig_windows: int,
-    ig_steps: int,
-) -> None:
-    """Integrated gradients of the logit gap over ``ig_windows`` of the sampled windows."""
-    from flagcore.models.attribution import integrated_gradients
-    from flagcore.pipeline.run import input_names
-
-    if ig_windows == 0:
-        ctx.missing["attribution"] = "switched off (ig_windows 0)"
-        return
-    windows = sw.windows
-    pick = np.unique(np.linspace(0, len(windows) - 1, min(ig_windows, len(windows))).round().astype(int))
-    ig = integrated_gradients(sw.net, windows[pick], base_window, n_steps=ig_steps, device=sw.device)
-    ctx.checks["integrated_gradients"] = ig.to_dict()
-    ev["attribution"] = attribution_summary(
-        ig.abs_attributions.sum(axis=0), input_names(test), padded, ig.completeness_error()
-    )
-
-
-def _in_sample_measures(ctx: _Context, sw: _Sampled, ev: dict, train) -> None:
-    """The outcome and the prior check on the training period's last year."""
-    from flagcore.models.attribution import bar_windows, window_logits
-
-    if train is None:
-        ctx.missing["in_sample"] = ctx.missing["in_sample_prior"] = "the run has no training data"
-        return
-    if train.close is None:
-        ctx.missing["in_sample"] = "the training data has no close prices"
-        return
-    W = sw.net.config.window
-    year = max(1, round(ctx.ppy * IN_SAMPLE_YEARS))
-    t = sample_bars(max(W - 1, train.n_bars - year), train.n_bars, ctx.bars, ctx.seed)
-    ctx.settings["in_sample_sample"] = t.to_dict()
-    tl = window_logits(sw.net, bar_windows(train.features, t.rows, W), device=sw.device)
-    ev["in_sample"] = ctx.outcome(tl, train.close[t.rows], t.stride)
-    ev["in_sample_prior"] = ctx.prior_check(tl)
-    if ctx.prior is None:
-        ctx.missing["in_sample_prior"] = "the run records no training label prior"
+# ----------------------------------------------------------------------------- with a store
 
 
 def _with_model(
     store: Store,
-    ctx: _Context,
+    ctx: MeasureContext,
     model,
     test,
     train,
@@ -298,49 +150,26 @@ def _with_model(
     device,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Every measure, inferring the sampled windows again with the checked checkpoint."""
-    from flagcore.models.attribution import bar_windows, inference_network, window_logits
-
-    net = inference_network(model)
-    W = net.config.window
+    """Every measure, inferring the sampled windows again with the checked checkpoint; the run's
+    stored feature shift picks the inputs to map, and its stored logits are compared with these."""
+    run_id = int(ctx.run["run_id"])
+    shifted = [] if train is None else shifted_inputs(store, run_id, test, train)
+    ev = measure_model(
+        ctx,
+        model,
+        test,
+        train,
+        shifted,
+        ig_windows=ig_windows,
+        ig_steps=ig_steps,
+        device=device,
+        progress=progress,
+    )
+    stored = stored_logits(store, run_id, "test")
     e = test.eval_index
-    s = sample_bars(max(e, W - 1), test.n_bars, ctx.bars, ctx.seed)
-    ctx.settings["test_sample"] = s.to_dict()
-    sw = _Sampled(net, bar_windows(test.features, s.rows, W), test.close[s.rows], s.stride, device)
-
-    progress("explain: the test period", 0.1)
-    logits = window_logits(net, sw.windows, device=device)
-    stored = stored_logits(store, int(ctx.run["run_id"]), "test")
-    if stored is not None and len(stored[0]) == test.n_bars - e:
-        ctx.checks["stored_logits_max_diff"] = float(np.abs(stored[0][s.rows - e] - logits).max())
-    ev: dict[str, Any] = {"test": ctx.outcome(logits, sw.close, s.stride), "prior": ctx.prior_check(logits)}
-    if ctx.prior is None:
-        ctx.missing["prior"] = "the run records no training label prior"
-
-    padded = list(test.padded_inputs)
-    ref = train if train is not None else test
-    medians = np.median(ref.features, axis=0).astype(np.float32)  # (D,)
-    ctx.settings["reference"] = "training period" if train is not None else "test period (no training data)"
-    with_data = [j for j in padded if train is not None and bool(train.features[:, j].any())]
-    ev["has_padding"] = bool(padded) if train is None else bool(with_data)
-    ctx.checks["padded_inputs"] = padded
-    ctx.checks["padded_with_training_data"] = with_data
-
-    progress("explain: padding counterfactual", 0.25)
-    _padding_measures(ctx, sw, ev, padded, medians, train)
-    progress("explain: shift counterfactual", 0.4)
-    _shift_measures(store, ctx, sw, ev, test, train)
-
-    progress("explain: sensitivity", 0.5)
-    base_window = np.tile(medians, (W, 1))  # (W, D): the constant input, the training medians
-    shuffled = window_logits(net, shuffle_time(sw.windows, ctx.seed), device=device)
-    constant = window_logits(net, base_window[None], device=device)  # (1, 3): one constant window
-    ev["sensitivity"] = sensitivity(logits, shuffled, constant)
-
-    progress("explain: integrated gradients", 0.6)
-    _attribution_measure(ctx, sw, ev, base_window, test, padded, ig_windows=ig_windows, ig_steps=ig_steps)
-    progress("explain: the training period's last year", 0.85)
-    _in_sample_measures(ctx, sw, ev, train)
+    if stored is not None and ctx.test_logits is not None and len(stored[0]) == test.n_bars - e:
+        diff = np.abs(stored[0][ctx.test_rows - e] - ctx.test_logits).max()
+        ctx.checks["stored_logits_max_diff"] = float(diff)
     return ev
 
 
@@ -348,7 +177,7 @@ def _gather(
     store: Store,
     run_id: int,
     rec: dict,
-    ctx: _Context,
+    ctx: MeasureContext,
     model_info: dict,
     *,
     ig_windows: int,
@@ -364,7 +193,7 @@ def _gather(
         ds_rec = store.dataset(run["dataset_id"]) or {}
         ctx.prior = training_prior(run, None)
         why = f"the baseline is a {rec['kind']} model, not a FLAG-TRADER checkpoint to infer again"
-        return _without_model(store, ctx, why, bool(ds_rec.get("padded_inputs")))
+        return measures_without_model(store, ctx, why, bool(ds_rec.get("padded_inputs")))
     model = load_baseline(rec, run_id)
     model_info["checked"] = True
     state_dim = model.checkpoint_info.config.state_dim
@@ -386,7 +215,24 @@ def _gather(
     )
 
 
-# ----------------------------------------------------------------------------- the command
+# ----------------------------------------------------------------------------- the commands
+
+
+def _result(
+    run_id: int | None, ctx: MeasureContext, found: dict, model_info: dict, t0: float
+) -> ExplainResult:
+    ev = Evidence(**found)
+    return ExplainResult(
+        run_id,
+        utc_now().isoformat(),
+        ctx.settings,
+        root_cause_verdicts(ev),
+        ev,
+        {k: ctx.missing[k] for k in MEASURES if k in ctx.missing},
+        model_info,
+        ctx.checks,
+        round(time.perf_counter() - t0, 2),
+    )
 
 
 def explain_run(
@@ -424,7 +270,7 @@ def explain_run(
         results stored earlier are untouched and still read back with ``Store.root_cause``).
     FlagcoreError : a bad setting, an unknown run, or a dataset that is gone or changed.
     """
-    _check_settings(bars, seed, ig_windows, ig_steps)
+    check_settings(bars, seed, ig_windows, ig_steps)
     t0 = time.perf_counter()
     run = store.run(run_id)
     rec = baseline_record(store, run_id)
@@ -432,7 +278,7 @@ def explain_run(
     ppy, payoff, bt_cfg = run_trading(store, run)
     settings: dict[str, Any] = {"bars": bars, "seed": seed, "ig_windows": ig_windows, "ig_steps": ig_steps}
     model_info = {"model_id": rec["model_id"], "kind": rec["kind"], "source": rec["source"], "checked": False}
-    ctx = _Context(run, ppy, payoff, bt_cfg, None, seed, bars, settings=settings)
+    ctx = MeasureContext(run, ppy, payoff, bt_cfg, None, seed, bars, settings=settings)
     found = _gather(
         store,
         run_id,
@@ -445,19 +291,75 @@ def explain_run(
         progress=progress,
     )
     progress("explain: verdicts", 0.95)
-    ev = Evidence(**found)
-    result = ExplainResult(
-        int(run_id),
-        utc_now().isoformat(),
-        settings,
-        root_cause_verdicts(ev),
-        ev,
-        {k: ctx.missing[k] for k in MEASURES if k in ctx.missing},
-        model_info,
-        ctx.checks,
-        round(time.perf_counter() - t0, 2),
-    )
+    result = _result(int(run_id), ctx, found, model_info, t0)
     if save:
         store.add_root_cause(run_id, result.to_dict())
     progress("explain: done", 1.0)
     return result
+
+
+def explain_model(
+    model,
+    test,
+    train=None,
+    *,
+    prior=None,
+    periods_per_year: float | None = None,
+    payoff: float = 1.0,
+    bars: int = DEFAULT_BARS,
+    seed: int = 0,
+    ig_windows: int = IG_WINDOWS,
+    ig_steps: int = IG_STEPS,
+    device: str | None = None,
+    progress: Progress = no_progress,
+) -> ExplainResult:
+    """Explain a model on its datasets directly, outside a run: the measures and verdicts of
+    :func:`explain_run`, stored nowhere (``run_id`` None).
+
+    For models whose cause is known (the controls of tests/test_root_cause_controls.py) and for a
+    model not evaluated yet. The shifted inputs are computed from the two datasets (PSI > 0.25).
+
+    Parameters
+    ----------
+    model : a FLAG-TRADER (a checkpoint's model, a trained ``PeftModel`` or a plain network).
+    test : data.dataset.Dataset
+        The evaluated data, with close prices; bars before its ``eval_index`` are history only.
+    train : data.dataset.Dataset, optional
+        The training data: the fills, the shift and the in-sample measures need it.
+    prior : array_like, shape (3,), optional
+        The training label prior (default: counted from ``train``'s labels).
+    periods_per_year : float, optional
+        Default: ``test``'s calendar.
+    payoff : float
+        Kelly payoff ratio of the backtests (1: a fair bet).
+    bars, seed, ig_windows, ig_steps, device, progress
+        As for :func:`explain_run`.
+    """
+    from flagcore.analysis.backtest import BacktestConfig
+    from flagcore.models.flag_trader import base_network
+
+    check_settings(bars, seed, ig_windows, ig_steps)
+    if test.close is None:
+        raise FlagcoreError(f"{test.source}: the evaluated data has no close prices")
+    width = base_network(model).config.state_dim
+    for ds in (test, train):
+        if ds is not None and ds.state_dim != width:
+            raise FlagcoreError(f"{ds.source}: {ds.state_dim} inputs per bar, the model takes {width}")
+    t0 = time.perf_counter()
+    ppy = float(periods_per_year if periods_per_year is not None else test.periods_per_year)
+    p = training_prior({"summary": {"label_prior": prior}}, train)
+    settings: dict[str, Any] = {"bars": bars, "seed": seed, "ig_windows": ig_windows, "ig_steps": ig_steps}
+    ctx = MeasureContext({"run_id": None}, ppy, payoff, BacktestConfig(), p, seed, bars, settings=settings)
+    shifted = [] if train is None else shifted_inputs(None, None, test, train)
+    found = measure_model(
+        ctx,
+        model,
+        test,
+        train,
+        shifted,
+        ig_windows=ig_windows,
+        ig_steps=ig_steps,
+        device=device,
+        progress=progress,
+    )
+    return _result(None, ctx, found, {"kind": "flag-trader", "source": test.source, "checked": False}, t0)

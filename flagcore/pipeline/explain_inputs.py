@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from flagcore.analysis.root_cause import SHIFT_PSI_MIN  # PSI above which an input counts as shifted
 from flagcore.errors import FlagcoreError
 from flagcore.models.attribution import Fill
 from flagcore.store.store import Store
 from flagcore.vocab import LOGIT_COLUMNS
 
-SHIFT_PSI_MIN = 0.25  # PSI above which an input counts as shifted (the "major" band)
 MAX_SHIFTED = 10  # the most shifted inputs mapped onto their training distribution
 QUANTILE_POINTS = 1001  # probability grid of the quantile mapping
 
@@ -241,11 +241,11 @@ def training_prior(run: dict, train) -> np.ndarray | None:
     return None
 
 
-def shifted_inputs(store: Store, run_id: int, test, train) -> list[dict]:
+def shifted_inputs(store: Store | None, run_id: int | None, test, train) -> list[dict]:
     """The most shifted real inputs: PSI > ``SHIFT_PSI_MIN``, not padding, not all zero in training,
     largest PSI first, at most ``MAX_SHIFTED``; from the run's stored feature shift (recomputed
-    when the run stored none)."""
-    rows = store.diagnostics(run_id).get("feature_shift")
+    when the run stored none, or without a store)."""
+    rows = None if store is None or run_id is None else store.diagnostics(run_id).get("feature_shift")
     if rows is None and train is not None:
         from flagcore.analysis.diagnostics import feature_shift
         from flagcore.pipeline.run import input_names
