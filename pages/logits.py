@@ -48,16 +48,20 @@ right.plotly_chart(plots.logits_over_time(p["timestamp"], logits), width="stretc
 m = d.get("metrics")
 if m:
     st.subheader("Against the labels")
-    c = st.columns(5)
+    # two metrics a row: on a laptop a wider label or value is cut off with an ellipsis
+    c = st.columns(2)
     c[0].metric("Accuracy", ac.pct(m["accuracy"]))
     c[1].metric(
         f"Majority-class baseline ({m['majority_class']})",
         ac.pct(m["majority_baseline"]),
         help="what always predicting the most common label scores",
     )
-    c[2].metric("Balanced accuracy", ac.pct(m["balanced_accuracy"]))
-    c[3].metric("Macro-F1", f"{m['macro_f1']:.3f}")
-    c[4].metric("MCC / kappa", f"{m['mcc']:.3f} / {m['cohen_kappa']:.3f}")
+    c = st.columns(2)
+    c[0].metric("Balanced accuracy", ac.pct(m["balanced_accuracy"]))
+    c[1].metric("Macro-F1", f"{m['macro_f1']:.3f}")
+    c = st.columns(2)
+    c[0].metric("MCC", f"{m['mcc']:.3f}", help="Matthews correlation coefficient: 0 is chance, 1 perfect")
+    c[1].metric("Cohen's kappa", f"{m['cohen_kappa']:.3f}", help="agreement beyond chance: 0 is chance")
     st.dataframe(views.per_class_table(m["per_class"]), width="stretch")
     left, right = st.columns(2)
     left.plotly_chart(plots.confusion_heatmap(np.asarray(m["confusion_matrix"])), width="stretch")

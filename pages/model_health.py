@@ -15,9 +15,12 @@ base = views.model_of(models, "baseline")
 st.subheader("Architecture and parameters")
 c = st.columns(3)
 c[0].metric("Total parameters", f"{int(base['total_parameters']):,}")
-c[1].metric("Trainable (LoRA and unfrozen)", f"{int(base['trainable_parameters']):,}")
+c[1].metric(
+    "Trainable", f"{int(base['trainable_parameters']):,}", help="LoRA adapters and the layers left unfrozen"
+)
 c[2].metric("Trainable share", f"{views.trainable_share(base):.2%}")
-st.json(base["config"], expanded=False)
+with st.expander("Configuration of the baseline network (as stored in its checkpoint)"):
+    st.json(base["config"])
 st.caption(
     "The seed's table, from the presets as built (peft LoRA on the six Linear layers of each block); "
     "`full` is the reviewed model: 87,955,971 parameters, 2,938,371 trainable."

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
+from flagcore.dashboard import identity, views
 from flagcore.dashboard import state as ac
-from flagcore.dashboard import views
+from flagcore.dashboard.panels import show_status
 
 st.title("Validation status")
 st.caption(
@@ -14,7 +15,8 @@ st.caption(
 )
 path = ac.store_key()
 runs = ac.runs(path)
-overview = views.runs_overview(runs, ac.all_option_results(path))
+policy = ac.review_policy()
+overview = views.runs_overview(runs, ac.all_option_results(path), ac.run_statuses(path, policy))
 st.dataframe(
     overview,
     hide_index=True,
@@ -26,22 +28,33 @@ if rid is not None:
     st.subheader(f"Run {rid}")
     row = views.overview_row(overview, rid)
     verdict, reviewer = views.latest_review(runs, rid)
-    c = st.columns(4)
-    c[0].metric("Baseline", row["baseline"])
-    c[1].metric("Baseline HOLD share", ac.pct(row["baseline HOLD share"]))
-    c[2].metric("Best option HIFA", row["best HIFA"], help=row["best option"])
-    c[3].metric("Latest review", verdict)  # a verdict word; the reviewer's name is user text, shown as text
-    if reviewer is not None:
-        st.text(f"Latest review by {reviewer}")
+    info = ac.run_info(path, rid)
+    c = st.columns(2)  # two metrics a row: on a laptop a wider value is cut off with an ellipsis
+    c[0].metric("Baseline", row["baseline"], f"{ac.pct(row['baseline HOLD share'])} HOLD", delta_color="off")
+    c[1].metric("Best option HIFA", row["best HIFA"], help=row["best option"])
+    # the reviewer's name is user text: shown as text
+    st.text("No review yet" if reviewer is None else f"Latest review: {verdict} by {reviewer}")
+    show_status(ac.run_status(path, rid, policy), info.get("author"))
     q = {"run": str(rid)}
-    links = st.columns(5)
+    links = st.columns(6)
     links[0].page_link("pages/model_health.py", label="Model health", query_params=q)
     links[1].page_link("pages/logits.py", label="Logit analysis", query_params=q)
     links[2].page_link("pages/solutions.py", label="Solution comparison", query_params=q)
     links[3].page_link("pages/hifa.py", label="HIFA criteria", query_params=q)
     links[4].page_link("pages/reviews.py", label="Reviews and sign-off", query_params=q)
+    if len(runs) > 1:
+        links[5].page_link("pages/compare.py", label="Compare with another run", query_params=q)
     st.dataframe(
-        views.hifa_badges(ac.hifa(path, rid), ac.option_results(path, rid)), hide_index=True, width="stretch"
+        views.hifa_badges(
+            ac.hifa(path, rid), ac.option_results(path, rid), info["settings"]["backtest"]["sizing"]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "sized to 0": st.column_config.TextColumn(
+                help="SELL/BUY signals the sizing set to 0: why a model that signals can trade less"
+            )
+        },
     )
 st.caption(
     "New runs: `flagcore evaluate --checkpoint CKPT --data FILE [--train FILE] [--partner CGDT] "
@@ -67,8 +80,14 @@ with st.expander("Evaluate a checkpoint on a dataset"):
         )
         if st.button("Evaluate", key="eval_go"):
             bar = st.progress(0.0, text="starting")
+            try:  # the run's author: the user's login or trusted header; none for an unverified user
+                who = identity.reviewer_identity()
+            except ac.FlagcoreError:
+                who = None
             try:
-                res = ac.evaluate_files(ckpt, data, train, progress=ac.progress_bar(bar))
+                res = ac.evaluate_files(
+                    ckpt, data, train, progress=ac.progress_bar(bar), author=None if who is None else who.name
+                )
             except Exception as e:  # noqa: BLE001 - the user sees one line, the server keeps running
                 st.error(ac.error_line(e))
             else:

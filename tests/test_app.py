@@ -82,12 +82,31 @@ def test_status_page_lists_the_run_with_its_verdicts(demo_app, quick_demo):
     )
     # a collapsed baseline signals on a handful of bars: below the minimum of independent bets
     assert stored["trades"] < 30 and base["Trades (independent bets)"] == f"FAIL {stored['trades']}"
+    # beside the trades, the signals and what Kelly sizing made of them: why a model that signals can
+    # show few or no trades
+    sizing = stored["metrics"]["sizing"]
+    assert base["signals"] == sizing["signals"]
+    assert base["sized to 0"] == f"Kelly sized {sizing['sized_zero']:,} of {sizing['signals']:,} signals to 0"
+    # the review status under the default policy (two approvals), in the list, the metrics and the picker
+    status = store.run_status(rid)
+    assert row["status"] == f"{status.status} ({status.approvals}/2)"
+    assert (
+        _metrics(at)["Review status"] == status.status
+        and _metrics(at)["Approvals"] == f"{status.approvals}/2"
+    )
     assert at.sidebar.selectbox[0].value == quick_demo["run_id"]
+    assert any(
+        o.startswith(f"#{rid} ") and o.endswith(f", {status.status}") for o in at.sidebar.selectbox[0].options
+    )
 
 
 def test_model_health_shows_parameters_shift_and_verdict(demo_app):
     at = _page(demo_app, "pages/model_health.py")
     assert _metrics(at)["Total parameters"] == "126,723"
+    # the network's configuration sits in a labelled expander, not a bare collapsed "{...}"
+    assert "Configuration of the baseline network (as stored in its checkpoint)" in [
+        e.label for e in at.expander
+    ]
     presets = at.dataframe[0].value
     assert int(presets.loc["full", "total_params"]) == 87_955_971
     assert int(presets.loc["full", "trainable_params"]) == 2_938_371
@@ -214,13 +233,15 @@ def test_review_round_trip_stores_text_verbatim(quick_demo_copy, monkeypatch):
     at.text_input[0].input("Rita Reviewer")
     at.radio[0].set_value("reject")
     at.text_area[0].input(comment)
+    assert "Signing as" not in " ".join(m.value for m in at.markdown)  # no login, no header: typed
     at.button[0].click().run()
     assert not at.exception
     assert any("recorded" in s.value for s in at.success)
     texts = [t.value for t in at.text]
-    assert "Reviewer: Rita Reviewer" in texts and comment in texts
+    assert "Reviewer: Rita Reviewer, typed name (unverified)" in texts and comment in texts
     df = quick_demo["store"].reviews(quick_demo["run_id"])
     assert (df["comment"] == comment).sum() == 1
+    assert df.loc[df["comment"] == comment, "identity_source"].tolist() == ["typed"]
     at.text_input[0].input(" ")
     at.button[0].click().run()
     assert any("name is required" in e.value for e in at.error)
@@ -374,3 +395,172 @@ def test_root_cause_page_shows_the_stored_verdicts_and_a_live_ablation(quick_dem
     want = stored["measures"]["padding_median"]
     assert after["trades"] == want["trades"] and after["HOLD"] == want["action_shares"]["HOLD"]
     assert table.loc["as evaluated", "trades"] == stored["measures"]["test"]["trades"]
+
+
+# ----------------------------------------------------------------------------- issue 17: who signed, status
+
+
+def _second_run(demo: dict, **settings) -> int:
+    """The demo's checkpoint evaluated again into ``demo``'s store with other settings: seconds, the
+    inference is cached in the store. The first run is then superseded."""
+    from flagcore.pipeline.evaluate import evaluate
+    from flagcore.pipeline.settings import EvaluateSettings
+
+    root = demo["root"]
+    res = evaluate(
+        root / "models" / "ce",
+        root / "test.parquet",
+        store=demo["store"],
+        train_data=root / "train.parquet",
+        name="second",
+        settings=EvaluateSettings(**settings),
+    )
+    return int(res["run_id"])
+
+
+def _team_config(folder: Path, text: str) -> Path:
+    cfg = folder / "team.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+def test_sign_off_as_the_logged_in_user(quick_demo_copy, monkeypatch):
+    """OIDC: AppTest seeds st.user as a login would (``is_logged_in`` is there only with ``[auth]``)."""
+    demo, rid = quick_demo_copy, quick_demo_copy["run_id"]
+    monkeypatch.setenv("FLAGCORE_STORE", str(demo["store"].path))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["run"] = str(rid)
+    at.user = {"is_logged_in": True, "email": "ana@example.com", "name": "Ana"}
+    at = _page(at.run(), "pages/reviews.py")
+    assert not at.text_input  # no name field: the login signs
+    assert any(m.value.replace("\\", "") == "Signing as **ana@example.com** (logged in)" for m in at.markdown)
+    at.radio[0].set_value("approve")
+    at.button[0].click().run()
+    assert not at.exception and any("recorded" in s.value for s in at.success)
+    assert "Reviewer: ana@example.com, logged in" in [t.value for t in at.text]
+    last = demo["store"].reviews(rid).iloc[-1]
+    assert (last["reviewer"], last["identity_source"]) == ("ana@example.com", "oidc")
+    assert _metrics(at)["Approvals"] == "1/2"  # the status above the form counts the new review
+    # [auth] configured but logged out: signing refused, with a login button, and no typed name
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert not at.exception and not at.text_input
+    assert any("Log in to sign" in e.value for e in at.error)
+    assert [b.label for b in at.button] == ["Log in"]
+
+
+def test_sign_off_by_trusted_header_and_the_run_turns_approved(quick_demo_copy, monkeypatch, tmp_path):
+    """The header path in-process (request headers faked: AppTest cannot send them; the browser suite
+    sends real ones), under a one-approval policy; without the header the form refuses."""
+    from flagcore.analysis.review_policy import load_review_policy
+    from flagcore.dashboard import identity
+    from flagcore.dashboard.report import render_report
+
+    demo, rid = quick_demo_copy, quick_demo_copy["run_id"]
+    cfg = _team_config(
+        tmp_path, '[review]\napprovals_required = 1\n[identity]\ntrusted_header = "X-Forwarded-Email"\n'
+    )
+    monkeypatch.setenv("FLAGCORE_CONFIG", str(cfg))
+    headers = {"x-forwarded-email": "bo@example.com"}
+    monkeypatch.setattr(identity, "request_headers", lambda: headers)
+    at = _page(_app(demo, monkeypatch), "pages/reviews.py")
+    assert not at.text_input and _metrics(at)["Review status"] == "awaiting review"
+    at.radio[0].set_value("approve")
+    at.button[0].click().run()
+    assert not at.exception
+    assert _metrics(at)["Review status"] == "approved" and _metrics(at)["Approvals"] == "1/1"
+    last = demo["store"].reviews(rid).iloc[-1]
+    assert (last["reviewer"], last["identity_source"]) == ("bo@example.com", "header")
+    assert demo["store"].run_status(rid, load_review_policy(cfg)).status == "approved"
+    # the report says so, with where the reviewer's name came from
+    md = render_report(demo["store"], rid, "md", policy=load_review_policy(cfg))
+    assert "Review status: approved. 1 of 1 approvals: bo@example.com." in md.replace("\\", "")
+    assert "| bo@example.com | trusted proxy header | approve |" in md.replace("\\", "")
+    headers.clear()  # a request that did not come through the proxy
+    at.run()
+    assert not at.exception and not at.text_input
+    assert not [b for b in at.button if b.label == "Sign off"]
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert len(errors) == 1 and "no X-Forwarded-Email header" in errors[0]
+
+
+def test_compare_page_puts_two_runs_side_by_side(quick_demo_copy, monkeypatch):
+    demo, first = quick_demo_copy, quick_demo_copy["run_id"]
+    second = _second_run(demo, hold_threshold=0.9, author="Ann Author")
+    monkeypatch.setenv("FLAGCORE_STORE", str(demo["store"].path))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["run"] = str(first)
+    at.query_params["vs"] = str(second)
+    at = _page(at.run(), "pages/compare.py")
+    assert at.title[0].value == "Compare runs"
+    # the first run is superseded: the same checkpoint on the same data with other settings
+    assert (
+        _metrics(at)[f"Run #{first}"] == "superseded" and _metrics(at)[f"Run #{second}"] == "awaiting review"
+    )
+    inputs = _frames(at, "differs")[0].set_index("input")
+    assert inputs.loc["settings: hold_threshold", "differs"]
+    assert (
+        inputs.loc["settings: hold_threshold", f"#{first}"],
+        inputs.loc["settings: hold_threshold", f"#{second}"],
+    ) == (
+        "0.95",
+        "0.9",
+    )
+    assert (
+        not inputs.loc["checkpoint sha256 (baseline)", "differs"]
+        and inputs.loc["author", f"#{second}"] == "Ann Author"
+    )
+    opts = _frames(at, "trades change")[0].set_index("option")
+    base = {r: demo["store"].option_results(r).set_index("option").loc["baseline"] for r in (first, second)}
+    assert opts.loc["Baseline (plain CE)", f"trades #{first}"] == base[first]["trades"]
+    assert opts.loc["Baseline (plain CE)", "trades change"] == base[second]["trades"] - base[first]["trades"]
+    crit = _frames(at, "changed")[0]
+    assert set(crit["criterion"]) == {
+        "Trades (independent bets)",
+        "CPCV mean Sharpe",
+        "Deflated Sharpe",
+        "Permutation p-value",
+    }
+    chart = next(c for c in _charts(at) if c["layout"]["title"]["text"].startswith("Equity curves, runs"))
+    assert [t["name"] for t in chart["data"]] == [
+        f"#{first} Baseline (plain CE)",
+        f"#{second} Baseline (plain CE)",
+    ]
+    # the status page shows the second run's author
+    at.switch_page("pages/status.py")
+    at.query_params["run"] = str(second)
+    at.session_state["run"] = second
+    at.run()
+    assert "Author: Ann Author" in [t.value for t in at.text]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_a_damaged_store_shows_one_line_with_the_way_back(tmp_path, monkeypatch, damage):
+    import os
+
+    from flagcore.store.store import Store
+
+    path = tmp_path / "store.duckdb"
+    with Store(path).write() as con:  # a store's schema and a few blocks of rows: cheaper than the demo
+        con.execute("CREATE TABLE filler AS SELECT range AS x, range::VARCHAR AS y FROM range(200000)")
+    size = os.path.getsize(path)
+    if damage == "truncated":
+        os.truncate(path, 100_000)  # the headers stay, the blocks after them are gone
+    else:
+        path.write_bytes(b"\0" * size)
+    monkeypatch.setenv("FLAGCORE_STORE", str(path))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert str(path) in errors[0] and "flagcore store restore" in errors[0]
+
+
+def test_a_bad_team_config_shows_one_line(tmp_path, monkeypatch):
+    cfg = _team_config(tmp_path, "[review]\napprovals_required = 0\n")
+    monkeypatch.setenv("FLAGCORE_STORE", str(tmp_path / "empty.duckdb"))
+    monkeypatch.setenv("FLAGCORE_CONFIG", str(cfg))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert len(errors) == 1 and str(cfg) in errors[0] and "approvals_required" in errors[0]

@@ -37,6 +37,8 @@ def browsable_files(roots: list[Path] | None = None) -> dict[str, list[str]]:
     Parameters
     ----------
     roots : list of Path, optional
+    author : str, optional
+        Who asked for the run (the reviewer identity of the dashboard's user), stored with it.
 
     Returns
     -------
@@ -80,6 +82,7 @@ def evaluate_files(
     train: str | None = None,
     progress: Progress | None = None,
     roots: list[Path] | None = None,
+    author: str | None = None,
 ) -> dict:
     """Evaluate ``checkpoint`` on ``data`` (with ``train`` as the training data) into ``store``.
 
@@ -95,6 +98,8 @@ def evaluate_files(
         Training data: the label prior, payoff ratios and feature shift.
     progress : callable(stage, fraction), optional
     roots : list of Path, optional
+    author : str, optional
+        Who asked for the run (the reviewer identity of the dashboard's user), stored with it.
 
     Returns
     -------
@@ -107,6 +112,7 @@ def evaluate_files(
         When a path lies outside the roots, or the evaluation itself refuses the files.
     """
     from flagcore.pipeline.evaluate import evaluate
+    from flagcore.pipeline.settings import EvaluateSettings
 
     outside = outside_roots([p for p in (checkpoint, data, train) if p is not None], roots)
     if outside:
@@ -115,5 +121,10 @@ def evaluate_files(
             f"evaluated from the dashboard"
         )
     return evaluate(
-        checkpoint, data, store=store, train_data=train, progress=progress if progress is not None else _quiet
+        checkpoint,
+        data,
+        store=store,
+        train_data=train,
+        settings=EvaluateSettings(author=author),
+        progress=progress if progress is not None else _quiet,
     )

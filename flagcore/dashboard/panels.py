@@ -49,7 +49,7 @@ def show_view(view: dict, parameter: str) -> None:
     rules and why they fail, the deflated Sharpe's readings and the option under unit sizing."""
     sh, verdict = view["action_shares"], view["hifa"]
     dsr = verdict["deflated_sharpe"]
-    c = st.columns(6)
+    c = st.columns(3)  # three metrics a row: on a laptop six to a row cut their values off
     c[0].metric(
         "SELL/BUY share",
         f"{sh['SELL'] + sh['BUY']:.1%}",
@@ -57,17 +57,18 @@ def show_view(view: dict, parameter: str) -> None:
     )
     c[1].metric("Trades", f"{view['trades']:,}", help=verdict["min_trades"].inputs.get("what"))
     c[2].metric("Return", f"{view['total_return']:.2%}")
-    c[3].metric(
+    c = st.columns(3)
+    c[0].metric(
         "Sharpe",
         f"{view['sharpe']:.2f}",
         help="annualised" + ("" if view["sharpe_defined"] else "; no trades: the Sharpe is undefined"),
     )
-    c[4].metric(
+    c[1].metric(
         "DSR probability",
         f"{dsr.inputs['dsr_probability']:.3f}",
         help=f"PSR against SR0, {view['n_trials']} trials; SR - SR0 = {dsr.value:.2f} (annualised)",
     )
-    c[5].metric(
+    c[2].metric(
         "HIFA",
         passed_text(verdict.n_passed),
         help=f"{CRITERION_LABELS['permutation_p']} {view['permutation_p']:.4f} "
@@ -83,3 +84,18 @@ def show_view(view: dict, parameter: str) -> None:
         f"per split, so every CPCV path is the plain backtest and the CPCV mean Sharpe equals the "
         f"Sharpe."
     )
+
+
+def show_status(status, author: str | None = None) -> None:
+    """A run's review status (``RunStatus``): the status word and the approvals counted against the
+    policy's, the run's author, and why, one line per reason (names are user text: escaped)."""
+    c = st.columns(2)
+    c[0].metric("Review status", status.status, help="under the team's [review] policy")
+    c[1].metric(
+        "Approvals",
+        f"{status.approvals}/{status.required}",
+        help="distinct reviewers whose approval counts under the policy",
+    )
+    # the author's name is user text: shown as text, never as Markdown
+    st.text(f"Author: {author}" if author else "Author: not recorded (a run stored before authors were)")
+    st.caption(plain("; ".join(status.reasons)))

@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from flagcore.analysis.review_policy import ReviewPolicy, RunStatus, load_review_policy
+from flagcore.dashboard.identity import Identity
 from flagcore.errors import FlagcoreError  # pages catch it through this module too
 from flagcore.store.connection import default_path
 from flagcore.store.store import Store
@@ -113,16 +115,34 @@ def root_cause(path: str, run_id: int) -> dict | None:
     return _read(path, store_version(path), "root_cause", run_id)
 
 
+def review_policy() -> ReviewPolicy:
+    """The team's review policy: ``[review]`` of the team config (``$FLAGCORE_CONFIG``), else the
+    defaults; read on every call (a small file), so an edit shows on the next rerun."""
+    return load_review_policy()
+
+
+def run_status(path: str, run_id: int, policy: ReviewPolicy) -> RunStatus:
+    """A run's review status under ``policy`` (``Store.run_status``); a review or a later run is a
+    write, so it gives a new key."""
+    return _read(path, store_version(path), "run_status", run_id, policy)
+
+
+def run_statuses(path: str, policy: ReviewPolicy) -> dict[int, RunStatus]:
+    """Every run's review status under ``policy`` (``Store.run_statuses``), for the run list."""
+    return _read(path, store_version(path), "run_statuses", policy)
+
+
 @st.cache_data(ttl=RUN_TTL, max_entries=16, show_spinner=False)
-def _report(path: str, version: str, run_id: int, fmt: str) -> str:
+def _report(path: str, version: str, run_id: int, fmt: str, policy: ReviewPolicy) -> str:
     from flagcore.dashboard.report import render_report
 
-    return render_report(Store(path), run_id, fmt)
+    return render_report(Store(path), run_id, fmt, policy=policy)
 
 
-def report(path: str, run_id: int, fmt: str) -> str:
-    """The findings report of a run; a new review is a write, so it gives a new report."""
-    return _report(path, store_version(path), run_id, fmt)
+def report(path: str, run_id: int, fmt: str, policy: ReviewPolicy) -> str:
+    """The findings report of a run with its status under ``policy``; a new review is a write, so
+    it gives a new report."""
+    return _report(path, store_version(path), run_id, fmt, policy)
 
 
 @st.cache_data(ttl=FILES_TTL, show_spinner=False)
@@ -220,19 +240,23 @@ def written() -> None:
     _report.clear()
 
 
-def add_review(run_id: int, reviewer: str, verdict: str, comment: str) -> int:
-    """Append a review (``Store.add_review``); returns its id."""
-    review_id = store().add_review(run_id, reviewer, verdict, comment)
+def add_review(run_id: int, reviewer: Identity, verdict: str, comment: str) -> int:
+    """Append a review signed by ``reviewer`` (``Store.add_review``, with where the name came from);
+    returns its id."""
+    review_id = store().add_review(run_id, reviewer.name, verdict, comment, identity_source=reviewer.source)
     written()
     return review_id
 
 
-def evaluate_files(checkpoint: str, data: str, train: str | None, progress=None) -> dict:
-    """Evaluate files under the configured folders only (``actions.evaluate_files``) into the store."""
+def evaluate_files(
+    checkpoint: str, data: str, train: str | None, progress=None, author: str | None = None
+) -> dict:
+    """Evaluate files under the configured folders only (``actions.evaluate_files``) into the store,
+    the run's author ``author``."""
     from flagcore.dashboard.actions import evaluate_files as evaluate
 
     try:
-        return evaluate(store(), checkpoint, data, train, progress)
+        return evaluate(store(), checkpoint, data, train, progress, author=author)
     finally:
         written()
 

@@ -18,21 +18,29 @@ from flagcore.dashboard.gate_views import (
     criteria_frame,
     passed_count,
     signals_of,
+    sizing_text,
     stored_criteria,
     unit_metric,
     value_text,
 )
 from flagcore.store.codec import from_json
-from flagcore.vocab import BADGE, CLASS_NAMES, CRITERIA, NOT_A_TRIAL, collapse_label
+from flagcore.vocab import BADGE, CLASS_NAMES, CRITERIA, IDENTITY_SOURCES, NOT_A_TRIAL, collapse_label
 
 
-def run_label(row) -> str:
-    return f"#{int(row['run_id'])} {row['name']} ({pd.Timestamp(row['created_at']):%Y-%m-%d %H:%M})"
+def run_label(row, status: str | None = None) -> str:
+    """A run in the picker: "#3 demo-quick (2026-01-02 10:00), approved"."""
+    label = f"#{int(row['run_id'])} {row['name']} ({pd.Timestamp(row['created_at']):%Y-%m-%d %H:%M})"
+    return label if status is None else f"{label}, {status}"
 
 
-def run_labels(runs: pd.DataFrame) -> dict[int, str]:
-    """Run id -> its label in the run picker, newest first as ``runs`` lists them."""
-    return {int(r["run_id"]): run_label(r) for _, r in runs.iterrows()}
+def run_labels(runs: pd.DataFrame, statuses: Mapping[int, Any] | None = None) -> dict[int, str]:
+    """Run id -> its label in the run picker, newest first as ``runs`` lists them; with ``statuses``
+    (``Store.run_statuses``) each label ends with the run's review status."""
+    st = statuses or {}
+    return {
+        int(r["run_id"]): run_label(r, getattr(st.get(int(r["run_id"])), "status", None))
+        for _, r in runs.iterrows()
+    }
 
 
 def rows(frame: pd.DataFrame, **match) -> pd.DataFrame:
@@ -58,15 +66,33 @@ def passed_text(n_passed) -> str:
     return f"{int(n_passed)}/{len(CRITERIA)}"
 
 
-def runs_overview(runs: pd.DataFrame, option_results: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: baseline collapse, HIFA badges of the best option, latest review.
+def runs_overview(
+    runs: pd.DataFrame, option_results: pd.DataFrame, statuses: Mapping[int, Any] | None = None
+) -> pd.DataFrame:
+    """One row per run: baseline collapse, HIFA badges of the best option, review status, latest
+    review.
 
-    ``runs`` is ``Store.list_runs()``, ``option_results`` ``Store.option_results()`` of every run.
+    ``runs`` is ``Store.list_runs()``, ``option_results`` ``Store.option_results()`` of every run,
+    ``statuses`` ``Store.run_statuses(policy)`` (run id -> RunStatus; a run missing there: "n/a").
     """
     if runs.empty:
         return pd.DataFrame()
     opts = option_results[~option_results["option"].isin(NOT_A_TRIAL)]
-    return pd.DataFrame([_overview_row(r, opts[opts["run_id"] == r["run_id"]]) for _, r in runs.iterrows()])
+    st = statuses or {}
+    return pd.DataFrame(
+        [
+            _overview_row(r, opts[opts["run_id"] == r["run_id"]])
+            | {"status": status_text(st.get(r["run_id"]))}
+            for _, r in runs.iterrows()
+        ]
+    )
+
+
+def status_text(status) -> str:
+    """A run's review status in the run list: "awaiting review (1/2)"; "n/a" without one."""
+    if status is None:
+        return "n/a"
+    return f"{status.status} ({status.approvals}/{status.required})"
 
 
 def _overview_row(run, opts: pd.DataFrame) -> dict[str, Any]:
@@ -103,9 +129,11 @@ def overview_row(overview: pd.DataFrame, run_id: int) -> pd.Series:
     return overview[overview["run"] == run_id].iloc[0]
 
 
-def hifa_badges(hifa: pd.DataFrame, option_results: pd.DataFrame) -> pd.DataFrame:
+def hifa_badges(hifa: pd.DataFrame, option_results: pd.DataFrame, method: str = "kelly") -> pd.DataFrame:
     """Per option of one run: each criterion's value with PASS/FAIL ("not judged" where the run was
-    stored before the criterion), and how many of those judged pass."""
+    stored before the criterion), how many of those judged pass, and beside the trades the SELL/BUY
+    signals and how many of them ``method`` sizing (the run's ``settings.backtest.sizing``; the
+    default is the backtest's) set to 0 (why a model that signals can show 0 trades)."""
     out = []
     for _, o in option_results.iterrows():
         res = stored_criteria(hifa, o["option"])
@@ -114,8 +142,10 @@ def hifa_badges(hifa: pd.DataFrame, option_results: pd.DataFrame) -> pd.DataFram
             r = res[c.key]
             row[c.label] = "not judged" if r is None else f"{BADGE[bool(r.passed)]} {value_text(r)}"
         row["passed"] = passed_count(res)
+        row["signals"] = signals_of(o["metrics"])
+        row["sized to 0"] = sizing_text((o["metrics"] or {}).get("sizing"), method)
         out.append(row)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out).astype({"signals": "Int64"})
 
 
 def options_table(option_results: pd.DataFrame) -> pd.DataFrame:
@@ -238,6 +268,15 @@ def review_caption(review) -> str:
         f"Review {int(review['review_id'])}, {review['created_at']:%Y-%m-%d %H:%M} UTC: "
         f"{review['verdict']}; {passed} of {len(snapshot)} HIFA criteria passed at the time"
     )
+
+
+def signed_line(review) -> str:
+    """Who signed a stored review and how they were known: "Reviewer: ana@x.org, logged in";
+    a review stored before identities were recorded reads as a typed name."""
+    source = review.get("identity_source") if hasattr(review, "get") else None
+    if not isinstance(source, str) or source not in IDENTITY_SOURCES:
+        source = "typed"
+    return f"Reviewer: {review['reviewer']}, {IDENTITY_SOURCES[source]}"
 
 
 def annualise(x, periods_per_year: float):

@@ -60,6 +60,7 @@ PAGES = [
     "Solution comparison",
     "HIFA criteria",
     "Reviews",
+    "Compare runs",
 ]
 
 
@@ -112,14 +113,28 @@ _CUT_OFF = """() => [...document.querySelectorAll(
   .map(el => el.innerText)"""
 
 
-@pytest.mark.parametrize("path", ["hifa", "solutions"])
-def test_the_gate_figures_are_not_cut_off(server, page, settle, path):
-    """Min trades, the DSR probability and the live panels' metrics fit their columns."""
+@pytest.mark.parametrize("path", ["", "model_health", "logits", "solutions", "hifa", "reviews"])
+def test_no_metric_is_cut_off_on_a_laptop(server, page, settle, path):
+    """Every metric's label and value fit their column on a 1000-pixel-wide window with the sidebar
+    open (values were cut to "21.1% ..." six to a row); reviewers see no Deploy button."""
+    page.set_viewport_size({"width": 1000, "height": 900})
     page.goto(f"{server['url']}/{path}?run={server['run_id']}")
     settle(page)
     _no_exception(page)
-    assert page.locator("[data-testid='stMetric']").filter(has_text="DSR probability").count() >= 1
+    assert page.locator("[data-testid='stMetric']").count() >= 2
+    if path == "solutions":
+        assert page.locator("[data-testid='stMetric']").filter(has_text="DSR probability").count() >= 1
     assert page.evaluate(_CUT_OFF) == []
+    assert page.get_by_role("button", name="Deploy").count() == 0  # [client] toolbarMode = "viewer"
+
+
+def test_the_model_configuration_has_a_label(server, page, settle):
+    page.goto(f"{server['url']}/model_health?run={server['run_id']}")
+    settle(page)
+    expander = page.get_by_text("Configuration of the baseline network (as stored in its checkpoint)")
+    assert expander.is_visible()
+    expander.click()
+    page.wait_for_selector("[data-testid='stJson']", timeout=10_000)
 
 
 def test_a_shared_url_reopens_the_threshold(server, page, settle):
@@ -133,14 +148,15 @@ def test_review_with_script_is_shown_as_text(server, page, settle):
     page.goto(f"{server['url']}/reviews?run={server['run_id']}")
     settle(page)
     comment = "<script>alert('pwned')</script> baseline collapsed"
-    page.get_by_label("Reviewer").fill("Browser Reviewer")
+    assert page.get_by_text("Signing as").count() == 0  # no login, no trusted header: a typed name
+    page.get_by_role("textbox", name="Reviewer").fill("Browser Reviewer")
     page.get_by_text("needs-work", exact=True).click()
     page.get_by_label("Comment").fill(comment)
     page.get_by_role("button", name="Sign off").click()
     settle(page)
     _no_exception(page)
     assert page.get_by_text(comment, exact=True).first.is_visible()
-    assert page.get_by_text("Reviewer: Browser Reviewer").first.is_visible()
+    assert page.get_by_text("Reviewer: Browser Reviewer, typed name (unverified)").first.is_visible()
     assert page.dialogs == []  # no script ran
     df = server["store"].reviews(server["run_id"])
     assert (df["comment"] == comment).sum() == 1
