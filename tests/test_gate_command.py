@@ -137,3 +137,26 @@ def test_the_help_documents_every_exit_code(capsys):
     for code in GATE_CODES:
         assert f" {code} HIFA " in text
     assert "3 internal error" in text and "2 usage error" in text
+
+
+def test_the_report_judges_the_status_by_the_team_policy(tmp_path, capsys, monkeypatch):
+    """`flagcore report --config` hands the team's [review] policy to the report (the synthetic run
+    lacks the columns a whole report reads, so the renderer is stood in for)."""
+    from flagcore.dashboard import report
+
+    monkeypatch.delenv("FLAGCORE_CONFIG", raising=False)
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, STRONG)
+    _sign(path, rid, ("ann", "approve"))
+    cfg = tmp_path / "team.toml"
+    cfg.write_text("[review]\napprovals_required = 1\n")
+
+    def status_only(store, run_id, fmt, *, policy=None):
+        return store.run_status(run_id, policy).status + "\n"
+
+    monkeypatch.setattr(report, "render_report", status_only)
+    args = ["report", "--store", str(path), "--run", str(rid)]
+    assert main(args) == 0
+    assert capsys.readouterr().out == "awaiting review\n"  # the default policy asks for two
+    assert main([*args, "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out == "approved\n"

@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from flagcore.analysis.review_policy import load_review_policy
     from flagcore.dashboard.report import render_report
 
     store = open_store(args)
-    text = render_report(store, args.run, args.format)
+    text = render_report(store, args.run, args.format, policy=load_review_policy(args.config))
     if args.out:
         out = Path(args.out)
         if out.parent and not out.parent.exists():
@@ -222,6 +223,7 @@ def _report_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--run", type=int, required=True, metavar="ID")
     s.add_argument("--format", choices=["md", "html"], default="md")
     s.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    config_argument(s, "the [review] policy the run's status is judged by")
 
 
 def _review_arguments(s: argparse.ArgumentParser) -> None:
