@@ -15,7 +15,8 @@ from flagcore.training.loop import TrainConfig, train_model
 from flagcore.training.losses import focal_loss
 from flagcore.training.walk_forward import walk_forward
 
-FAST = dict(epochs=3, windows_per_epoch=6144, patience=3)
+FAST = dict(epochs=2, windows_per_epoch=4096, patience=2)  # each model still shows what it must
+LONGER = dict(epochs=3, windows_per_epoch=6144, patience=3)  # the leak needs this much to show
 
 
 def _test_shares(model, test):
@@ -176,7 +177,7 @@ def test_reviewed_per_position_loss_leaks_the_future(small_demo):
     """reviewed-model.md's defect: with the loss at every position and no mask, inner positions
     see the bars that define their labels, so they look far better than the last position."""
     train = small_demo["train"]
-    res = train_model(train, PRESETS["demo"], TrainConfig(loss="ce", loss_position="all", **FAST))
+    res = train_model(train, PRESETS["demo"], TrainConfig(loss="ce", loss_position="all", **LONGER))
     assert res.provenance["loss_position"] == "all"
     W = PRESETS["demo"].window
     ends = np.arange(len(train.labels) - 2000, len(train.labels) - 30)
