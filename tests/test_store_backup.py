@@ -163,3 +163,29 @@ def test_a_cut_off_log_line_is_skipped_and_a_bad_one_named(tmp_path):
     log.write_text('{"run_id": 1}\n' + json.dumps(good) + "\n")
     with pytest.raises(FlagcoreError, match="line 1 is not a review"):
         read_review_log(log)
+
+
+def test_damage_met_while_reading_the_schema_version_is_damage_too(tmp_path, capsys, monkeypatch):
+    """Where the cut lands decides which read fails first: a store whose meta table sits in a lost
+    block failed in the schema check (seen on a truncated demo store), and restore gave an internal
+    error instead of restoring."""
+    import duckdb
+
+    from flagcore.store import connection
+
+    path, bk = tmp_path / "s.duckdb", tmp_path / "backup"
+    rid = _run(Store(path))
+    assert _cli(capsys, "store", "backup", "--to", str(bk), "--store", str(path))[0] == 0
+
+    def lost_block(con):
+        raise duckdb.IOException('IO Error: Could not read enough bytes from file "s.duckdb"')
+
+    with monkeypatch.context() as m:
+        m.setattr(connection, "read_schema_version", lost_block)
+        rc, out = _cli(capsys, "store", "check", "--store", str(path))
+        assert rc == 1 and "the store file is damaged" in out.err + out.out
+        assert "internal error" not in out.err
+        os.truncate(path, os.path.getsize(path) // 2)
+        rc, out = _cli(capsys, "store", "restore", "--from", str(bk), "--store", str(path))
+    assert rc == 0, out.err
+    assert Store(path).run(rid)["author"] == "carl"

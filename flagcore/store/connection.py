@@ -331,6 +331,10 @@ class StoreFile:
         con = self._connect(read_only=True)
         try:
             return read_schema_version(con)
+        except duckdb.Error as e:
+            if is_damage_error(e):
+                raise self._damage(e) from None
+            raise
         finally:
             con.close()
 
