@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/run.py            # everything (about 25 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --skip demo,pages   # leave out the slow sections
+    .venv/bin/python benchmarks/run.py --skip inference,peers,slider,validation,retrain,store,pages \
+        --demo quick --demo-builds 1 --out /tmp/bench.md   # one quick demo build, by stage
 
 Each figure is the median over several runs with its spread (min to max); ratios against peers are
 measured in the same run on the same inputs, and the results are checked to be identical. Nothing
@@ -32,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling modules, also when l
 from markdown_report import write_markdown  # noqa: E402
 from peers import section_peers  # noqa: E402
 from scaleout import section_retrain  # noqa: E402
-from timing import timed  # noqa: E402
+from timing import spread, timed  # noqa: E402
 
 OUT = ROOT / "BENCHMARKS.md"
 SECTIONS = ("inference", "slider", "validation", "retrain", "store", "peers", "demo", "pages")
@@ -271,10 +273,18 @@ def section_store(res: dict, full_root: Path, store, run_id: int, tmp: Path) -> 
 # ----------------------------------------------------------------------------- demo and pages
 
 
-def section_demo(res: dict, tmp: Path) -> None:
+DEMO_TARGETS = {"quick": 30.0, "full": 120.0}  # seconds, issue 18: median of 3 fresh builds on 2 cores
+
+
+def section_demo(res: dict, tmp: Path, reps: int = 3, which: tuple[str, ...] = ("quick", "full")) -> None:
+    """``flagcore demo`` (and ``--quick``) into empty folders, ``reps`` fresh builds each, in a new
+    process as a user runs it: wall time, a second call that reuses everything, and the build's own
+    per-stage wall times (``timings`` of its JSON output: data, each training task's training and
+    inference in its worker, the training stage, the evaluation), medians over the builds."""
     out = {}
-    for quick, reps in ((True, 3), (False, 1)):  # the full build takes about 3 minutes: once
-        runs, again, steps = [], [], None
+    for name in which:
+        quick = name == "quick"
+        runs, again, stages, steps = [], [], [], None
         for r in range(reps):
             root, st = tmp / f"demo{int(quick)}_{r}", tmp / f"demo{int(quick)}_{r}.duckdb"
             cmd = [
@@ -293,23 +303,17 @@ def section_demo(res: dict, tmp: Path) -> None:
             t = time.perf_counter()
             subprocess.run(cmd, capture_output=True, text=True, check=True)
             again.append(time.perf_counter() - t)
-            steps = json.loads(p.stdout)["steps"]
+            built = json.loads(p.stdout)
+            steps = built["steps"]
+            stages.append(built.get("timings", {}))
             shutil.rmtree(root, ignore_errors=True)
-        a, b = np.asarray(runs), np.asarray(again)
-        out["quick" if quick else "full"] = {
-            "first": {
-                "median": float(np.median(a)),
-                "min": float(a.min()),
-                "max": float(a.max()),
-                "reps": reps,
-            },
-            "second_call": {
-                "median": float(np.median(b)),
-                "min": float(b.min()),
-                "max": float(b.max()),
-                "reps": reps,
-            },
+            st.unlink(missing_ok=True)
+        out[name] = {
+            "first": spread(runs),
+            "second_call": spread(again),
             "steps": steps,
+            "stages": {k: spread([s[k] for s in stages if k in s]) for k in stages[-1]},
+            "target_s": DEMO_TARGETS[name],
         }
     res["demo"] = out
 
@@ -417,6 +421,8 @@ def main() -> None:
         action="store_true",
         help="keep the skipped sections' figures from the last BENCHMARKS.json (their date is noted)",
     )
+    ap.add_argument("--demo-builds", type=int, default=3, help="fresh builds per demo (default 3)")
+    ap.add_argument("--demo", default="quick,full", help="which demo builds to time: quick, full or both")
     args = ap.parse_args()
     skip = {s for s in args.skip.split(",") if s}
     res = {"machine": machine()}
@@ -458,7 +464,7 @@ def main() -> None:
             guarded("store", section_store, res, full_root, full_store, full_run, tmp)
             guarded("retrain", section_retrain, res, quick_root)
             guarded("pages", section_pages, res, full_store.path, full_run)
-        guarded("demo", section_demo, res, tmp)
+        guarded("demo", section_demo, res, tmp, args.demo_builds, tuple(args.demo.split(",")))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     Path(args.out).write_text(write_markdown(res) + "\n")

@@ -137,6 +137,61 @@ def test_policy_is_causal_token_by_token():
             assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :]), what
 
 
+def _random_policy(num_layers: int, seed: int = 0) -> CGDT:
+    """An untrained, seeded policy whose actions depend on the earlier ones (a cheap stand-in)."""
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(SMALL, num_layers=num_layers, state_dim=6, dropout=0.0)
+    net = CGDT(cfg).eval()
+    with torch.no_grad():  # a strong action embedding: the fixed point takes several rounds
+        net.policy.embed_action.weight.mul_(50.0)
+    return net
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_last_logits_equal_the_full_forward_at_the_last_step(num_layers):
+    net = _random_policy(num_layers)
+    T = net.config.context
+    rtg, states = torch.randn(64, T), torch.randn(64, T, net.config.state_dim)
+    acts = torch.randint(0, 4, (64, T))
+    with torch.inference_mode():
+        full = net(rtg, states, acts)[:, -1]
+        last = net.last_logits(rtg, states, acts)
+        acts[:, -1] = (acts[:, -1] + 1) % 4  # a_T comes after s_T: it changes nothing
+        again = net.last_logits(rtg, states, acts)
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=0)
+    assert torch.equal(again, last)
+
+
+def test_fixed_point_equals_the_recursion_whatever_the_first_guess():
+    """The batched prediction (last-token forward, no final pass, small batches padded) gives the
+    bar-by-bar recursion's logits within 1e-5, from any first guess of the actions."""
+    from flagcore.models.cgdt_predict import predict_features
+
+    net = _random_policy(2)
+    n, K = 160, net.config.context
+    X = torch.randn(n, net.config.state_dim)
+    target = torch.tensor(0.3)
+    with torch.inference_mode():
+        slow = torch.empty(n, 3)
+        acts = torch.full((n,), 3)
+        for t in range(n):  # the recursion, bar by bar, through the full forward
+            lo = max(0, t - K + 1)
+            a = acts[None, lo : t + 1].clone()
+            a[0, -1] = 3
+            slow[t] = net(target.expand(1, t + 1 - lo), X[None, lo : t + 1], a)[0, -1]
+            acts[t] = slow[t].argmax()
+        fast, short = predict_features(net, X, target, batch_size=64)
+        guessed, _ = predict_features(net, X, target, batch_size=7, guess=torch.randint(0, 3, (n,)))
+        again, _ = predict_features(net, X, target, batch_size=64)
+    assert 0 < (acts == 1).float().mean() < 1  # not a constant policy
+    for got in (fast, guessed):
+        assert torch.equal(got.argmax(-1), acts)
+        torch.testing.assert_close(got, slow, atol=1e-5, rtol=0)
+    assert torch.equal(again, fast) and short.sum() == K - 1  # deterministic
+    with pytest.raises(FlagcoreError, match="guess"):
+        predict_features(net, X, target, guess=torch.zeros(n - 1, dtype=torch.long))
+
+
 def test_critic_beats_the_unconditional_gaussian(model):
     # RTGs are standardised: the marginal N(0, 1) scores 0.5 on this NLL (constant dropped)
     nll = [h["nll"] for h in model.info["history"] if h["stage"] == "critic"]

@@ -199,3 +199,40 @@ def test_features_command_on_a_user_csv_without_order_flow(tmp_path, capsys):
     assert ds.calendar == Calendar("24/7", 6 * 365.25, 4 * 3600.0, "file metadata")
     assert s["calendar"] == "24/7" and s["periods_per_year"] == 6 * 365.25
     assert read_ohlcv(tmp_path / "user.csv").shape[0] == len(bars)
+
+
+# ----------------------------------------------------------------------------- the demo build
+
+
+def test_demo_tasks_longest_first_and_only_the_missing_ones(tmp_path):
+    from flagcore.pipeline.demo import FULL, QUICK, DemoPaths, _tasks
+
+    paths = DemoPaths(tmp_path, QUICK)
+    # CGDT (training and its fixed-point inference) first, the plain baseline (stops earliest) last
+    assert [t.name for t in _tasks(paths, QUICK, None)] == [
+        "cgdt",
+        "train weighted",
+        "train focal",
+        "train ce",
+    ]
+    (paths.models["focal"]).mkdir(parents=True)
+    (paths.models["focal"] / "model.safetensors").write_bytes(b"")
+    paths.cgdt.parent.mkdir(parents=True)
+    paths.cgdt.write_bytes(b"")
+    assert [t.name for t in _tasks(paths, QUICK, None)] == ["train weighted", "train ce"]
+    full = _tasks(DemoPaths(tmp_path / "full", FULL), FULL, "cpu")
+    assert full[0].name == "cgdt" and full[-2].name == "train ce" and full[-1].name == "walk-forward"
+    assert full[-1].start.endswith("weighted") and {t.device for t in full} == {"cpu"}
+
+
+def test_quick_demo_records_where_its_time_went(quick_demo):
+    """Every model inferred where it trained: the evaluation computed nothing itself, found nothing
+    from an earlier run, and the build's own timings name each stage and task."""
+    res = quick_demo["result"]
+    assert res["inference"] == {"computed": 8, "cached": 0}  # 4 models x (test, training stretch)
+    t = res["timings"]
+    for loss in ("ce", "weighted", "focal"):
+        assert t[f"train {loss} training"] > 0 and t[f"train {loss} inference"] > 0
+    assert t["cgdt training"] > 0 and t["cgdt inference cpu"] > 0 and t["workers ready"] >= 0
+    assert t["data"] + t["training"] + t["evaluate"] <= t["total"] + 0.1
+    assert res["seconds"] == round(t["total"], 1)

@@ -52,9 +52,12 @@ training set are used. RTGs enter both networks standardised by their training m
    The recursion is computed exactly, in batches, by a fixed-point (Jacobi) iteration: predict
    every bar from the current guess of the earlier actions, recompute only the bars whose window
    of earlier actions changed, repeat until nothing changes. Bar t depends only on bars < t, so
-   the fixed point is unique and equals the bar-by-bar recursion (``predict_cgdt_sequential``);
-   the final logits come from one pass in a fixed batch layout, so they do not depend on the
-   path. The first K-1 bars have shorter windows (``short_history``), as in ``flagcore.models.inference``.
+   the fixed point is unique and equals the bar-by-bar recursion (``predict_cgdt_sequential``),
+   whatever the first guess; each bar keeps the logits of its last computation, from its settled
+   window (the logits equal the recursion's up to float rounding, 1e-6 in tests). Only the last
+   step's state token is read, so inference computes that token alone in the last block
+   (``last_logits``). The first K-1 bars have shorter windows (``short_history``), as in
+   ``flagcore.models.inference``.
 
    The target: ``config.rtg_quantile`` of the training RTGs when set; by default (None) the
    target at which the trained policy holds ``config.hold_share`` (0.5) of the last
@@ -232,9 +235,19 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         B, L, C = x.shape
         H = self.num_heads
+        if last_only:  # the last token's query alone: it sees every token, so no mask is needed
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:], w[:C], b[:C]).view(B, 1, H, C // H).transpose(1, 2)  # (B, H, 1, hd)
+            k, v = F.linear(x, w[C:], b[C:]).split(C, dim=2)
+            k, v = (t.view(B, L, H, C // H).transpose(1, 2) for t in (k, v))  # (B, H, L, hd)
+            # written out, not SDPA: with more than one thread SDPA's single-query kernel splits
+            # the work by batch size, so a bar's bits would depend on how many bars shared its batch
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // H))  # (B, H, 1, L)
+            y = att.softmax(-1) @ v  # (B, H, 1, hd)
+            return self.proj(y.transpose(1, 2).reshape(B, 1, C))
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, L, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
         y = F.scaled_dot_product_attention(
@@ -259,8 +272,10 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, d) -> (B, L, d); with ``last_only`` (inference) the last token's output alone, (B, 1, d)."""
+        residual = x[:, -1:] if last_only else x
+        x = residual + self.attn(self.ln1(x), last_only=last_only)
         return x + self.mlp(self.ln2(x))
 
 
@@ -284,7 +299,8 @@ class DecisionTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.action_head = nn.Linear(d, N_ACTIONS)
 
-    def forward(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def tokens(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The embedded, interleaved input: (B, T) rtg, (B, T, D) states, (B, T) actions -> (B, 3T, d)."""
         B, T, _ = states.shape
         if self.config.context < T:
             raise FlagcoreError(f"window of {T} steps exceeds the CGDT context {self.config.context}")
@@ -292,11 +308,28 @@ class DecisionTransformer(nn.Module):
             [self.embed_rtg(rtg[..., None]), self.embed_state(states), self.embed_action(actions)], dim=2
         )  # (B, T, 3, d): R_t, s_t, a_t
         tok = tok + self.embed_step[:, :T] + self.embed_type
-        x = self.drop(self.embed_ln(tok.reshape(B, 3 * T, -1)))  # (B, 3T, d) interleaved
+        return self.drop(self.embed_ln(tok.reshape(B, 3 * T, -1)))  # (B, 3T, d) interleaved
+
+    def forward(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        B, T, _ = states.shape
+        x = self.tokens(rtg, states, actions)  # (B, 3T, d)
         for block in self.blocks:
             x = block(x)
         x = self.ln_f(x).view(B, T, 3, -1)[:, :, 1]  # (B, T, d) at the state tokens
         return self.action_head(x)  # (B, T, 3)
+
+    def last_logits(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Logits at the last step's state token only, (B, 3): ``forward(...)[:, -1]`` up to rounding.
+
+        Inference reads nothing else, so the last action token (after that state token, invisible
+        to it under the causal mask) is left out, and the last block computes its query,
+        feed-forward and norms for that one token: about 40% fewer operations per window.
+        """
+        x = self.tokens(rtg, states, actions)[:, :-1]  # (B, 3T-1, d): ends at s_T
+        for block in self.blocks[:-1]:
+            x = block(x)
+        x = self.blocks[-1](x, last_only=True)  # (B, 1, d)
+        return self.action_head(self.ln_f(x[:, 0]))  # (B, 3)
 
 
 class CGDT(nn.Module):
@@ -321,3 +354,7 @@ class CGDT(nn.Module):
     def forward(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Standardised rtg (B, T), states (B, T, D), actions (B, T) long -> logits (B, T, 3)."""
         return self.policy(rtg, states, actions)
+
+    def last_logits(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The last step's logits only, (B, 3): what inference reads (``DecisionTransformer.last_logits``)."""
+        return self.policy.last_logits(rtg, states, actions)

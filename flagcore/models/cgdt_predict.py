@@ -19,6 +19,11 @@ from flagcore.errors import FlagcoreError
 from flagcore.models.cgdt import CGDT, N_ACTIONS, UNKNOWN_ACTION
 from flagcore.models.inference import Predictions, from_logits
 
+# a batch of fewer windows is padded to this many: matrix products of up to 11 rows take other
+# kernels (MKL, 2 threads), whose last bits differ, and a bar's logits should not depend on how
+# many bars shared its batch (no final pass in a fixed layout is needed then)
+MIN_BATCH = 16
+
 
 def _window_logits(
     net: CGDT,
@@ -34,9 +39,11 @@ def _window_logits(
     out = torch.empty((ends.numel(), N_ACTIONS))
     for s in range(0, ends.numel(), bs):
         r = rows[s : s + bs]
-        a = acts[r].clone()
-        a[:, -1] = UNKNOWN_ACTION  # a_t comes after s_t: invisible to it, filled for shape
-        out[s : s + r.shape[0]] = net(target.expand(r.shape), X[r], a)[:, -1]
+        m = r.shape[0]
+        if m < MIN_BATCH:
+            r = torch.cat([r, r[-1:].expand(MIN_BATCH - m, K)])  # (MIN_BATCH, K), copies of the last
+        # a_t comes after s_t and is left out of the window by last_logits: its token is a placeholder
+        out[s : s + m] = net.last_logits(target.expand(r.shape), X[r], acts[r])[:m]
     return out
 
 
@@ -46,15 +53,23 @@ def predict_features(
     target: torch.Tensor,
     batch_size: int = 512,
     progress: Callable[[int, int], None] | None = None,
+    guess: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """(logits (n, 3), short_history (n,)) of the autoregressive policy on features X (n, D).
 
     ``target`` is the standardised target return every bar is conditioned on (``net.target_rtg``
-    for predictions; training's calibration tries others). The fixed point: see the module docstring.
+    for predictions; training's calibration tries others). ``guess`` (n,) is a first guess of the
+    actions (default: unknown), for example the policy's actions at a nearby target: a good guess
+    settles in fewer rounds, and the result does not depend on it (the fixed point is unique; see
+    the module docstring).
     """
     K = net.config.context
     n = X.shape[0]
     acts = torch.full((n,), UNKNOWN_ACTION, dtype=torch.long)
+    if guess is not None:
+        if guess.shape != (n,):
+            raise FlagcoreError(f"guess of shape {tuple(guess.shape)} does not fit {n} bars")
+        acts.copy_(guess)
     logits = torch.empty((n, N_ACTIONS))
     short = np.arange(n) < K - 1
 
@@ -70,33 +85,27 @@ def predict_features(
     if n < K:
         return logits, short
 
-    # bars K-1 .. n-1: fixed-point iteration of a_t = argmax f(a_{t-K+1} .. a_{t-1}, states)
+    # bars K-1 .. n-1: fixed-point iteration of a_t = argmax f(a_{t-K+1} .. a_{t-1}, states). A
+    # bar is computed again only when an action in its window changed, so once nothing changes
+    # every bar's logits are those of its settled window.
     ends = torch.arange(K - 1, n)
     dirty = torch.ones(ends.numel(), dtype=torch.bool)
-    rounds, limit = 0, ends.numel() + 2
-    while True:
-        while dirty.any():
-            rounds += 1
-            if rounds > limit:  # cannot happen: each round settles at least the first dirty bar
-                raise FlagcoreError(f"CGDT prediction did not settle after {limit} rounds")
-            todo = ends[dirty]
-            new = _window_logits(net, X, acts, todo, target, batch_size).argmax(-1)
-            changed = torch.zeros(n)
-            changed[todo] = (new != acts[todo]).float()
-            acts[todo] = new
-            dirty = _affected(changed, K)[K - 1 :]
-        # final pass in a fixed batch layout: the logits do not depend on the iteration path
-        final = _window_logits(net, X, acts, ends, target, batch_size)
-        new = final.argmax(-1)
-        if torch.equal(new, acts[K - 1 :]):
-            break
-        changed = torch.zeros(n)  # a last-bit difference flipped a near-tie: settle it again
-        changed[K - 1 :] = (new != acts[K - 1 :]).float()
-        acts[K - 1 :] = new
+    rounds, limit = 0, ends.numel() + 1
+    while dirty.any():
+        rounds += 1
+        if rounds > limit:  # cannot happen: each round settles at least the first dirty bar
+            raise FlagcoreError(f"CGDT prediction did not settle after {limit} rounds")
+        todo = ends[dirty]
+        out = _window_logits(net, X, acts, todo, target, batch_size)
+        logits[todo] = out
+        new = out.argmax(-1)
+        changed = torch.zeros(n)
+        changed[todo] = (new != acts[todo]).float()
+        acts[todo] = new
         dirty = _affected(changed, K)[K - 1 :]
-    logits[K - 1 :] = final
-    if progress:
-        progress(n, n)
+        if progress:  # the bars before the first dirty one are settled
+            first = int(dirty.float().argmax()) if dirty.any() else ends.numel()
+            progress(K - 1 + first, n)
     return logits, short
 
 

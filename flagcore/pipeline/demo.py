@@ -12,6 +12,7 @@ for tests and a first look; the full demo has the seed's 9,073 test bars.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,20 +39,26 @@ class DemoPlan:
     cgdt_critic_epochs: int
     walk_forward: bool
     settings: dict = field(default_factory=dict)
+    cgdt_calibration_bars: int = 2048  # bars CGDT's target is calibrated on (12 predictions of them)
 
 
+# full: 4,000 windows per epoch (8,000 before), for a build near 2 minutes on 2 cores; the baseline
+# still collapses (99.9% HOLD, 7 trades) and only the labels pass HIFA
 FULL = DemoPlan(
     "demo",
     "2020-01-01",
     9073,
     LOSSES,
-    windows_per_epoch=8000,
+    windows_per_epoch=4000,
     epochs=5,
     cgdt_epochs=3,
     cgdt_windows=6144,
     cgdt_critic_epochs=2,
     walk_forward=True,
 )
+# quick: CGDT calibrated on 1,024 bars (2,048 before: its 12 predictions were most of its training
+# time); the findings stay: the baseline collapses, the labels alone pass HIFA. Fewer FLAG-TRADER
+# windows (2,000 per epoch) were tried: the baseline no longer collapsed, so 3,000 stay
 QUICK = DemoPlan(
     "demo-quick",
     "2024-01-01",
@@ -63,6 +70,7 @@ QUICK = DemoPlan(
     cgdt_windows=1024,
     cgdt_critic_epochs=1,
     walk_forward=False,
+    cgdt_calibration_bars=1024,
 )
 
 Progress = Callable[[str, float], None]
@@ -81,8 +89,15 @@ def build_demo(
     device: str | None = None,
     workers: int | None = None,
 ) -> dict:
-    """Build (or reuse) every artifact of the demo and its evaluated run; returns what was done."""
+    """Build (or reuse) every artifact of the demo and its evaluated run; returns what was done.
+
+    The result holds the run id, each step's outcome ("built", "trained", "reused", ...), the
+    folder, the inference counts, and ``timings``: wall seconds of each stage ("data", "training",
+    "evaluate"; within training, each task's training and inference in its worker, and "workers
+    ready", the wait for the first task to start).
+    """
     from flagcore.pipeline.evaluate import evaluate
+    from flagcore.pipeline.inference_cache import InferenceStats, put_entries
     from flagcore.pipeline.settings import EvaluateSettings
 
     plan = QUICK if quick else FULL
@@ -90,11 +105,23 @@ def build_demo(
     base = Path(root) if root is not None else DEFAULT_ROOT
     d = base / ("quick" if quick else "full")
     d.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    timings: dict[str, float] = {}
     paths = DemoPaths(d, plan)
-    steps: dict[str, str] = {"data": _build_data(paths, plan, progress)}
-    steps.update(_train_models(paths, plan, device, workers, progress))
+    if workers > 1 and _tasks(paths, plan, device):
+        from flagcore.training.tasks import start_workers_early
 
+        start_workers_early()  # the workers' imports, while this process builds the data
+    steps: dict[str, str] = {"data": _build_data(paths, plan, progress)}
+    timings["data"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    trained, entries = _train_models(paths, plan, device, workers, progress, timings)
+    steps.update(trained)
+    timings["training"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stats = InferenceStats()
+    put_entries(store, entries, stats)  # the logits the workers inferred where they trained
     retrained = [str(paths.models[loss]) for loss in plan.losses if loss != "ce"]
     if plan.walk_forward:
         retrained.append(f"walk_forward={paths.walk_forward}")
@@ -110,14 +137,19 @@ def build_demo(
         settings=EvaluateSettings(device=device),
         progress=progress,
         reuse=True,
+        stats=stats,
     )
     steps["evaluate"] = "reused" if res["reused"] else "evaluated"
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    timings["main cpu"] = time.process_time() - cpu0  # this process: data, imports, evaluation
     return {
         "run_id": res["run_id"],
         "steps": steps,
         "root": str(d),
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(timings["total"], 1),
         "inference": res["inference"],
+        "timings": {k: round(v, 2) for k, v in timings.items()},
     }
 
 
@@ -148,67 +180,134 @@ def _build_data(paths: DemoPaths, plan: DemoPlan, progress: Progress) -> str:
     return "built"
 
 
+@dataclass(frozen=True)
+class DemoTask:
+    """One task of the demo's training stage, run in a worker process (see ``_task``)."""
+
+    name: str  # "train ce", "cgdt", "walk-forward": the step it reports
+    kind: str  # "train", "cgdt" or "walk_forward"
+    out: str  # the checkpoint (or predictions file) it writes
+    train: str
+    test: str
+    plan: DemoPlan
+    device: str | None = None
+    loss: str = "ce"
+    start: str = ""  # walk-forward: the checkpoint it starts from
+
+
+def _tasks(paths: DemoPaths, plan: DemoPlan, device: str | None) -> list[DemoTask]:
+    """The missing models' tasks, longest first, so that two workers finish close together: CGDT,
+    then the FLAG-TRADER losses, the plain baseline (the quickest to stop early) last."""
+
+    def task(name: str, kind: str, out: Path, **kw) -> DemoTask:
+        return DemoTask(name, kind, str(out), str(paths.train), str(paths.test), plan, device, **kw)
+
+    tasks = []
+    if not paths.cgdt.exists():
+        tasks.append(task("cgdt", "cgdt", paths.cgdt))
+    for loss in sorted(plan.losses, key=lambda x: x == "ce"):
+        if not (paths.models[loss] / "model.safetensors").exists():
+            tasks.append(task(f"train {loss}", "train", paths.models[loss], loss=loss))
+    if plan.walk_forward and not paths.walk_forward.exists():
+        tasks.append(
+            task("walk-forward", "walk_forward", paths.walk_forward, start=str(paths.models["weighted"]))
+        )
+    return tasks
+
+
 def _train_models(
-    paths: DemoPaths, plan: DemoPlan, device: str | None, workers: int, progress: Progress
-) -> dict[str, str]:
-    """Train the models that are missing, as tasks; returns each one's step ("trained" or "reused").
+    paths: DemoPaths,
+    plan: DemoPlan,
+    device: str | None,
+    workers: int,
+    progress: Progress,
+    timings: dict[str, float],
+) -> tuple[dict[str, str], list]:
+    """Train the models that are missing, as tasks; returns each one's step ("trained" or "reused")
+    and the cache entries of their inference on the evaluation's periods.
 
     Training runs as tasks in worker processes: the demo models are small, and two one-thread
-    processes get more from two cores than one process with two threads. The walk-forward task
-    starts once the class-weighted model it starts from is trained.
+    processes get more from two cores than one process with two threads. Each task also infers its
+    model on the periods the evaluation reads, there and then, so that the evaluation (in this
+    process, after all tasks) finds every logit cached. The walk-forward task starts once the
+    class-weighted model it starts from is trained. Per-task seconds go into ``timings``.
     """
     from flagcore.training.tasks import Placement, run_tasks
 
-    tasks: dict[str, tuple] = {}
-    if not paths.cgdt.exists():
-        tasks["cgdt"] = ("cgdt", str(paths.train), str(paths.cgdt), plan, device)
-    for loss in plan.losses:
-        if not (paths.models[loss] / "model.safetensors").exists():
-            tasks[f"train {loss}"] = ("train", str(paths.train), str(paths.models[loss]), plan, device, loss)
-    names = [f"train {loss}" for loss in plan.losses]
-    steps = {name: "trained" if name in tasks else "reused" for name in names}
-    steps["cgdt"] = "trained" if "cgdt" in tasks else "reused"
-    if plan.walk_forward:
-        wanted_wf = not paths.walk_forward.exists()
-        steps["walk-forward"] = "trained" if wanted_wf else "reused"
-        if wanted_wf:
-            tasks["walk-forward"] = (
-                "walk_forward",
-                str(paths.models["weighted"]),
-                str(paths.test),
-                str(paths.walk_forward),
-                device,
-            )
-    keys = list(tasks)
+    tasks = _tasks(paths, plan, device)
+    names = (
+        [f"train {loss}" for loss in plan.losses] + ["cgdt"] + (["walk-forward"] if plan.walk_forward else [])
+    )
+    todo = {t.name for t in tasks}
+    steps = {name: "trained" if name in todo else "reused" for name in names}
+    if not tasks:
+        return steps, []
+    keys = [t.name for t in tasks]
     after = None  # walk-forward waits for the class-weighted model when that is trained too
-    if "walk-forward" in tasks and "train weighted" in tasks:
+    if "walk-forward" in keys and "train weighted" in keys:
         after = {keys.index("walk-forward"): keys.index("train weighted")}
-    total = len(tasks)
-    if total:
-        progress(f"training {total} models", 0.0)
-        run_tasks(
-            _task,
-            list(tasks.values()),
-            placement=Placement(workers=workers),
-            after=after,
-            progress=lambda done, n: progress(f"training {total} models", done / total),
-        )
-    return steps
+    label = f"training {len(tasks)} models"
+    progress(label, 0.0)
+    started = time.time()
+    warm = threading.Thread(target=_import_evaluation, daemon=True)
+    warm.start()  # the evaluation's imports, while the workers start and train
+    results = run_tasks(
+        _task,
+        tasks,
+        placement=Placement(workers=workers),
+        after=after,
+        progress=lambda done, n: progress(label, done / n),
+    )
+    warm.join()
+    timings["workers ready"] = min(r["started"] for r in results) - started
+    entries = []
+    for t, r in zip(tasks, results, strict=True):
+        timings.update({f"{t.name} {k}": v for k, v in r["seconds"].items()})
+        entries += r["entries"]
+    return steps, entries
 
 
-def _task(shared: None, task: tuple) -> str:
-    """One training task, in a worker process (or in this one with a single worker)."""
-    kind = task[0]
-    if kind == "train":
-        _, train_p, out, plan, device, loss = task
-        _train(Path(train_p), Path(out), loss, plan, device)
-    elif kind == "cgdt":
-        _, train_p, out, plan, device = task
-        _train_cgdt(Path(train_p), Path(out), plan)
+def _import_evaluation() -> None:
+    import flagcore.models.checkpoint  # noqa: F401  (torch and peft: seconds)
+    import flagcore.pipeline.evaluate  # noqa: F401
+    import flagcore.pipeline.run  # noqa: F401
+
+
+def _task(shared: None, task: DemoTask) -> dict:
+    """One training task, in a worker process (or in this one with a single worker), and its
+    model's inference on the evaluation's periods; returns seconds by part and the cache entries."""
+    started = time.time()
+    t, cpu = time.perf_counter(), time.process_time()
+    entries: list = []
+    if task.kind == "train":
+        _train(Path(task.train), Path(task.out), task.loss, task.plan, task.device)
+    elif task.kind == "cgdt":
+        _train_cgdt(Path(task.train), Path(task.out), task.plan)
     else:
-        _, start, test_p, out, device = task
-        _walk_forward(Path(start), Path(test_p), Path(out))
-    return kind
+        _walk_forward(Path(task.start), Path(task.test), Path(task.out))
+    # wall and CPU seconds: on a busy machine the CPU time is what the task itself needs
+    seconds = {"training": time.perf_counter() - t, "training cpu": time.process_time() - cpu}
+    if task.kind != "walk_forward":  # a predictions file: the evaluation reads it, nothing to infer
+        t, cpu = time.perf_counter(), time.process_time()
+        entries = _infer(task)
+        seconds.update(inference=time.perf_counter() - t, **{"inference cpu": time.process_time() - cpu})
+    return {"started": started, "seconds": seconds, "entries": entries}
+
+
+def _infer(task: DemoTask) -> list:
+    """The model's logits on the evaluated data and the training stretch the evaluation reads."""
+    from flagcore.models.flag_trader import preset
+    from flagcore.pipeline.evaluate import load_evaluation_data
+    from flagcore.pipeline.inference_cache import infer_entries
+    from flagcore.pipeline.settings import EvaluateSettings
+
+    # the periods as the evaluation loads them: the baseline's config (the demo preset) and
+    # build_demo's settings decide the training stretch
+    test, train, _ = load_evaluation_data(
+        task.test, task.train, preset("demo"), EvaluateSettings(device=task.device)
+    )
+    kind = "cgdt" if task.kind == "cgdt" else "flag-trader"
+    return infer_entries(kind, task.out, [test, train], task.device)
 
 
 def _train(train_p: Path, out: Path, loss: str, plan: DemoPlan, device) -> None:
@@ -249,7 +348,10 @@ def _train_cgdt(train_p: Path, out: Path, plan: DemoPlan) -> None:
     from flagcore.training.cgdt import train_cgdt
 
     cfg = CGDTConfig(
-        epochs=plan.cgdt_epochs, windows_per_epoch=plan.cgdt_windows, critic_epochs=plan.cgdt_critic_epochs
+        epochs=plan.cgdt_epochs,
+        windows_per_epoch=plan.cgdt_windows,
+        critic_epochs=plan.cgdt_critic_epochs,
+        calibration_bars=plan.cgdt_calibration_bars,
     )
     ds = load_dataset(train_p, state_dim=cfg.state_dim)
     model = train_cgdt(ds, cfg)

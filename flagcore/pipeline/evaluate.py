@@ -262,13 +262,16 @@ def evaluate(
     progress: Progress = no_progress,
     reuse: bool = False,
     placement=None,
+    stats: InferenceStats | None = None,
 ) -> dict:
     """``flagcore evaluate``: every option of one checkpoint on one dataset, written as one run.
 
     Returns ``{"run_id", "reused", "inference": {"computed", "cached"}, "seconds"}``. With
     ``reuse`` an identical earlier request (same models, data and settings) returns its run. With a
     parallel ``placement`` (``tasks.Placement``: local workers or a Ray cluster) the checkpoints'
-    inference runs as tasks there; the run is the same as in one process.
+    inference runs as tasks there; the run is the same as in one process. ``stats`` names cache
+    entries the caller computed for this evaluation (``inference_cache.put_entries``, as the demo
+    does where it trains), counted as computed.
     """
     from flagcore.models.checkpoint import load_checkpoint
 
@@ -276,7 +279,7 @@ def evaluate(
     s = settings or EvaluateSettings()
     base_model = load_checkpoint(checkpoint)
     test, train, full_train = load_evaluation_data(data, train_data, base_model.checkpoint_info.config, s)
-    stats = InferenceStats()
+    stats = stats if stats is not None else InferenceStats()
     # every checkpoint first, so that their inference can run as tasks side by side
     specs = retrained_specs(retrained)
     cgdt_partner = partner_is_cgdt(partner)

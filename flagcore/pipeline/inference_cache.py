@@ -221,6 +221,52 @@ def one_hot_logits(actions: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class CacheEntry:
+    """One model's logits on one dataset, computed elsewhere (a worker process) for the cache."""
+
+    model_id: str
+    dataset_id: str  # the dataset's content hash
+    settings: str  # the cache's settings key (``cache_settings``)
+    logits: np.ndarray  # (n_bars, 3)
+    short_history: np.ndarray  # (n_bars,) bool
+
+
+def infer_entries(kind: str, path, datasets: list, device=None) -> list[CacheEntry]:
+    """A checkpoint's logits on each dataset, as the ``*_logits`` functions compute them, keyed for
+    the cache: ``kind`` "flag-trader" or "cgdt". Runs in a worker as well as here (the demo infers
+    each model where it was trained, beside the other trainings); ``put_entries`` stores them."""
+    if kind == "cgdt":
+        from flagcore.models.cgdt_file import load_cgdt
+        from flagcore.models.cgdt_predict import predict_cgdt
+
+        net, mid, settings = load_cgdt(path), cgdt_id(path), INFERENCE_SETTINGS
+        preds = [predict_cgdt(net, ds) for ds in datasets]
+    elif kind == "flag-trader":
+        from flagcore.models.checkpoint import load_checkpoint
+        from flagcore.models.inference import predict
+
+        model = load_checkpoint(path)
+        mid, settings = model.checkpoint_info.sha256, flag_trader_settings(model.checkpoint_info)
+        preds = [predict(model, ds.features, device=device) for ds in datasets]
+    else:
+        raise FlagcoreError(f"{path}: unknown kind of checkpoint {kind!r}")
+    return [
+        CacheEntry(mid, ds.content_hash, cache_settings(settings, ds), p.logits, p.short_history)
+        for ds, p in zip(datasets, preds, strict=True)
+    ]
+
+
+def put_entries(store: Store, entries: list[CacheEntry], stats: InferenceStats) -> None:
+    """Store logits computed elsewhere in the cache; the evaluation that reads them back with
+    ``stats`` counts them as computed now, not as found from an earlier run."""
+    for e in entries:
+        store.put_inference(
+            e.model_id, e.dataset_id, e.settings, np.asarray(e.logits, np.float64), e.short_history
+        )
+        stats.fresh.add((e.model_id, e.dataset_id, e.settings))
+
+
 def inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
     """One checkpoint on one dataset, wherever ``tasks.run_tasks`` puts it (a worker, a Ray node).
 

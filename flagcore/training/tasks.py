@@ -89,6 +89,18 @@ def worker_context():
     return ctx
 
 
+def start_workers_early() -> None:
+    """Start the server local workers are forked from now (``worker_context``), so that its imports
+    (torch and peft: seconds) overlap with the caller's own work before ``run_tasks``; without a
+    forkserver, nothing to do."""
+    import multiprocessing as mp
+
+    if worker_context() is mp.get_context("forkserver"):
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def _process_alive(pid: int) -> bool:
     """Whether ``pid`` runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
     try:
