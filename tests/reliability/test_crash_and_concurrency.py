@@ -34,7 +34,7 @@ def _check_complete(store: Store, n_bars: int) -> None:
         assert len(store.hifa(int(rid))) == len(CRITERIA) * len(opts)
 
 
-@pytest.mark.slow  # ten evaluate processes, each killed or finished
+@pytest.mark.slow  # six evaluate processes, each killed or finished
 def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
     store_path = tmp_path / "store.duckdb"
     shutil.copy(quick_demo["store"].path, store_path)
@@ -64,9 +64,12 @@ def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
     runs_before = set(store.list_runs()["run_id"])
     rng = np.random.default_rng(7)
     finished = 0
-    for _ in range(10):
+    kills = 6
+    for _ in range(kills):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.05) * full)  # most kills land late: during the work or the write
+        # Most kills land late, during the work or the write: a kill before the write starts leaves
+        # nothing to check, so the early part of the run is skipped.
+        time.sleep(rng.uniform(0.45, 1.05) * full)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         finished += proc.returncode == 0
@@ -77,10 +80,10 @@ def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
     reviews = store.reviews(rid0)
     assert reviews["comment"].tolist() == [*earlier, "before the crashes"]
     assert len(store.option_results(rid0)) == len(Store(quick_demo["store"].path).option_results(rid0))
-    assert finished < 10  # at least one kill hit a running evaluate
+    assert finished < kills  # at least one kill hit a running evaluate
 
 
-@pytest.mark.slow  # a minute at least, by design
+@pytest.mark.slow  # until the writers finish, 20 s at least
 @pytest.mark.browser
 def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
     store_path = tmp_path / "store.duckdb"
@@ -137,9 +140,7 @@ def test_dashboard_reads_while_the_cli_writes(quick_demo, tmp_path, browser):
         contexts = [browser.new_context() for _ in range(3)]  # three separate browser sessions
         sessions = [c.new_page() for c in contexts]
         t0 = time.time()
-        while time.time() - t0 < 60 or any(
-            w.poll() is None for w in writers + reviewers
-        ):  # a minute at least
+        while time.time() - t0 < 20 or loads < 12 or any(w.poll() is None for w in writers + reviewers):
             for i, pg in enumerate(sessions):
                 pg.goto(f"{url}/{pages[(loads + i) % len(pages)]}?run={quick_demo['run_id']}")
                 pg.wait_for_selector(
