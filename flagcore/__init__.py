@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "FlagcoreError": "flagcore.errors",
-    "FlagTraderConfig": "flagcore.models.flag_trader",
-    "PRESETS": "flagcore.models.flag_trader",
+    "FlagTraderConfig": "flagcore.models.flag_trader_config",
+    "PRESETS": "flagcore.models.flag_trader_config",
     "build_model": "flagcore.models.flag_trader",
     "count_parameters": "flagcore.models.flag_trader",
     "load_checkpoint": "flagcore.models.checkpoint",

@@ -22,8 +22,9 @@ c[2].metric("Trainable share", f"{views.trainable_share(base):.2%}")
 with st.expander("Configuration of the baseline network (as stored in its checkpoint)"):
     st.json(base["config"])
 st.caption(
-    "The seed's table, from the presets as built (peft LoRA on the six Linear layers of each block); "
-    "`full` is the reviewed model: 87,955,971 parameters, 2,938,371 trainable."
+    "The seed's table: each preset's parameters with peft LoRA on the six Linear layers of each block, "
+    "counted in closed form (equal to the built model's); `full` is the reviewed model: 87,955,971 "
+    "parameters, 2,938,371 trainable."
 )
 st.dataframe(ac.presets(), width="stretch")
 

@@ -63,7 +63,6 @@ shown = st.multiselect(
     key="equity_options",
 )
 st.plotly_chart(plots.equity_curves(views.rows(eq, option=shown), titles), width="stretch")
-sw = ac.sweeps(path, rid)
 
 
 @st.fragment
@@ -86,14 +85,9 @@ def threshold_panel() -> None:
         bind="query-params",
     )
     show_view(threshold_view(ac.live_inputs(path, rid), value), "threshold")
+    title = "Sharpe and trades across the swept thresholds"
     st.plotly_chart(
-        plots.sweep_chart(
-            views.rows(sw, parameter="hold_threshold"),
-            value,
-            "HOLD threshold",
-            "Sharpe and trades across the swept thresholds",
-        ),
-        width="stretch",
+        ac.sweep_figure(path, rid, "hold_threshold", value, "HOLD threshold", title), width="stretch"
     )
 
 
@@ -108,12 +102,8 @@ def tau_panel() -> None:
     )
     value = st.slider("tau", 0.0, 3.0, float(settings["tau"]), 0.05, key="tau", bind="query-params")
     show_view(tau_view(ac.live_inputs(path, rid), value), "tau")
-    st.plotly_chart(
-        plots.sweep_chart(
-            views.rows(sw, parameter="tau"), value, "tau", "Sharpe and trades across the swept tau values"
-        ),
-        width="stretch",
-    )
+    title = "Sharpe and trades across the swept tau values"
+    st.plotly_chart(ac.sweep_figure(path, rid, "tau", value, "tau", title), width="stretch")
 
 
 threshold_panel()

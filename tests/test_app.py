@@ -145,6 +145,10 @@ def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
     slider.set_value(0.5).run()
     assert not at.exception
     after = _metrics(at)
+    # the sweep chart, built once for the session, has its marker moved to the new value
+    sweep = next(c for c in _charts(at) if "swept thresholds" in c["layout"]["title"]["text"])
+    assert [s["x0"] for s in sweep["layout"]["shapes"]] == [0.5]
+    assert [a["text"] for a in sweep["layout"]["annotations"]] == ["current 0.5"]
     want = threshold_view(load_live_inputs(quick_demo["store"], quick_demo["run_id"]), 0.5)
     assert after["Trades"] == f"{want['trades']:,}" != before["Trades"]
     assert after["Sharpe"].startswith(f"{want['sharpe']:.2f}") and after["Sharpe"] != before["Sharpe"]
@@ -564,3 +568,31 @@ def test_a_bad_team_config_shows_one_line(tmp_path, monkeypatch):
     assert not at.exception
     errors = [e.value.replace("\\", "") for e in at.error]
     assert len(errors) == 1 and str(cfg) in errors[0] and "approvals_required" in errors[0]
+
+
+def test_histograms_are_binned_here_over_every_value():
+    import numpy as np
+
+    from flagcore.dashboard import plots
+
+    x = np.random.default_rng(0).normal(size=(5000, 3))
+    x[0, 0] = np.nan  # a value that cannot be binned is left out, not an error
+    fig = plots.logit_distributions(x)
+    assert [int(t.y.sum()) for t in fig.data] == [4999, 5000, 5000]
+    assert all(len(t.x) == 80 and np.array_equal(t.x, fig.data[0].x) for t in fig.data)  # shared bins
+    conf = plots.confidence_histogram(np.array([0.0, 0.5, 0.999, 1.0]))
+    assert len(conf.data[0].x) == 60 and int(conf.data[0].y.sum()) == 4
+    null = plots.permutation_null(x[:, 1], 0.5, 0.2)
+    assert int(null.data[0].y.sum()) == 5000 and null.layout.shapes[0].x0 == 0.5
+
+
+def test_a_sweep_charts_marker_moves_in_place():
+    import pandas as pd
+
+    from flagcore.dashboard import plots
+
+    sweep = pd.DataFrame({"value": [0.5, 0.7, 0.9], "sharpe": [0.1, 0.3, -0.2], "trades": [90, 40, 10]})
+    fig = plots.sweep_chart(sweep, 0.7, "HOLD threshold", "t")
+    assert plots.mark_current(fig, 0.55) is fig
+    assert (fig.layout.shapes[0].x0, fig.layout.shapes[0].x1) == (0.55, 0.55)
+    assert [a.text for a in fig.layout.annotations] == ["current 0.55"]

@@ -12,6 +12,7 @@ from flagcore.models.flag_trader import (
     build_model,
     count_parameters,
     merged_copy,
+    parameter_counts,
 )
 
 
@@ -148,3 +149,36 @@ def test_last_position_path_equals_full_forward():
         torch.testing.assert_close(
             net.hidden(x, last_only=True)[:, -1], net.hidden(x)[:, -1], atol=1e-5, rtol=0
         )
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        *PRESETS.values(),
+        FlagTraderConfig(
+            d_model=24, num_layers=3, num_heads=3, ff_dim=40, max_length=16, window=8, lora_rank=2
+        ),
+        FlagTraderConfig(
+            state_dim=7, action_dim=5, d_model=16, num_layers=1, num_heads=2, ff_dim=48, return_head=True
+        ),
+    ],
+    ids=[*PRESETS, "odd", "return_head"],
+)
+def test_closed_form_parameter_counts_equal_the_built_models(cfg):
+    # built on the meta device: the shapes without the memory or the initialisation (full: < 1 s)
+    with torch.device("meta"):
+        model = build_model(cfg, seed=None)
+    assert parameter_counts(cfg) == count_parameters(model)
+
+
+def test_the_preset_table_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from flagcore.models.flag_trader_config import preset_table; rows = preset_table(); "
+        "print(rows[0]['total_params'], rows[0]['trainable_params'], 'torch' in sys.modules, "
+        "'peft' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["87955971", "2938371", "False", "False"]

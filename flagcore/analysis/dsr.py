@@ -12,9 +12,6 @@ References:
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import kurtosis as _kurtosis
-from scipy.stats import norm
-from scipy.stats import skew as _skew
 
 from flagcore.analysis.checks import positive_int
 from flagcore.analysis.sharpe import sharpe_defined, sharpe_ratio
@@ -62,6 +59,8 @@ def probabilistic_sharpe_ratio(sr, n_obs, skew, kurtosis, sr_benchmark=0.0):
         raise FlagcoreError(
             f"the Sharpe ratio's variance term is not positive ({var:.4g}) for sr={sr}, skew={skew}"
         )
+    from scipy.stats import norm  # here: scipy.stats takes a second to import, and every page imports this
+
     return float(norm.cdf((sr - sr_benchmark) * np.sqrt(n_obs - 1) / np.sqrt(var)))
 
 
@@ -88,6 +87,8 @@ def expected_max_sharpe(n_trials, trial_sr_variance):
         raise FlagcoreError(f"trial_sr_variance must be finite and >= 0, got {trial_sr_variance!r}")
     if n_trials == 1:
         return 0.0
+    from scipy.stats import norm
+
     z = (1 - EULER_GAMMA) * norm.ppf(1 - 1 / n_trials) + EULER_GAMMA * norm.ppf(1 - 1 / (n_trials * np.e))
     return float(np.sqrt(trial_sr_variance) * z)
 
@@ -109,6 +110,9 @@ def sharpe_moments(returns) -> tuple[float, int, float, float]:
         raise FlagcoreError("returns must be a finite 1-d series of at least two observations")
     if not sharpe_defined(r):
         return 0.0, r.size, 0.0, 3.0
+    from scipy.stats import kurtosis as _kurtosis
+    from scipy.stats import skew as _skew
+
     return float(sharpe_ratio(r)), r.size, float(_skew(r)), float(_kurtosis(r, fisher=False))
 
 
@@ -151,6 +155,8 @@ def min_track_record_length(sr, skew, kurtosis, sr_benchmark=0.0, probability=0.
         raise FlagcoreError(
             f"the Sharpe ratio's variance term is not positive ({var:.4g}) for sr={sr}, skew={skew}"
         )
+    from scipy.stats import norm
+
     return float(1.0 + var * (norm.ppf(probability) / (sr - sr_benchmark)) ** 2)
 
 

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 
 from flagcore.errors import FlagcoreError
 from flagcore.vocab import LOGIT_COLUMNS
@@ -18,6 +17,8 @@ def forward_check(model, dataset_path, stored: pd.DataFrame, bars: int = 64, ato
     ``stored`` is the run's baseline predictions (columns bar, logit_sell, logit_hold, logit_buy).
     The windows get their full history from the dataset, as in the run.
     """
+    import torch  # here, not at the top: the page that offers the check must not wait for torch
+
     from flagcore.data.dataset import load_dataset
     from flagcore.models.inference import predict
 

@@ -205,10 +205,29 @@ def ablation_sample(path: str, run_id: int, bars: int, seed: int):
     return sample_windows(explain_model(path, run_id), bars, seed)
 
 
-@st.cache_resource(show_spinner="Building the presets to count their parameters...")
+def sweep_figure(path: str, run_id: int, parameter: str, value: float, label: str, title: str):
+    """The chart of a run's sweep over ``parameter`` (``plots.sweep_chart``) with ``value`` marked.
+
+    Built once per session, run and store version; a slider step then only moves the marker
+    (``plots.mark_current``), so the step's rerun does not wait on building a plotly figure. Kept in
+    the session, not shared: the figure is changed in place.
+    """
+    from flagcore.dashboard import plots
+    from flagcore.dashboard.views import rows
+
+    key = (path, store_version(path), run_id, parameter, label, title)
+    figures = st.session_state.setdefault("_sweep_figures", {})
+    if figures.get(parameter, (None,))[0] != key:
+        chart = plots.sweep_chart(rows(sweeps(path, run_id), parameter=parameter), value, label, title)
+        figures[parameter] = (key, chart)
+    return plots.mark_current(figures[parameter][1], value)
+
+
+@st.cache_data(show_spinner=False)
 def presets() -> pd.DataFrame:
-    """The FLAG-TRADER presets as built, with their parameter counts (the seed's table)."""
-    from flagcore.models.flag_trader import preset_table
+    """The FLAG-TRADER presets with their parameter counts (the seed's table), in closed form: no
+    torch, no model built (``flag_trader_config.preset_table``)."""
+    from flagcore.models.flag_trader_config import preset_table
 
     return pd.DataFrame(preset_table()).set_index("preset")
 

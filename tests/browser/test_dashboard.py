@@ -153,6 +153,8 @@ def test_review_with_script_is_shown_as_text(server, page, settle):
     page.get_by_text("needs-work", exact=True).click()
     page.get_by_label("Comment").fill(comment)
     page.get_by_role("button", name="Sign off").click()
+    # on a busy machine the rerun can start after settle's pause: wait for the review to be listed
+    page.get_by_text(comment, exact=True).first.wait_for(state="visible", timeout=60_000)
     settle(page)
     _no_exception(page)
     assert page.get_by_text(comment, exact=True).first.is_visible()
