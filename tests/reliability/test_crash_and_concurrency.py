@@ -58,18 +58,23 @@ def test_sigkill_never_leaves_a_partial_run(quick_demo, tmp_path):
         "--criteria",
         str(_fast_criteria(tmp_path)),
     ]
+    # Each process asks for another calendar, so that none can reuse a stored run: every one computes
+    # its run (the logits come from the inference cache the first call fills) and writes it.
+    subprocess.run([*cmd, "--periods-per-year", "8766"], check=True, capture_output=True, timeout=300)
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-    full = time.perf_counter() - t
+    subprocess.run([*cmd, "--periods-per-year", "8767"], check=True, capture_output=True, timeout=300)
+    full = time.perf_counter() - t  # a whole run with cached logits: imports, compute, write
     runs_before = set(store.list_runs()["run_id"])
     rng = np.random.default_rng(7)
     finished = 0
     kills = 6
-    for _ in range(kills):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # Most kills land late, during the work or the write: a kill before the write starts leaves
-        # nothing to check, so the early part of the run is skipped.
-        time.sleep(rng.uniform(0.45, 1.05) * full)
+    for i in range(kills):
+        proc = subprocess.Popen(
+            [*cmd, "--periods-per-year", str(8768 + i)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        # kills land anywhere from the imports to just past the run's usual end: during the
+        # compute, during the write, or after it
+        time.sleep(rng.uniform(0.3, 1.05) * full)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         finished += proc.returncode == 0

@@ -117,7 +117,7 @@ def test_no_page_renders_user_text_as_markdown_or_html(hostile_store, monkeypatc
         if page == "pages/reviews.py":
             # every reviewer and comment reaches the page verbatim, through st.text
             for reviewer, text in zip(REVIEWERS, HOSTILE, strict=True):
-                assert f"Reviewer: {reviewer}" in shown and text in shown
+                assert f"Reviewer: {reviewer}, typed name (unverified)" in shown and text in shown
             assert any(t.value == HOSTILE[0] for t in at.text)
 
 
