@@ -140,6 +140,19 @@ def _cost_inputs(positions, cost_rate, shape: tuple[int, ...]) -> np.ndarray | N
     return P
 
 
+def _grid_returns(strategy_returns, grid) -> tuple[np.ndarray, list]:
+    """``strategy_returns`` as a finite (G, T) float array with one row per grid value."""
+    R = np.asarray(strategy_returns, dtype=np.float64)
+    if R.ndim != 2:
+        raise FlagcoreError(f"strategy_returns must be (grid values, periods), got shape {R.shape}")
+    grid = list(grid)
+    if len(grid) != R.shape[0]:
+        raise FlagcoreError(f"{len(grid)} grid values for {R.shape[0]} return series")
+    if not np.isfinite(R).all():
+        raise FlagcoreError("strategy_returns must be finite")
+    return R, grid
+
+
 def _assemble_paths(
     R: np.ndarray,
     P: np.ndarray | None,
@@ -231,32 +244,15 @@ def posthoc_cpcv(
     >>> res.fitted, float(res.switching_costs[0])  # one switch, short to long: 2 units traded
     (['short', 'short', 'long', 'long'], 0.002)
     """
-    R = np.asarray(strategy_returns, dtype=np.float64)
-    if R.ndim != 2:
-        raise FlagcoreError(f"strategy_returns must be (grid values, periods), got shape {R.shape}")
-    grid = list(grid)
-    if len(grid) != R.shape[0]:
-        raise FlagcoreError(f"{len(grid)} grid values for {R.shape[0]} return series")
-    if not np.isfinite(R).all():
-        raise FlagcoreError("strategy_returns must be finite")
+    R, grid = _grid_returns(strategy_returns, grid)
     P = _cost_inputs(positions, cost_rate, R.shape)
     T = R.shape[1]
     splits = cpcv_splits(T, n_groups, n_test_groups, purge, embargo)
     paths = cpcv_paths(n_groups, n_test_groups)
     groups = group_indices(T, n_groups)
-    chosen = np.empty(len(splits), dtype=np.int64)
-    for s, split in enumerate(splits):
-        chosen[s] = int(np.argmax(sharpe_ratio(R[:, split.train])))
+    # each split's choice: the grid value with the best Sharpe on its training observations
+    chosen = np.array([int(np.argmax(sharpe_ratio(R[:, sp.train]))) for sp in splits], dtype=np.int64)
     path_returns, switching = _assemble_paths(R, P, cost_rate, paths, groups, chosen)
-    return PostHocCPCV(
-        "post-hoc",
-        parameter,
-        [grid[i] for i in chosen],
-        path_returns,
-        np.asarray(sharpe_ratio(path_returns)),
-        n_groups,
-        n_test_groups,
-        purge,
-        embargo,
-        switching,
-    )
+    fitted, sharpes = [grid[i] for i in chosen], np.asarray(sharpe_ratio(path_returns))
+    layout = (n_groups, n_test_groups, purge, embargo)
+    return PostHocCPCV("post-hoc", parameter, fitted, path_returns, sharpes, *layout, switching)

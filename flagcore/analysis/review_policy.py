@@ -190,6 +190,38 @@ def _newest_per_reviewer(reviews: list[dict]) -> dict[str, dict]:
     return out
 
 
+def _tally(
+    newest: dict, author: str | None, policy: ReviewPolicy
+) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """Each reviewer's newest verdict sorted into approvers (and which of them are unverified),
+    rejecters and needs-work, with the reasons a verdict does not count."""
+    author_key = _key(author) if author else None
+    approvers, unverified, rejecters, needing, reasons = [], [], [], [], []
+    for r in newest.values():
+        name, verdict = r["reviewer"], r["verdict"]
+        source = r.get("identity_source") or "typed"
+        if source not in IDENTITY_SOURCES:
+            raise FlagcoreError(
+                f"review by {name!r}: identity_source must be one of {', '.join(IDENTITY_SOURCES)}"
+            )
+        verified = source in VERIFIED_SOURCES
+        if not verified and not policy.count_unverified:
+            reasons.append(f"{name}'s {verdict} does not count: a typed name, unverified")
+            continue
+        if verdict == "approve":
+            if author_key is not None and _key(name) == author_key and not policy.author_may_approve:
+                reasons.append(f"{name}'s approval does not count: {name} is the run's author")
+                continue
+            approvers.append(name)
+            if not verified:
+                unverified.append(name)
+        elif verdict == "reject":
+            rejecters.append(name)
+        else:
+            needing.append(name)
+    return approvers, unverified, rejecters, needing, reasons
+
+
 def run_status(
     reviews: list[dict],
     author: str | None,
@@ -223,31 +255,7 @@ def run_status(
     ('awaiting review', 1, 2)
     """
     policy = policy or ReviewPolicy()
-    newest = _newest_per_reviewer(reviews)
-    author_key = _key(author) if author else None
-    approvers, unverified, rejecters, needing, reasons = [], [], [], [], []
-    for r in newest.values():
-        name, verdict = r["reviewer"], r["verdict"]
-        source = r.get("identity_source") or "typed"
-        if source not in IDENTITY_SOURCES:
-            raise FlagcoreError(
-                f"review by {name!r}: identity_source must be one of {', '.join(IDENTITY_SOURCES)}"
-            )
-        verified = source in VERIFIED_SOURCES
-        if not verified and not policy.count_unverified:
-            reasons.append(f"{name}'s {verdict} does not count: a typed name, unverified")
-            continue
-        if verdict == "approve":
-            if author_key is not None and _key(name) == author_key and not policy.author_may_approve:
-                reasons.append(f"{name}'s approval does not count: {name} is the run's author")
-                continue
-            approvers.append(name)
-            if not verified:
-                unverified.append(name)
-        elif verdict == "reject":
-            rejecters.append(name)
-        else:
-            needing.append(name)
+    approvers, unverified, rejecters, needing, reasons = _tally(_newest_per_reviewer(reviews), author, policy)
     n, need = len(approvers), policy.approvals_required
     if approvers:
         shown = [f"{a} (unverified)" if a in unverified else a for a in approvers]

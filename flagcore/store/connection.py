@@ -206,6 +206,20 @@ class StoreFile:
         )
 
     @contextmanager
+    def _opened(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection closed on exit; DuckDB's errors of a damaged file become :class:`StoreDamaged`,
+        wherever the damage is met (opening, the schema check, a query, a commit)."""
+        con = self._connect(read_only=read_only)
+        try:
+            yield con
+        except duckdb.Error as e:
+            if is_damage_error(e):
+                raise self._damage(e) from None
+            raise
+        finally:
+            con.close()
+
+    @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-only connection; the store must exist (see :meth:`ensure`)."""
         if not self.exists():
@@ -215,15 +229,8 @@ class StoreFile:
             )
         if not self._schema_checked:
             self.ensure()
-        con = self._connect(read_only=True)
-        try:
+        with self._opened(read_only=True) as con:
             yield con
-        except duckdb.Error as e:
-            if is_damage_error(e):
-                raise self._damage(e) from None
-            raise
-        finally:
-            con.close()
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
@@ -265,8 +272,7 @@ class StoreFile:
         self.refuse_if_lost()
         if not self._schema_checked and not self._schema_is_current():
             self._migrate()
-        con = self._connect(read_only=False)
-        try:
+        with self._opened(read_only=False) as con:
             con.begin()
             try:
                 yield con
@@ -274,12 +280,6 @@ class StoreFile:
             except BaseException:
                 con.rollback()
                 raise
-        except duckdb.Error as e:
-            if is_damage_error(e):
-                raise self._damage(e) from None
-            raise
-        finally:
-            con.close()
 
     def ensure(self) -> None:
         """Create the store or migrate it to ``SCHEMA_VERSION`` (under the writer lock)."""
@@ -294,15 +294,8 @@ class StoreFile:
         """Whether the file exists at ``SCHEMA_VERSION`` (remembered); refuses a newer schema."""
         if not self.exists():
             return False
-        con = self._connect(read_only=True)
-        try:
+        with self._opened(read_only=True) as con:
             version = read_schema_version(con)
-        except duckdb.Error as e:
-            if is_damage_error(e):
-                raise self._damage(e) from None
-            raise
-        finally:
-            con.close()
         if version > SCHEMA_VERSION:
             raise FlagcoreError(
                 f"{self.path}: store schema v{version} is newer than this flagcore "
@@ -314,29 +307,15 @@ class StoreFile:
 
     def _migrate(self) -> None:
         """Create the store or bring it to ``SCHEMA_VERSION``; the caller holds the writer lock."""
-        con = self._connect(read_only=False)
-        try:
+        with self._opened(read_only=False) as con:
             migrate(con)
-        except duckdb.Error as e:
-            if is_damage_error(e):
-                raise self._damage(e) from None
-            raise
-        finally:
-            con.close()
         self._schema_checked = True
 
     def schema_version(self) -> int:
         if not self.exists():
             return 0
-        con = self._connect(read_only=True)
-        try:
+        with self._opened(read_only=True) as con:
             return read_schema_version(con)
-        except duckdb.Error as e:
-            if is_damage_error(e):
-                raise self._damage(e) from None
-            raise
-        finally:
-            con.close()
 
     def _frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         with self.read() as con:
