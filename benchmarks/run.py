@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from scaleout import section_retrain  # noqa: E402
 from timing import spread, timed  # noqa: E402
 
 OUT = ROOT / "BENCHMARKS.md"
-SECTIONS = ("inference", "slider", "validation", "retrain", "store", "peers", "demo", "pages")
+SECTIONS = ("inference", "slider", "validation", "retrain", "store", "peers", "demo", "pages", "meeting")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -318,98 +317,22 @@ def section_demo(res: dict, tmp: Path, reps: int = 3, which: tuple[str, ...] = (
     res["demo"] = out
 
 
-PAGES = {
-    "status": "",
-    "model health": "model_health",
-    "logit analysis": "logits",
-    "solution comparison": "solutions",
-    "HIFA criteria": "hifa",
-    "reviews": "reviews",
-}
-
-
 def section_pages(res: dict, store_path: Path, run_id: int) -> None:
-    """Every page in headless chromium against a warm ``streamlit run`` over ``store_path``."""
-    proc, url = _start_streamlit(store_path)
-    try:
-        res["pages"] = _time_pages(url, run_id)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """Every page cold (its first visit after a server start) and warm, and slider steps from the key
+    press to the changed numbers, in headless chromium against ``streamlit run``."""
+    from browser_timing import pages_cold_and_warm, slider_steps
+
+    res["pages"] = {
+        "pages": pages_cold_and_warm(store_path, run_id),
+        "slider": slider_steps(store_path, run_id),
+    }
 
 
-def _start_streamlit(store_path: Path) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` on a free local port, and its URL once it answers (or after a minute)."""
-    import urllib.request
+def section_meeting(res: dict, store_path: Path, run_id: int) -> None:
+    """A review meeting: 20 browser sessions on one server for two minutes."""
+    from browser_timing import review_meeting
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "FLAGCORE_STORE": str(store_path)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app.py"),
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.2)
-    return proc, url
-
-
-def _time_pages(url: str, run_id: int) -> dict:
-    """Each page from navigation to settled with its charts drawn, after one warming visit of each."""
-    from playwright.sync_api import sync_playwright
-
-    out = {}
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
-        pg = b.new_page(viewport={"width": 1400, "height": 1000})
-
-        def visit(path):
-            pg.goto(f"{url}/{path}?run={run_id}")
-            pg.wait_for_timeout(50)
-            pg.wait_for_selector(
-                "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000
-            )
-            pg.wait_for_function(
-                "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0",
-                timeout=120_000,
-            )
-            if path in ("model_health", "logits", "solutions", "hifa"):
-                pg.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=120_000)
-
-        for path in PAGES.values():  # warm the server's caches
-            visit(path)
-        for name, path in PAGES.items():
-            out[name] = timed(lambda path=path: visit(path), 3, warmup=0)
-        b.close()
-    return out
+    res["meeting"] = review_meeting(store_path, run_id, sessions=20, seconds=120)
 
 
 def main() -> None:
@@ -455,7 +378,7 @@ def main() -> None:
 
         guarded("inference", section_inference, res)
         guarded("peers", section_peers, res)
-        if {"slider", "validation", "store", "pages", "retrain"} - skip:
+        if {"slider", "validation", "store", "pages", "retrain", "meeting"} - skip:
             log("demo stores (built under data/demo if missing)")
             full_store, full_run, full_root = demo_store(tmp, quick=False)
             quick_store, quick_run, quick_root = demo_store(tmp, quick=True)
@@ -464,6 +387,7 @@ def main() -> None:
             guarded("store", section_store, res, full_root, full_store, full_run, tmp)
             guarded("retrain", section_retrain, res, quick_root)
             guarded("pages", section_pages, res, full_store.path, full_run)
+            guarded("meeting", section_meeting, res, full_store.path, full_run)
         guarded("demo", section_demo, res, tmp, args.demo_builds, tuple(args.demo.split(",")))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
