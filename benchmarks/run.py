@@ -356,9 +356,9 @@ def main() -> None:
         res.update({k: prev[k] for k in kept})
         if kept:
             res.setdefault("notes", []).append(
-                f"sections {', '.join(kept)} are from the run of {prev['machine']['date']} on the same kind "
-                "of "
-                f"machine; the others from this run"
+                f"sections {', '.join(kept)} are from the run of {prev['machine']['date']} on a 2-core "
+                f"{prev['machine'].get('cpu', 'machine')}; the others from this run on a "
+                f"{res['machine'].get('cpu', 'machine')}"
             )
     tmp = Path(tempfile.mkdtemp(prefix="flagcore-bench-"))
     try:
