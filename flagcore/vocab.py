@@ -26,6 +26,8 @@ PROB_COLUMNS = ("p_sell", "p_hold", "p_buy")
 # ----------------------------------------------------------------------------- models
 
 PRESET_NAMES = ("full", "demo")  # FLAG-TRADER presets (models.flag_trader.PRESETS), named without torch
+# inference precisions: float32 (any device, bf16 on a GPU through dtype) or int8 dynamic quantisation (CPU)
+PRECISIONS = ("fp32", "int8")
 
 # ----------------------------------------------------------------------------- options and roles
 

@@ -31,6 +31,7 @@ import numpy as np
 from flagcore.analysis.backtest import (
     BacktestConfig,
     backtest,
+    block_payoff_ratio,
     kelly_probability,
     signal_payoff_ratio,
     simple_returns,
@@ -64,6 +65,10 @@ class PeriodInputs:
     partner_actions: np.ndarray | None = None  # (n,) the ensemble partner's actions
     partner_probs: np.ndarray | None = None  # (n, 3) its probabilities, when it gave logits
     prior: np.ndarray | None = None  # (3,) the training labels' class shares (logit adjustment)
+    # a sampled training stretch: where each block of the sample begins (positions restart flat there;
+    # ``backtest.block_payoff_ratio``), and the sample in words; None: one contiguous stretch
+    block_starts: np.ndarray | None = None
+    sample: str | None = None
 
 
 def _check_logits(logits) -> np.ndarray:
@@ -307,6 +312,16 @@ def _option_calibration(
     return fit_calibration(method, q, train_signals.actions, train.labels)
 
 
+def _payoff(
+    actions, train: PeriodInputs, train_returns, cfg: BacktestConfig
+) -> tuple[float, float | None, str]:
+    """Kelly's b from one option's training-period actions: (ratio, standard error, source)."""
+    if train.block_starts is None:  # the whole stretch: no sampling error
+        return signal_payoff_ratio(actions, train_returns, cfg), None, "training period"
+    est = block_payoff_ratio(actions, train.close, train.block_starts, cfg)
+    return est.ratio, est.se, train.sample or f"training period sample: {est.blocks} blocks"
+
+
 def sizing_summary(actions, pos, calibration: Calibration) -> dict:
     """How the configured sizing treated the signals: how many SELL/BUY actions it set to size 0."""
     a = np.asarray(actions)
@@ -340,12 +355,15 @@ def compare_options(
     ``"platt"`` it is first mapped by a calibration fitted on the option's training-period trades and
     labels (``analysis.calibration``; the identity, with a note, below its minimum of trades). Kelly's
     payoff ratio for each option is estimated from that option's unit-size positions on the training
-    period under ``cfg``'s hold rule; without a training period it is 1 (a fair bet) and flagged.
+    period under ``cfg``'s hold rule; without a training period it is 1 (a fair bet) and flagged. On
+    a sampled training stretch (``train.block_starts``) each block is held on its own and the ratio
+    comes with its standard error (``backtest.block_payoff_ratio``).
 
     Returns
     -------
     dict
-        option -> ``evaluate_actions``'s dict plus ``payoff_source``, ``title``, ``description``,
+        option -> ``evaluate_actions``'s dict plus ``payoff_source``, ``payoff_se`` (the payoff
+        ratio's standard error on a sampled stretch, else None), ``title``, ``description``,
         ``actions`` (n,), ``confidence`` (n,: the probability of the chosen action), ``kelly_p`` (n,:
         the q sizing read, 0 on HOLD bars), ``unit`` (``backtest.metrics`` of the same actions at unit
         size, same hold rule and costs; scalars only) and ``sizing`` (``signals``, ``sized_zero``,
@@ -381,11 +399,10 @@ def compare_options(
         if sig is None:
             continue
         actions = sig.actions
-        payoff, payoff_source = 1.0, "default (no training-period signals)"
+        payoff, payoff_se, payoff_source = 1.0, None, "default (no training-period signals)"
         tsig = signals(name, train) if train is not None and name != LABELS_OPTION else None
-        if tsig is not None:
-            payoff = signal_payoff_ratio(tsig.actions, train_returns, cfg)
-            payoff_source = "training period"
+        if tsig is not None and train is not None:
+            payoff, payoff_se, payoff_source = _payoff(tsig.actions, train, train_returns, cfg)
         cal = _option_calibration(name, calibration, tsig, train)
         q = kelly_probability(sig.probs, actions)
         if cal.fitted:
@@ -394,6 +411,7 @@ def compare_options(
             actions, test.labels, test.close, test.periods_per_year, confidence=q, payoff=payoff, cfg=cfg
         )
         res["payoff_source"] = payoff_source
+        res["payoff_se"] = payoff_se
         res["title"], res["description"] = OPTIONS[name]
         res["actions"] = actions
         res["confidence"] = sig.probs[np.arange(actions.size), actions]

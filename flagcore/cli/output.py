@@ -75,7 +75,8 @@ def progress(label: str, quiet: bool) -> tuple[Callable[[int, int], None] | None
 
 
 class Stages:
-    """One progress bar per pipeline stage on stderr (nothing with --quiet)."""
+    """One progress bar per pipeline stage on stderr (nothing with --quiet), with the stage's elapsed
+    time and the time left at its pace so far (each stage reports its own fraction done)."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -95,9 +96,9 @@ class Stages:
                 desc=stage,
                 file=sys.stderr,
                 leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left",
             )
-        self.bar.n = int(max(0.0, min(1.0, frac)) * 100)
+        self.bar.n = max(0.0, min(1.0, frac)) * 100
         self.bar.refresh()
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ evaluate a file it could not have listed. No streamlit here: the pages call thes
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,31 @@ Progress = Callable[[str, float], None]
 
 def _quiet(stage: str, fraction: float) -> None:
     """No progress shown."""
+
+
+def with_time_left(progress: Progress, clock: Callable[[], float] = time.monotonic) -> Progress:
+    """``progress`` with each stage's time left in its text: it is called with
+    ``("inference: 43% - about 1 min 20 s left", 0.43)`` (``pipeline.settings.progress_text``),
+    the estimate from the stage's elapsed time and fraction done, timed from the stage's first call.
+
+    Parameters
+    ----------
+    progress : callable(text, fraction)
+        What shows it (a ``st.progress`` bar's callback: ``state.progress_bar``).
+    clock : callable, optional
+        Seconds, monotonic (tests pass their own).
+    """
+    from flagcore.pipeline.settings import progress_text
+
+    began: dict[str, float] = {}
+
+    def report(stage: str, fraction: float) -> None:
+        if stage not in began:
+            began.clear()  # a new stage: its own pace
+            began[stage] = clock()
+        progress(progress_text(stage, fraction, clock() - began[stage]), fraction)
+
+    return report
 
 
 def configured_roots() -> list[Path]:
@@ -96,7 +122,8 @@ def evaluate_files(
         The model under review and the evaluation data.
     train : str, optional
         Training data: the label prior, payoff ratios and feature shift.
-    progress : callable(stage, fraction), optional
+    progress : callable(text, fraction), optional
+        Called with each stage's progress and time left in words (:func:`with_time_left`).
     roots : list of Path, optional
     author : str, optional
         Who asked for the run (the reviewer identity of the dashboard's user), stored with it.
@@ -126,5 +153,5 @@ def evaluate_files(
         store=store,
         train_data=train,
         settings=EvaluateSettings(author=author),
-        progress=progress if progress is not None else _quiet,
+        progress=with_time_left(progress) if progress is not None else _quiet,
     )

@@ -7,7 +7,9 @@ checkpoints load into it (see checkpoint.py). Class order: 0 = SELL, 1 = HOLD, 2
     -> num_layers x Block: x = norm1(x + attn(x)); x = norm2(x + ffn(x))     (B, T, d_model)
     -> output_norm -> action_head                                            (B, T, 3)
 
-The action is read at the last position. LoRA sits on the six Linear layers of every block
+The action is read at the last position (``last_logits``); windows shorter than the model's,
+right-padded to one length, are read at each one's last real bar with the padded keys masked out
+(``padded_last_logits``). LoRA sits on the six Linear layers of every block
 (q, k, v, out, ffn.0, ffn.3); everything else that the reviewed code trains is unfrozen directly.
 """
 
@@ -49,17 +51,28 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        last_only: bool = False,
+        keys: torch.Tensor | None = None,
+        at: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``keys`` (B, T) bool: the real positions, padded keys are ignored (None: all real).
+        ``at`` (B,) long: with ``last_only``, the position whose query is kept (None: the last)."""
         B, T, C = x.shape
         H = self.num_heads
-        xq = x[:, -1:] if last_only else x  # the last position's query suffices for its output
+        xq = x  # the last position's query suffices for its output
+        if last_only:
+            xq = x[:, -1:] if at is None else x[torch.arange(B, device=x.device), at][:, None]
         Tq = xq.shape[1]
         q = self.q_proj(xq).view(B, Tq, H, C // H).transpose(1, 2)  # (B, H, Tq, hd)
         k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, hd)
         v = self.v_proj(x).view(B, T, H, C // H).transpose(1, 2)
-        # softmax(QK^T / sqrt(hd)) with dropout on the probabilities, no mask
+        mask = None if keys is None else keys[:, None, None, :]  # (B, 1, 1, T), True = attend
+        # softmax(QK^T / sqrt(hd)) with dropout on the probabilities; no mask on full windows
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, Tq, hd)
         y = y.transpose(1, 2).reshape(B, Tq, C)
         return self.out_proj(y)
@@ -81,9 +94,17 @@ class Block(nn.Module):
         )
         self.norm2 = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        residual = x[:, -1:] if last_only else x
-        x = self.norm1(residual + self.attention(x, last_only))
+    def forward(
+        self,
+        x: torch.Tensor,
+        last_only: bool = False,
+        keys: torch.Tensor | None = None,
+        at: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        residual = x
+        if last_only:
+            residual = x[:, -1:] if at is None else x[torch.arange(x.shape[0], device=x.device), at][:, None]
+        x = self.norm1(residual + self.attention(x, last_only, keys, at))
         return self.norm2(x + self.ffn(x))
 
 
@@ -125,6 +146,30 @@ class FlagTrader(nn.Module):
     def last_logits(self, states: torch.Tensor) -> torch.Tensor:
         """Logits at the last position only, (B, action_dim): where the action is read."""
         return self.action_head(self.hidden(states, last_only=True)[:, -1])
+
+    def padded_last_logits(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, action_dim) of windows of unequal length, each at its own last real bar.
+
+        ``states`` (B, T, state_dim) holds window b's ``lengths[b]`` bars at positions
+        0 .. lengths[b]-1 and padding after them (right padding), so every real bar keeps the
+        position embedding the unpadded window gives it; padded keys are masked out of attention
+        and padded positions never reach a real one. Equals ``last_logits(states[b:b+1, :lengths[b]])``
+        for every b up to float rounding.
+        """
+        B, T, D = states.shape
+        if self.config.state_dim != D:
+            raise FlagcoreError(f"model expects {self.config.state_dim} features per bar, got {D}")
+        if self.config.max_length < T:
+            raise FlagcoreError(f"window of {T} bars exceeds the model's max_length {self.config.max_length}")
+        if lengths.shape != (B,) or int(lengths.min()) < 1 or int(lengths.max()) > T:
+            raise FlagcoreError(f"lengths must be {B} values in [1, {T}]")
+        keys = torch.arange(T, device=states.device)[None, :] < lengths[:, None]  # (B, T) real bars
+        at = (lengths - 1).to(states.device)  # (B,) each window's last real position
+        x = self.state_embedding(states) + self.pos_embedding[:, :T]  # (B, T, d_model)
+        last = len(self.transformer_blocks) - 1
+        for i, block in enumerate(self.transformer_blocks):
+            x = block(x, last_only=i == last, keys=keys, at=at)  # the last block: (B, 1, d_model)
+        return self.action_head(self.output_norm(x)[:, -1])  # (B, action_dim)
 
 
 def lora_config(cfg: FlagTraderConfig) -> LoraConfig:

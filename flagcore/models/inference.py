@@ -4,14 +4,19 @@ Bar t is predicted from the window of bars t-W+1 .. t (W = the model's ``window`
 is read at the window's last position, as the reviewed code does. A bar with fewer than W bars of
 history (the first W-1 bars of a dataset) is predicted from all the history it has, a shorter
 window starting at position 0, and flagged in ``short_history`` so that analyses can leave it
-out; prepend history to the file to avoid it.
+out; prepend history to the file to avoid it. The short windows run together, right-padded and
+masked (``FlagTrader.padded_last_logits``): the same logits as one by one, up to float rounding.
 
-LoRA is merged into the base weights for inference (one matmul per Linear). Results are
-deterministic: the same weights, inputs, window and batch size give the same bits on one device.
+LoRA is merged into the base weights for inference (one matmul per Linear). ``precision="int8"``
+quantises the blocks' Linear layers to int8 (dynamic quantisation, CPU only), about twice as fast
+as float32 on an AVX2 CPU; ``pipeline.inference_cache`` measures its agreement with float32.
+Results are deterministic: the same weights, inputs, window, precision and batch size give the
+same bits on one device.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,11 +24,22 @@ import numpy as np
 import torch
 
 from flagcore.errors import FlagcoreError
-from flagcore.models.flag_trader import base_network, merged_copy
-from flagcore.vocab import CLASS_NAMES, LOGIT_COLUMNS, N_CLASSES
+from flagcore.models.flag_trader import FlagTrader, base_network, merged_copy
+from flagcore.vocab import CLASS_NAMES, LOGIT_COLUMNS, N_CLASSES, PRECISIONS
 
 # the probability columns of a predictions file (``predictions_frame``)
 PROBABILITY_COLUMNS = tuple(f"prob_{c.lower()}" for c in CLASS_NAMES)
+
+# windows per batch by precision. fp32: 256, as always (its bits must not change). int8: 8, the
+# fastest measured on a quiet 2-core AVX2 EPYC (`full`, 2 threads: 24.4 windows/s at 8 against
+# 15-19 at 64-128 and fp32's 11.5 at 256): a small batch's (B*T, 3072) activations stay in cache,
+# where the int8 GEMMs and the memory-bound GELU run faster. Rerun benchmarks/precision.py to
+# check on another CPU.
+BATCH_SIZE = {"fp32": 256, "int8": 8}
+# short windows per batch at most: each batch is padded to its longest window, so batches of 16
+# windows of neighbouring lengths do 2,481 positions' work for the 64-bar window's 63 short
+# windows where one batch of 63 would do 3,969 (one by one: 2,016, in 63 small calls)
+SHORT_BATCH = 16
 
 
 @dataclass
@@ -76,60 +92,155 @@ def from_logits(logits: np.ndarray, short_history: np.ndarray, window: int) -> P
     )
 
 
-@torch.inference_mode()
-def predict(
-    model: torch.nn.Module,
-    features: np.ndarray,
-    *,
-    window: int | None = None,
-    batch_size: int = 256,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
-    progress: Callable[[int, int], None] | None = None,
-) -> Predictions:
-    """Logits, probabilities, action and confidence for every bar of ``features`` (n, state_dim).
+def quantize_int8(net: FlagTrader) -> FlagTrader:
+    """The network with its blocks' Linear layers dynamically quantised to int8, in place.
 
-    ``progress(done, total)`` is called after each batch with bars done so far.
+    Weights are int8 per tensor; each activation is quantised on the fly with the range of the
+    whole tensor it belongs to (the batch), so a bar's int8 logits depend on the batch it was
+    run in: the same inputs and batch size give the same bits. The embedding and the head stay
+    float32 (under 0.1% of the work). CPU only.
     """
+    # torch.ao.quantization is deprecated in favour of torchao, whose CPU int8 path needs
+    # torch.compile and one more dependency; quantize_dynamic still works and is what we measured
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(
+            net.transformer_blocks, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
+    return net
+
+
+def check_precision(precision: str, device=None, dtype: torch.dtype = torch.float32) -> None:
+    """Raise a one-line FlagcoreError unless ``precision`` can run on ``device`` with ``dtype``."""
+    if precision not in PRECISIONS:
+        raise FlagcoreError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8":
+        if device is not None and torch.device(device).type != "cpu":
+            raise FlagcoreError(
+                f"precision 'int8' runs on the CPU only, not on device {str(device)!r}: "
+                "on a GPU use precision 'fp32' (bf16 through dtype)"
+            )
+        if dtype != torch.float32:
+            raise FlagcoreError(f"precision 'int8' takes float32 inputs, not dtype {dtype}")
+
+
+def _prepared(model: torch.nn.Module, precision: str, device, dtype: torch.dtype):
+    """The merged network on its device, quantised for int8, and the device."""
+    check_precision(precision, device, dtype)
+    if precision == "int8":
+        device = "cpu"
     net = merged_copy(model)  # a copy: the caller's model keeps its device, dtype and mode
-    cfg = base_network(net).config
+    dev = pick_device(device)
+    net = net.to(device=dev, dtype=dtype)
+    return (quantize_int8(net) if precision == "int8" else net), dev
+
+
+def _short_logits(net: FlagTrader, xs: torch.Tensor, ends: list[int], batch_size: int) -> torch.Tensor:
+    """Logits (len(ends), action_dim) of the short windows xs[0 : t+1] for each t in ``ends``,
+    right-padded and masked in batches (``FlagTrader.padded_last_logits``)."""
+    out = []
+    for s in range(0, len(ends), batch_size):
+        chunk = ends[s : s + batch_size]
+        T = max(chunk) + 1
+        batch = xs.new_zeros((len(chunk), T, xs.shape[1]))  # (b, T, state_dim), zeros after each window
+        for b, t in enumerate(chunk):
+            batch[b, : t + 1] = xs[: t + 1]
+        lengths = torch.tensor([t + 1 for t in chunk], device=xs.device)
+        out.append(net.padded_last_logits(batch, lengths).float().cpu())
+    return torch.cat(out) if out else torch.empty((0, net.config.action_dim))
+
+
+def _checked(model: torch.nn.Module, features: np.ndarray, window: int | None, batch_size: int | None):
+    cfg = base_network(model).config
     W = window or cfg.window
     if not 1 <= W <= cfg.max_length:
         raise FlagcoreError(f"window {W} must lie in [1, max_length={cfg.max_length}]")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise FlagcoreError(f"batch_size must be >= 1, got {batch_size}")
     x = np.asarray(features)
     if x.ndim != 2 or x.shape[1] != cfg.state_dim:
         raise FlagcoreError(f"features of shape {x.shape} do not fit the model's state_dim {cfg.state_dim}")
     if not np.isfinite(x).all():
         raise FlagcoreError("features hold NaN or infinite values")
-    n = x.shape[0]
-    if n == 0:
+    if x.shape[0] == 0:
         raise FlagcoreError("no bars to predict")
-    dev = pick_device(device)
-    net = net.to(device=dev, dtype=dtype)
-    xs = torch.as_tensor(x, dtype=dtype).to(dev)  # (n, state_dim)
-    out = torch.empty((n, cfg.action_dim), dtype=torch.float32)
-    short = np.zeros(n, dtype=bool)
-    done = 0
+    return x, W
 
-    # bars 0 .. W-2: all the history they have, one window each
-    for t in range(min(W - 1, n)):
-        out[t] = net.last_logits(xs[None, : t + 1])[0].float().cpu()
-        short[t] = True
-    done = min(W - 1, n)
-    if progress and done:
-        progress(done, n)
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module,
+    features: np.ndarray,
+    *,
+    window: int | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    precision: str = "fp32",
+    progress: Callable[[int, int], None] | None = None,
+) -> Predictions:
+    """Logits, probabilities, action and confidence for every bar of ``features`` (n, state_dim).
+
+    ``precision`` "fp32" (``dtype`` on any device) or "int8": the blocks' Linear layers
+    dynamically quantised (``quantize_int8``), on the CPU only. ``batch_size`` defaults to
+    ``BATCH_SIZE[precision]``. ``progress(done, total)`` is called after each batch with bars
+    done so far.
+    """
+    x, W = _checked(model, features, window, batch_size)
+    bs = batch_size or BATCH_SIZE.get(precision, BATCH_SIZE["fp32"])
+    net, dev = _prepared(model, precision, device, dtype)
+    n = x.shape[0]
+    xs = torch.as_tensor(x, dtype=dtype).to(dev)  # (n, state_dim)
+    out = torch.empty((n, net.config.action_dim), dtype=torch.float32)
+    short = np.zeros(n, dtype=bool)
+
+    # bars 0 .. W-2: all the history they have, right-padded to one length and masked
+    n_short = min(W - 1, n)
+    out[:n_short] = _short_logits(net, xs, list(range(n_short)), min(bs, SHORT_BATCH))
+    short[:n_short] = True
+    if progress and n_short:
+        progress(n_short, n)
 
     if n >= W:
         windows = xs.unfold(0, W, 1).transpose(1, 2)  # (n-W+1, W, state_dim), a view
-        for s in range(0, windows.shape[0], batch_size):
-            batch = windows[s : s + batch_size]
+        for s in range(0, windows.shape[0], bs):
+            batch = windows[s : s + bs]
             out[W - 1 + s : W - 1 + s + batch.shape[0]] = net.last_logits(batch).float().cpu()
-            done = W - 1 + s + batch.shape[0]
             if progress:
-                progress(done, n)
+                progress(W - 1 + s + batch.shape[0], n)
     return from_logits(out.numpy(), short, W)
+
+
+@torch.inference_mode()
+def predict_bars(
+    model: torch.nn.Module,
+    features: np.ndarray,
+    bars: np.ndarray,
+    *,
+    window: int | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Logits (len(bars), 3) of the given bars only, each from its window as ``predict`` reads it
+    (a sample to check another precision against)."""
+    x, W = _checked(model, features, window, batch_size)
+    idx = np.asarray(bars, dtype=np.int64)
+    if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= len(x))):
+        raise FlagcoreError(f"bars must be indices in [0, {len(x)})")
+    bs = batch_size or BATCH_SIZE.get(precision, BATCH_SIZE["fp32"])
+    net, dev = _prepared(model, precision, device, torch.float32)
+    xs = torch.as_tensor(x, dtype=torch.float32).to(dev)  # (n, state_dim)
+    out = torch.empty((len(idx), net.config.action_dim), dtype=torch.float32)
+    is_short = idx < W - 1
+    out[torch.from_numpy(is_short)] = _short_logits(net, xs, idx[is_short].tolist(), min(bs, SHORT_BATCH))
+    full = idx[~is_short]
+    rows = np.flatnonzero(~is_short)
+    for s in range(0, len(full), bs):
+        starts = torch.as_tensor(full[s : s + bs] - W + 1, device=dev)  # (b,)
+        batch = xs[starts[:, None] + torch.arange(W, device=dev)]  # (b, W, state_dim)
+        out[torch.from_numpy(rows[s : s + bs])] = net.last_logits(batch).float().cpu()
+    return out.numpy()
 
 
 def predictions_frame(timestamps, pred: Predictions):

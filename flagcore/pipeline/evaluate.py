@@ -30,10 +30,10 @@ from flagcore.pipeline.inference_cache import (
     flag_trader_settings,
     prefetch_inference,
 )
+from flagcore.pipeline.payoff_sample import PayoffSample, payoff_stretch
 from flagcore.pipeline.records import write_run
 from flagcore.pipeline.run import (
     compute_run,
-    recent,
     request_key,
 )
 from flagcore.pipeline.settings import (
@@ -91,7 +91,18 @@ def is_checkpoint(path) -> bool:
 
 def load_evaluation_data(data, train_data, config, s: EvaluateSettings) -> tuple[Any, Any, Any]:
     """The evaluated dataset, the training stretch the payoff ratios come from, and the whole
-    training dataset (both None without ``train_data``), checked against the model's ``config``."""
+    training dataset (both None without ``train_data``), checked against the model's ``config``.
+    With ``s.payoff_sample`` the stretch is the sample's dataset (:func:`evaluation_inputs` gives
+    the sample too)."""
+    test, train, full_train, _ = evaluation_inputs(data, train_data, config, s)
+    return test, train, full_train
+
+
+def evaluation_inputs(
+    data, train_data, config, s: EvaluateSettings
+) -> tuple[Any, Any, Any, PayoffSample | None]:
+    """:func:`load_evaluation_data`'s three datasets and the payoff sample drawn from the training
+    stretch (None: the whole stretch is inferred; ``pipeline.payoff_sample``)."""
     from flagcore.data.dataset import check_disjoint, load_dataset
 
     test = load_dataset(data, state_dim=config.state_dim)
@@ -110,7 +121,7 @@ def load_evaluation_data(data, train_data, config, s: EvaluateSettings) -> tuple
             f"validation need at least {need} (label horizon {h})"
         )
     if train_data is None:
-        return test, None, None
+        return test, None, None, None
     full_train = load_dataset(train_data, state_dim=config.state_dim)
     check_disjoint(full_train, test)
     if full_train.close is None:
@@ -119,7 +130,8 @@ def load_evaluation_data(data, train_data, config, s: EvaluateSettings) -> tuple
     # daily, ...) recorded with the data or inferred, unless the settings override it
     ppy = s.periods_per_year or full_train.periods_per_year
     bars = max(1, round(ppy * s.payoff_years))
-    return test, recent(full_train, bars, history=config.window - 1), full_train
+    train, sample = payoff_stretch(full_train, bars, config.window - 1, s)
+    return test, train, full_train, sample
 
 
 @dataclass
@@ -181,6 +193,7 @@ def _prefetch(
     placement,
     device,
     progress: Progress,
+    precision: str = "fp32",
 ) -> None:
     flag_traders = [base_model] + [x.model for x in specs if x.kind == "flag-trader"]
     cgdts = [x.path for x in specs if x.kind == "cgdt"] + ([cgdt_partner] if cgdt_partner is not None else [])
@@ -189,7 +202,7 @@ def _prefetch(
             "flag-trader",
             str(m.checkpoint_info.path),
             m.checkpoint_info.sha256,
-            flag_trader_settings(m.checkpoint_info),
+            flag_trader_settings(m.checkpoint_info, precision),
         )
         for m in flag_traders
     ]
@@ -206,17 +219,21 @@ def model_logits(
     stats: InferenceStats,
     device,
     progress: Progress,
+    precision: str = "fp32",
 ) -> dict[str, ModelLogits]:
-    """The baseline's and every retrained model's logits, by role (cached inference)."""
+    """The baseline's and every retrained model's logits, by role (cached inference; FLAG-TRADERs
+    at ``precision``, ``EvaluateSettings.precision``)."""
     models: dict[str, ModelLogits] = {}
     models["baseline"] = flag_trader_logits(
-        store, base_model, "baseline", test, train, stats, device, progress
+        store, base_model, "baseline", test, train, stats, device, progress, precision=precision
     )
     for x in specs:
         if x.kind == "cgdt":
             m = cgdt_logits(store, x.path, test, train, stats, progress)
         elif x.kind == "flag-trader":
-            m = flag_trader_logits(store, x.model, x.role, test, train, stats, device, progress)
+            m = flag_trader_logits(
+                store, x.model, x.role, test, train, stats, device, progress, precision=precision
+            )
         else:
             m = file_logits(x.path, x.role, test, train)
         m.role = x.role
@@ -277,8 +294,11 @@ def evaluate(
 
     t0 = time.perf_counter()
     s = settings or EvaluateSettings()
+    progress("loading", 0.0)
     base_model = load_checkpoint(checkpoint)
-    test, train, full_train = load_evaluation_data(data, train_data, base_model.checkpoint_info.config, s)
+    test, train, full_train, sample = evaluation_inputs(
+        data, train_data, base_model.checkpoint_info.config, s
+    )
     stats = stats if stats is not None else InferenceStats()
     # every checkpoint first, so that their inference can run as tasks side by side
     specs = retrained_specs(retrained)
@@ -295,8 +315,9 @@ def evaluate(
             placement,
             s.device,
             progress,
+            s.precision,
         )
-    models = model_logits(store, base_model, specs, test, train, stats, s.device, progress)
+    models = model_logits(store, base_model, specs, test, train, stats, s.device, progress, s.precision)
     partner_m = partner_logits(store, partner, cgdt_partner, models, test, train, stats, progress)
     if reuse:
         found = store.find_run(request_key(models, test, full_train, partner_m, s))
@@ -316,8 +337,9 @@ def evaluate(
         name=name,
         progress=progress,
         full_train=full_train,
+        sample=sample,
     )
-    progress("writing", 0.95)
+    progress("writing", 0.0)
     run_id = write_run(store, run)
     progress("done", 1.0)
     return {

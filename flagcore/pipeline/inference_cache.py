@@ -19,9 +19,17 @@ import numpy as np
 from flagcore.errors import FlagcoreError
 from flagcore.pipeline.settings import Progress, no_progress
 from flagcore.store.store import Store
-from flagcore.vocab import LOGIT_COLUMNS, N_CLASSES
+from flagcore.vocab import LOGIT_COLUMNS, N_CLASSES, PRECISIONS
 
 INFERENCE_SETTINGS = "last-position;float32;v1"
+# int8 logits are cached apart from float32 ones (``flag_trader_settings``)
+INT8_SETTINGS = "last-position;int8-dynamic;v1"
+# the bars an int8 evaluation also runs in float32 to measure their agreement (``agreement_bars``)
+AGREEMENT_SHORT, AGREEMENT_FULL = 16, 240
+AGREEMENT_SAMPLE = (
+    f"{AGREEMENT_SHORT} short-history bars evenly over bars 0..W-2 and {AGREEMENT_FULL} bars evenly "
+    "over bars W-1..n-1 of the test file (W the window, n its bars); every bar of a file of <= 256"
+)
 
 # a cache entry's key: (model id, dataset content hash, cache settings)
 CacheKey = tuple[str, str, str]
@@ -54,6 +62,9 @@ class ModelLogits:
     test: np.ndarray  # (n_eval, 3) logits over the evaluation period; for action-only files one-hot
     train: np.ndarray | None  # (n_train, 3) over the training dataset, when it was given and fits
     probs_given: bool = True  # False for a partner file with actions only
+    precision: str = "fp32"  # the FLAG-TRADER inference precision (vocab.PRECISIONS)
+    # int8 only: its agreement with float32 on a sample of bars (``measure_agreement``)
+    agreement: dict | None = None
 
 
 def model_record(
@@ -99,9 +110,67 @@ def _cached_or_run(
     return np.asarray(logits, np.float64)
 
 
-def flag_trader_settings(info) -> str:
-    """The inference-cache settings of a FLAG-TRADER checkpoint (its ``checkpoint_info``)."""
-    return f"{INFERENCE_SETTINGS};window={info.config.window}"
+def flag_trader_settings(info, precision: str = "fp32") -> str:
+    """The inference-cache settings of a FLAG-TRADER checkpoint (its ``checkpoint_info``) run in
+    ``precision``; float32's string is the one caches have always used."""
+    if precision not in PRECISIONS:
+        raise FlagcoreError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    base = INT8_SETTINGS if precision == "int8" else INFERENCE_SETTINGS
+    return f"{base};window={info.config.window}"
+
+
+def settings_precision(settings: str) -> str:
+    """The precision an inference-cache settings string names (``flag_trader_settings``)."""
+    return "int8" if settings.startswith(INT8_SETTINGS) else "fp32"
+
+
+def agreement_bars(n: int, window: int) -> np.ndarray:
+    """The sorted bars of a file of ``n`` bars that ``measure_agreement`` runs in both precisions:
+    ``AGREEMENT_SAMPLE``, or every bar of a file of 256 bars or fewer."""
+    if n <= AGREEMENT_SHORT + AGREEMENT_FULL:
+        return np.arange(n, dtype=np.int64)
+    short = min(window - 1, n)
+    a = np.linspace(0, short - 1, min(AGREEMENT_SHORT, short)).round() if short else np.empty(0)
+    b = np.linspace(short, n - 1, min(AGREEMENT_FULL, n - short)).round() if n > short else np.empty(0)
+    return np.unique(np.concatenate([a, b]).astype(np.int64))
+
+
+def measure_agreement(
+    store: Store, model, ds, int8_logits: np.ndarray, stats: InferenceStats, device=None, progress=None
+) -> dict:
+    """How far int8 logits of dataset ``ds`` lie from float32 on ``agreement_bars``.
+
+    The float32 logits of the sample come from the cache: the whole file's when float32 ran on it
+    before, else the sample's own entry, computed (``predict_bars``) and cached here once.
+    Returns ``{"bars_sampled", "actions_equal_share", "max_abs_logit_diff", "sample"}``.
+    """
+    from flagcore.models.inference import predict_bars
+
+    info = model.checkpoint_info
+    bars = agreement_bars(ds.n_bars, info.config.window)
+    fp32 = flag_trader_settings(info)
+    whole = store.cached_logits(info.sha256, ds.content_hash, cache_settings(fp32, ds))
+    if whole is not None and len(whole) == ds.n_bars:
+        ref = whole[list(LOGIT_COLUMNS)].to_numpy(np.float64)[bars]
+    else:
+        key = cache_settings(f"{fp32};agreement-sample={len(bars)}", ds)
+        cached = store.cached_logits(info.sha256, ds.content_hash, key)
+        if cached is not None and len(cached) == len(bars):
+            ref = cached[list(LOGIT_COLUMNS)].to_numpy(np.float64)
+            stats.cached += 1
+        else:
+            if progress:
+                progress(0.0)
+            ref = predict_bars(model, ds.features, bars, device=device).astype(np.float64)
+            store.put_inference(info.sha256, ds.content_hash, key, ref, bars < info.config.window - 1)
+            stats.computed += 1
+    got = np.asarray(int8_logits, np.float64)[bars]
+    return {
+        "bars_sampled": int(len(bars)),
+        "actions_equal_share": float((got.argmax(1) == ref.argmax(1)).mean()),
+        "max_abs_logit_diff": float(np.abs(got - ref).max()),
+        "sample": AGREEMENT_SAMPLE,
+    }
 
 
 def flag_trader_logits(
@@ -113,11 +182,18 @@ def flag_trader_logits(
     stats: InferenceStats,
     device=None,
     progress: Progress = no_progress,
+    precision: str = "fp32",
 ) -> ModelLogits:
-    """Logits of a FLAG-TRADER (from ``checkpoint.load_checkpoint``) on both periods, cached."""
-    from flagcore.models.flag_trader import count_parameters
-    from flagcore.models.inference import predict
+    """Logits of a FLAG-TRADER (from ``checkpoint.load_checkpoint``) on both periods, cached.
 
+    ``precision`` "int8" runs the int8 CPU path (``inference.predict``), cached under its own
+    settings, and measures its agreement with float32 on a sample of the test file's bars
+    (``measure_agreement``), stored in ``agreement``.
+    """
+    from flagcore.models.flag_trader import count_parameters
+    from flagcore.models.inference import check_precision, predict
+
+    check_precision(precision, device)
     info = model.checkpoint_info
     path = info.path
     total, trainable = count_parameters(model)
@@ -130,7 +206,7 @@ def flag_trader_logits(
         trainable,
         {"source_format": info.source_format, **info.meta.to_dict()},
     )
-    settings = flag_trader_settings(info)
+    settings = flag_trader_settings(info, precision)
 
     def runner(ds, label):
         def run():
@@ -138,19 +214,35 @@ def flag_trader_logits(
                 model,
                 ds.features,
                 device=device,
-                progress=lambda d, n: progress(f"{role}: inference on {label}", d / n),
+                precision=precision,
+                progress=lambda d, n: progress(f"{role}: {precision} inference on {label}", d / n),
             )
             return p.logits, p.short_history
 
         return run
 
     full = _cached_or_run(store, info.sha256, test, runner(test, "test"), settings, stats)
+    agreement = None
+    if precision == "int8":
+        agreement = measure_agreement(
+            store, model, test, full, stats, device, lambda f: progress(f"{role}: fp32 agreement sample", f)
+        )
     tr = None
     if train is not None:
         tr = _cached_or_run(store, info.sha256, train, runner(train, "train"), settings, stats)[
             train.eval_index :
         ]
-    return ModelLogits(role, info.sha256, "flag-trader", str(path), rec, full[test.eval_index :], tr)
+    return ModelLogits(
+        role,
+        info.sha256,
+        "flag-trader",
+        str(path),
+        rec,
+        full[test.eval_index :],
+        tr,
+        precision=precision,
+        agreement=agreement,
+    )
 
 
 def cgdt_id(path) -> str:
@@ -232,10 +324,11 @@ class CacheEntry:
     short_history: np.ndarray  # (n_bars,) bool
 
 
-def infer_entries(kind: str, path, datasets: list, device=None) -> list[CacheEntry]:
+def infer_entries(kind: str, path, datasets: list, device=None, precision: str = "fp32") -> list[CacheEntry]:
     """A checkpoint's logits on each dataset, as the ``*_logits`` functions compute them, keyed for
-    the cache: ``kind`` "flag-trader" or "cgdt". Runs in a worker as well as here (the demo infers
-    each model where it was trained, beside the other trainings); ``put_entries`` stores them."""
+    the cache: ``kind`` "flag-trader" (in ``precision``) or "cgdt". Runs in a worker as well as
+    here (the demo infers each model where it was trained, beside the other trainings);
+    ``put_entries`` stores them."""
     if kind == "cgdt":
         from flagcore.models.cgdt_file import load_cgdt
         from flagcore.models.cgdt_predict import predict_cgdt
@@ -247,8 +340,8 @@ def infer_entries(kind: str, path, datasets: list, device=None) -> list[CacheEnt
         from flagcore.models.inference import predict
 
         model = load_checkpoint(path)
-        mid, settings = model.checkpoint_info.sha256, flag_trader_settings(model.checkpoint_info)
-        preds = [predict(model, ds.features, device=device) for ds in datasets]
+        mid, settings = model.checkpoint_info.sha256, flag_trader_settings(model.checkpoint_info, precision)
+        preds = [predict(model, ds.features, device=device, precision=precision) for ds in datasets]
     else:
         raise FlagcoreError(f"{path}: unknown kind of checkpoint {kind!r}")
     return [
@@ -270,10 +363,12 @@ def put_entries(store: Store, entries: list[CacheEntry], stats: InferenceStats) 
 def inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
     """One checkpoint on one dataset, wherever ``tasks.run_tasks`` puts it (a worker, a Ray node).
 
-    ``job`` is ``(kind, path, dataset, device, model_id)``; returns the logits and the
-    short-history flags. Raises when the checkpoint's content no longer hashes to ``model_id``.
+    ``job`` is ``(kind, path, dataset, device, model_id)`` or that and a FLAG-TRADER precision
+    (default "fp32"); returns the logits and the short-history flags. Raises when the
+    checkpoint's content no longer hashes to ``model_id``.
     """
-    kind, path, ds, device, model_id = job
+    kind, path, ds, device, model_id = job[:5]
+    precision = job[5] if len(job) > 5 else "fp32"
     if kind == "cgdt":
         from flagcore.models.cgdt_file import load_cgdt
         from flagcore.models.cgdt_predict import predict_cgdt
@@ -286,7 +381,7 @@ def inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
 
         model = load_checkpoint(path)
         found = model.checkpoint_info.sha256
-        p = predict(model, ds.features, device=device)
+        p = predict(model, ds.features, device=device, precision=precision)
     if found != model_id:
         raise FlagcoreError(f"{path}: changed while it was being evaluated (content hash differs)")
     return p.logits, p.short_history
@@ -303,25 +398,30 @@ def prefetch_inference(
 ) -> None:
     """The inference of many checkpoints as tasks (``tasks.run_tasks``): every (checkpoint,
     dataset) pair not in the store's cache is computed where ``placement`` says and cached, so the
-    ``*_logits`` calls that follow read it. ``checkpoints``: ``(kind, path, model_id, settings)``."""
+    ``*_logits`` calls that follow read it. ``checkpoints``: ``(kind, path, model_id, settings)``;
+    a FLAG-TRADER runs in the precision its settings name (``flag_trader_settings``)."""
+    from flagcore.models.inference import check_precision
     from flagcore.training.tasks import run_tasks
 
+    for kind, _path, _, settings in checkpoints:
+        if kind == "flag-trader":
+            check_precision(settings_precision(settings), device)  # refused before any task starts
     todo = []
     for kind, path, model_id, settings in checkpoints:
         for ds in datasets:
             key = cache_settings(settings, ds)
             cached = store.cached_logits(model_id, ds.content_hash, key)
             if cached is None or len(cached) != ds.n_bars:
-                todo.append((kind, path, ds, device, model_id, key))
+                todo.append((kind, path, ds, device, model_id, settings_precision(settings), key))
     if not todo:
         return
     label = f"inference: {len(todo)} tasks, {placement.describe()}"
     results = run_tasks(
         inference_task,
-        [t[:5] for t in todo],
+        [t[:6] for t in todo],
         placement=placement,
         progress=lambda d, n: progress(label, d / n),
     )
-    for (_, _, ds, _, model_id, key), (logits, short) in zip(todo, results, strict=True):
+    for (_, _, ds, _, model_id, _, key), (logits, short) in zip(todo, results, strict=True):
         store.put_inference(model_id, ds.content_hash, key, np.asarray(logits, np.float64), short)
         stats.fresh.add((model_id, ds.content_hash, key))

@@ -29,6 +29,7 @@ def option_result_row(option: str, o: dict) -> dict:
     metrics.update(
         {
             "payoff_source": o["payoff_source"],
+            "payoff_se": o.get("payoff_se"),  # the payoff ratio's standard error on a sampled stretch
             "is_trial": o["is_trial"],
             "action_counts": o["action_counts"],
             "hifa_passed_all": o["hifa"].passed_all,

@@ -29,9 +29,11 @@ from flagcore.analysis.remedies import PeriodInputs
 from flagcore.analysis.sharpe import sharpe_ratio
 from flagcore.errors import FlagcoreError
 from flagcore.pipeline.inference_cache import ModelLogits
+from flagcore.pipeline.payoff_sample import PayoffSample, payoff_period, period_bars
+from flagcore.pipeline.payoff_sample import recent as recent  # where evaluate and benchmarks find it
 from flagcore.pipeline.settings import EvaluateSettings, Progress, no_progress
 from flagcore.store.codec import to_json
-from flagcore.vocab import LABELS_OPTION, N_CLASSES, NOT_A_TRIAL, TAU_OPTION, THRESHOLD_OPTION, UNLABELLED
+from flagcore.vocab import LABELS_OPTION, N_CLASSES, NOT_A_TRIAL, TAU_OPTION, THRESHOLD_OPTION
 
 
 @dataclass
@@ -83,19 +85,6 @@ def label_prior(labels) -> np.ndarray | None:
     return np.maximum(np.bincount(known, minlength=N_CLASSES) / known.size, 1e-6)
 
 
-def recent(ds, bars: int, history: int):
-    """The last ``bars`` bars of a training dataset, preceded by ``history`` bars that only give the
-    first windows their full history (``evaluation_start`` marks where the stretch begins)."""
-    if bars < 1:
-        raise FlagcoreError(f"the payoff stretch needs at least one bar, got {bars}")
-    first = max(0, ds.n_bars - bars)
-    start = max(0, first - history)
-    out = ds.slice(start, ds.n_bars)
-    out.evaluation_start = ds.timestamps[first]
-    out.attrs = {**ds.attrs, "slice": f"{start}:{ds.n_bars}"}
-    return out
-
-
 def request_key(models: dict[str, ModelLogits], test, train, partner, settings: EvaluateSettings) -> str:
     """What a run was asked to compute, hashed: the same models, data, settings and flagcore version
     give the same key, so a repeated request can reuse the stored run."""
@@ -141,23 +130,32 @@ def dataset_record(ds) -> dict:
 
 
 def period_inputs(
-    models: dict[str, ModelLogits], ds, period: str, partner: ModelLogits | None, periods_per_year: float
+    models: dict[str, ModelLogits],
+    ds,
+    period: str,
+    partner: ModelLogits | None,
+    periods_per_year: float,
+    sample: PayoffSample | None = None,
 ) -> PeriodInputs | None:
     """What every option is computed from over ``period`` ("test" or "train") of dataset ``ds``;
     None for the training period when the baseline has no logits there. ``periods_per_year`` is the
-    market's calendar (the evaluated dataset's, or the user's override), the same for both periods."""
+    market's calendar (the evaluated dataset's, or the user's override), the same for both periods.
+    With a payoff ``sample`` (``ds`` its dataset) the training period is the sampled bars, in blocks."""
     if period == "test":
         logits = {r: m.test for r, m in models.items()}
     else:
         if any(m.train is None for r, m in models.items() if r == "baseline"):
             return None
         logits = {r: m.train for r, m in models.items() if m.train is not None}
-    sl = slice(ds.eval_index, None)  # the training stretch starts after its lead-in of history too
+    # the training stretch starts after its lead-in of history too; a sample keeps its blocks' bars
+    sl = slice(ds.eval_index, None) if sample is None else ds.eval_index + sample.rows
     if ds.close is None:
         raise FlagcoreError(f"{ds.source}: needs a 'close' column to backtest")
     out = PeriodInputs(
         logits, None if ds.labels is None else ds.labels[sl], ds.close[sl], float(periods_per_year)
     )
+    if sample is not None:
+        out.block_starts, out.sample = sample.block_starts, sample.source
     if partner is not None:
         x = partner.test if period == "test" else partner.train
         if x is not None:
@@ -352,22 +350,6 @@ def run_diagnostics(
     return diags
 
 
-def period_bars(ds, period: str) -> pd.DataFrame:
-    """The bars of ``period`` evaluated in dataset ``ds`` (after its lead-in): the ``run_bars`` rows."""
-    e = ds.eval_index
-    m = ds.n_bars - e
-    labels = ds.labels[e:] if ds.labels is not None else np.full(m, UNLABELLED)
-    return pd.DataFrame(
-        {
-            "period": period,
-            "bar": np.arange(m, dtype=np.int32),
-            "timestamp": ds.timestamps[e:],
-            "close": ds.close[e:],
-            "label": labels.astype(np.int8),
-        }
-    )
-
-
 def run_summary(
     options: dict,
     trials: Trials,
@@ -378,19 +360,13 @@ def run_summary(
     test,
     train,
     prior: np.ndarray | None,
+    sample: PayoffSample | None = None,
+    models: dict[str, ModelLogits] | None = None,
 ) -> dict:
-    """The run's summary: trials, overfitting, the baseline's collapse, periods and payoff sources."""
+    """The run's summary: trials, overfitting, the baseline's collapse, periods and payoff sources,
+    and each FLAG-TRADER's inference precision (with its agreement with fp32 where measured)."""
     base = options.get("baseline")
     passing = [k for k, o in options.items() if o["hifa"].passed_all and k not in NOT_A_TRIAL]
-    payoff_period = (
-        None
-        if train is None
-        else {  # after the lead-in that only gives windows history
-            "bars": int(train.n_bars - train.eval_index),
-            "start": train.timestamps[train.eval_index].isoformat(),
-            "end": train.timestamps[-1].isoformat(),
-        }
-    )
     n_thresholds = len(s.thresholds) - (s.hold_threshold in s.thresholds)
     n_taus = (len(s.taus) - (s.tau in s.taus)) if sweeps.tau_returns is not None else 0
     return {
@@ -415,7 +391,13 @@ def run_summary(
         "label_horizon": int(test.label_horizon or 0),
         "options_passing_hifa": passing,
         "payoff_sources": {k: o["payoff_source"] for k, o in options.items()},
-        "payoff_period": payoff_period,
+        "payoff_se": {k: o.get("payoff_se") for k, o in options.items()},
+        "payoff_period": payoff_period(train, sample, s.payoff_sample),
+        "inference": {
+            r: {"precision": getattr(m, "precision", "fp32"), "agreement": getattr(m, "agreement", None)}
+            for r, m in (models or {}).items()
+            if m.kind == "flag-trader"
+        },
     }
 
 
@@ -432,12 +414,14 @@ def compute_run(
     name: str | None = None,
     progress: Progress = no_progress,
     full_train=None,
+    sample: PayoffSample | None = None,
 ) -> RunResult:
     """All the numbers of one run, from logits already computed: pure computation, no store.
 
     ``train`` is the stretch of the training period the models were run on (payoff ratios,
-    training-period signals); ``full_train`` (default ``train``) gives the label prior and the
-    feature-shift reference.
+    training-period signals): with a payoff ``sample``, its dataset, whose sampled bars alone are
+    read (``pipeline.payoff_sample``). ``full_train`` (default ``train``) gives the label prior and
+    the feature-shift reference.
     """
     from flagcore.analysis.remedies import compare_options
 
@@ -445,28 +429,33 @@ def compute_run(
     s = settings or EvaluateSettings()
     if "baseline" not in models:
         raise FlagcoreError("a run needs the baseline model's logits")
+    if sample is not None:  # the training-period logits of the sampled bars only
+        models = {r: sample.restrict(m) for r, m in models.items()}
+        partner = None if partner is None else sample.restrict(partner)
     ppy = s.periods_per_year or test.periods_per_year  # the market's calendar, not the sample's span
     te = period_inputs(models, test, "test", partner, ppy)
     assert te is not None  # the test period always has the baseline's logits
-    tr = period_inputs(models, train, "train", partner, ppy) if train is not None else None
+    tr = period_inputs(models, train, "train", partner, ppy, sample) if train is not None else None
     prior = None if full_train is None or full_train.labels is None else label_prior(full_train.labels)
     if tr is not None and prior is not None:
         tr.prior = prior
+    # each stage reports its own fraction done, so that its time left can be estimated
     progress("options", 0.0)
     base_kw: dict[str, Any] = {"hold_threshold": s.hold_threshold, "tau": s.tau, "calibration": s.calibration}
     options = compare_options(te, tr, cfg=s.backtest, **base_kw)
-    progress("sweeps", 0.2)
+    progress("sweeps", 0.0)
     sweeps = run_sweeps(te, tr, s, options, base_kw)
     trials = count_trials(options, sweeps, s)
-    progress("validation", 0.4)
     h = int(test.label_horizon or 0)
     for i, (k, o) in enumerate(options.items()):
+        progress("validation", i / len(options))
         validate_option(k, o, te, sweeps, trials, s, h)
-        progress("validation", 0.4 + 0.5 * (i + 1) / len(options))
+    progress("diagnostics", 0.0)
     diags = run_diagnostics(models, options, te, test, full_train)
     test_bars = period_bars(test, "test")
-    train_bars = period_bars(train, "train") if tr is not None else None
-    summary = run_summary(options, trials, sweeps, diags, s, te, test, train, prior)
+    rows = None if sample is None else sample.rows
+    train_bars = period_bars(train, "train", rows) if tr is not None else None
+    summary = run_summary(options, trials, sweeps, diags, s, te, test, train, prior, sample, models)
     records = [dataset_record(test)] + ([dataset_record(full_train)] if full_train is not None else [])
     key = request_key(models, test, full_train, partner, s)
     return RunResult(

@@ -1,0 +1,91 @@
+"""fp32 against int8 inference of the `full` preset (88M, random weights) on a CPU, and the short
+windows at the start of a file batched against one by one. Prints one JSON dict.
+
+    .venv/bin/python benchmarks/precision.py [--bars 256] [--int8-batches 8,16,64] [--threads 2]
+
+Each precision runs ``predict`` on 63 short windows plus ``--bars`` full windows (the 64-bar
+window of the preset); the time of the full windows alone is split off with the progress
+callback. About 90 s on a quiet 2-core machine; figures measured while other work runs are not
+comparable (say so beside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from flagcore.models.flag_trader import PRESETS, build_model, merged_copy
+from flagcore.models.inference import BATCH_SIZE, predict
+
+
+def timed_predict(model, x: np.ndarray, W: int, **kw) -> tuple[dict, np.ndarray]:
+    """Wall time of ``predict`` split into its short windows and its full windows."""
+    marks: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    p = predict(model, x, progress=lambda d, n: marks.append((d, time.perf_counter())), **kw)
+    total = time.perf_counter() - t0
+    short_s = next(t for d, t in marks if d == W - 1) - t0
+    full = len(x) - (W - 1)
+    return {
+        "total_s": round(total, 2),
+        "bars_per_s": round(len(x) / total, 2),
+        "short_windows_s": round(short_s, 3),
+        "full_windows_per_s": round(full / (total - short_s), 2),
+    }, p.logits
+
+
+def one_by_one_short(model, x: np.ndarray, W: int) -> float:
+    """Seconds for the W-1 short windows run one by one, as ``predict`` did before they were batched."""
+    net = merged_copy(model)
+    xs = torch.from_numpy(x)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for t in range(W - 1):
+            net.last_logits(xs[None, : t + 1])
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bars", type=int, default=256, help="full windows per precision")
+    ap.add_argument("--int8-batches", default="8,16,64", help="int8 batch sizes to time")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = PRESETS["full"]
+    W = cfg.window
+    model = build_model(cfg, seed=0).eval()
+    x = np.random.default_rng(0).normal(size=(W - 1 + a.bars, cfg.state_dim)).astype(np.float32)
+
+    out: dict = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "quantized_engine": torch.backends.quantized.engine,
+        "preset": "full",
+        "window": W,
+        "short_windows": W - 1,
+        "full_windows": a.bars,
+    }
+    fp32, ref = timed_predict(model, x, W, batch_size=BATCH_SIZE["fp32"])
+    out["fp32"] = {"batch_size": BATCH_SIZE["fp32"], **fp32}
+    out["short_one_by_one_s"] = round(one_by_one_short(model, x, W), 3)
+    out["short_batched_speedup_fp32"] = round(out["short_one_by_one_s"] / fp32["short_windows_s"], 2)
+    out["int8"] = []
+    for b in (int(s) for s in a.int8_batches.split(",")):
+        r, logits = timed_predict(model, x, W, precision="int8", batch_size=b)
+        r["speedup_full_windows"] = round(r["full_windows_per_s"] / fp32["full_windows_per_s"], 2)
+        r["actions_equal_share"] = float((logits.argmax(1) == ref.argmax(1)).mean())
+        r["max_abs_logit_diff"] = float(np.abs(logits - ref).max())
+        out["int8"].append({"batch_size": b, **r})
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
