@@ -222,6 +222,12 @@ def test_demo_tasks_longest_first_and_only_the_missing_ones(tmp_path):
     assert [t.name for t in _tasks(paths, QUICK, None)] == ["train weighted", "train ce"]
     full = _tasks(DemoPaths(tmp_path / "full", FULL), FULL, "cpu")
     assert full[0].name == "cgdt" and full[-2].name == "train ce" and full[-1].name == "walk-forward"
+    assert (
+        FULL.val_windows == 1024
+        and FULL.walk_forward_epochs == 1
+        and FULL.walk_forward_every == 1000
+        and QUICK.cgdt_context == 8
+    )
     assert full[-1].start.endswith("weighted") and {t.device for t in full} == {"cpu"}
 
 
@@ -234,5 +240,23 @@ def test_quick_demo_records_where_its_time_went(quick_demo):
     for loss in ("ce", "weighted", "focal"):
         assert t[f"train {loss} training"] > 0 and t[f"train {loss} inference"] > 0
     assert t["cgdt training"] > 0 and t["cgdt inference cpu"] > 0 and t["workers ready"] >= 0
+    starts = [t[f"{name} start"] for name in ("cgdt", "train ce", "train weighted", "train focal")]
+    assert min(starts) == t["workers ready"] and max(starts) < t["training"]  # when each task began
     assert t["data"] + t["training"] + t["evaluate"] <= t["total"] + 0.1
     assert res["seconds"] == round(t["total"], 1)
+
+
+def test_validation_on_fewer_windows_spread_over_the_period(small_demo, small_cfg):
+    """The full demo validates on 1,024 windows per epoch, spread over the validation period; a bad
+    count is refused up front."""
+    from flagcore.errors import FlagcoreError
+    from flagcore.training.loop import TrainConfig, train_model, usable_ends
+
+    ds = small_demo["train"]
+    cfg = TrainConfig(loss="weighted", epochs=1, windows_per_epoch=256, val_windows=300)
+    prov = train_model(ds, small_cfg, cfg).provenance
+    every = usable_ends(ds, small_cfg.window, int(ds.n_bars * (1 - cfg.val_fraction)), ds.n_bars)
+    assert prov["val_windows"] == 300 < len(every)
+    assert prov["val_start"] == ds.timestamps[every[0]].isoformat()  # the same period, fewer windows
+    with pytest.raises(FlagcoreError, match="val_windows"):
+        TrainConfig(val_windows=3)

@@ -62,6 +62,9 @@ class TrainConfig:
     patience: int = 2
     val_fraction: float = 0.15
     windows_per_epoch: int | None = None  # None: every training window once per epoch
+    # validation windows per epoch: None every one; a number, that many spread evenly over the
+    # validation period (validation is forward passes over every window: a third of an epoch's time)
+    val_windows: int | None = None
     seed: int = 0
     # "last": the loss at the window's last position (no leak); "all": at every position, as the
     # reviewed code did, which leaks the future through unmasked attention (kept to reproduce it)
@@ -74,6 +77,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise FlagcoreError(f"{name} must be a positive integer, got {v!r}")
+        v = self.val_windows
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 10):
+            raise FlagcoreError(f"val_windows must be None or a whole number >= 10, got {v!r}")
         if not 0.0 < self.val_fraction < 0.5:
             raise FlagcoreError(f"val_fraction must lie in (0, 0.5), got {self.val_fraction!r}")
         if self.loss_position not in ("last", "all"):
@@ -194,6 +200,8 @@ def _split(ds: Dataset, W: int, cfg: TrainConfig, train_index: np.ndarray | None
             raise FlagcoreError(f"{ds.source}: the training index holds {idx.size} usable bars")
         val_start = int(idx[int(idx.size * (1 - cfg.val_fraction))])
         train_ends, val_ends = idx[idx < val_start - h], idx[idx >= val_start]
+    if cfg.val_windows is not None and len(val_ends) > cfg.val_windows:
+        val_ends = val_ends[np.linspace(0, len(val_ends) - 1, cfg.val_windows).round().astype(np.int64)]
     if len(train_ends) < cfg.batch_size or len(val_ends) < 10:
         raise FlagcoreError(
             f"{ds.source}: too few labelled bars to train "
