@@ -5,7 +5,7 @@ import streamlit as st
 import flagcore
 from flagcore.dashboard import state as ac
 from flagcore.dashboard.identity import load_identity_config
-from flagcore.dashboard.views import run_labels
+from flagcore.dashboard.views import run_labels, run_precision
 
 st.set_page_config(page_title="flagcore", page_icon=":material/fact_check:", layout="wide")
 
@@ -34,4 +34,7 @@ st.sidebar.title("flagcore")
 st.sidebar.caption(f"validation review, version {flagcore.__version__}")
 if not runs.empty:
     ac.run_picker(run_labels(runs, ac.run_statuses(ac.store_key(), policy)))
+    picked = runs[runs["run_id"] == ac.current_run()]
+    if not picked.empty:  # old runs record none: fp32
+        st.sidebar.caption(f"Inference precision: {run_precision(picked['settings'].iloc[0])}")
 nav.run()

@@ -41,8 +41,16 @@ PAGES = {
     "root cause": "root_cause",
     "reviews": "reviews",
 }
+# how the server starts: as the README starts the dashboard (the launcher that imports what every page
+# needs before the server answers), or a plain ``streamlit run`` (``--launcher streamlit``)
+LAUNCHERS = {"serve": ("-m", "flagcore.dashboard.serve"), "streamlit": ("-m", "streamlit", "run")}
+LAUNCHER = os.environ.get("FLAGCORE_LAUNCHER", "serve")
+PROFILED = str(Path(__file__).with_name("page_profile.py"))  # a server with its script runs profiled
 CHARTED = {"model_health", "logits", "solutions", "hifa"}
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
+# a page's title: drawn by its script, so once it is there "notRunning" means that script has ended
+# (before it, "notRunning" may be the state before the first run began)
+TITLE = "[data-testid='stMain'] h1"
 NO_SKELETON = "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0"
 DRAWN = "[data-testid='stPlotlyChart'] .main-svg"
 # the live panel's figures: any change in them is the slider's answer
@@ -78,20 +86,24 @@ class Server:
     """``streamlit run app.py`` over a store on a free local port; ``rss()`` is its resident memory
     (the process and its children, in bytes)."""
 
-    def __init__(self, store_path: Path, log: Path | None = None):
+    def __init__(self, store_path: Path, log: Path | None = None, profile: Path | None = None):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = {**os.environ, "FLAGCORE_STORE": str(store_path)}
+        # profiled: this file runs the server (as LAUNCHER says) with every script run profiled
+        start = (
+            [sys.executable, "-X", "importtime", PROFILED, "--profiled-server", str(profile), LAUNCHER]
+            if profile
+            else [sys.executable, *LAUNCHERS[LAUNCHER]]
+        )
         self.log = log
+        self.started = time.perf_counter()
         out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
         self._out = out
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
+                *start,
                 str(ROOT / "app.py"),
                 "--server.headless",
                 "true",
@@ -119,6 +131,7 @@ class Server:
         while time.time() < deadline:
             try:
                 if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).read() == b"ok":
+                    self.ready_s = time.perf_counter() - self.started  # the server's start, to healthy
                     return
             except OSError:
                 time.sleep(0.1)
@@ -160,7 +173,7 @@ class Server:
 def _visit(pg, url: str, path: str, run_id: int) -> float:
     t = time.perf_counter()
     pg.goto(f"{url}/{path}?run={run_id}")
-    pg.wait_for_timeout(50)  # the script starts after the page's first paint
+    pg.wait_for_selector(TITLE, timeout=120_000)
     pg.wait_for_selector(SETTLED, timeout=120_000)
     pg.wait_for_function(NO_SKELETON, timeout=120_000)
     if path in CHARTED:
@@ -168,18 +181,23 @@ def _visit(pg, url: str, path: str, run_id: int) -> float:
     return time.perf_counter() - t
 
 
-def pages_cold_and_warm(store_path: Path, run_id: int, reps: int = 3) -> dict:
-    """Each page on its first visit after a server start (a fresh server each time) and on later
-    visits to a warm server (after one visit of every page)."""
+def pages_cold_and_warm(
+    store_path: Path, run_id: int, reps: int = 3, server_starts: list[float] | None = None
+) -> dict:
+    """Each page on its first visit after a server start (a fresh server each time, started as
+    ``LAUNCHER`` says) and on later visits to a warm server (after one visit of every page);
+    ``server_starts`` gets each server's seconds from its start to its health check's "ok"."""
     from playwright.sync_api import sync_playwright
 
     cold: dict[str, list[float]] = {name: [] for name in PAGES}
     warm: dict[str, list[float]] = {name: [] for name in PAGES}
+    starts: list[float] = []  # a server's start to its health check's "ok" (the launcher's imports)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for _ in range(reps):
             for name, path in PAGES.items():
                 srv = Server(store_path)
+                starts.append(srv.ready_s)
                 try:
                     pg = b.new_page(viewport={"width": 1400, "height": 1000})
                     cold[name].append(_visit(pg, srv.url, path, run_id))
@@ -197,16 +215,18 @@ def pages_cold_and_warm(store_path: Path, run_id: int, reps: int = 3) -> dict:
         finally:
             srv.stop()
         b.close()
+    if server_starts is not None:
+        server_starts += starts
     return {name: {"cold": summary(cold[name]), "warm": summary(warm[name])} for name in PAGES}
 
 
-def slider_steps(store_path: Path, run_id: int, steps: int = 12) -> dict:
+def slider_steps(store_path: Path, run_id: int, steps: int = 12, profile: Path | None = None) -> dict:
     """HOLD-threshold slider steps on the Solution comparison page: from the key press to the first
     change of the page's metrics, and to the script's end (the page settled)."""
     from playwright.sync_api import sync_playwright
 
     shown, settled = [], []
-    srv = Server(store_path)
+    srv = Server(store_path, profile=profile)
     try:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -254,7 +274,7 @@ async def _session(browser, url: str, run_id: int, until: float, seed: int, out:
             t = time.perf_counter()
             try:
                 await pg.goto(f"{url}/{path}?run={run_id}")
-                await pg.wait_for_timeout(50)
+                await pg.wait_for_selector(TITLE, timeout=120_000)
                 await pg.wait_for_selector(SETTLED, timeout=120_000)
                 await pg.wait_for_function(NO_SKELETON, timeout=120_000)
                 if path in CHARTED:
@@ -328,22 +348,32 @@ def review_meeting(store_path: Path, run_id: int, sessions: int = 20, seconds: f
 
 
 def main() -> None:
+    global LAUNCHER
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True, help="a store holding the run (the full demo's)")
     ap.add_argument("--run", type=int, required=True)
-    ap.add_argument("--only", default="pages,slider,meeting")
+    ap.add_argument("--only", default="pages,slider,meeting", help="any of pages,slider,meeting,profile")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--out", help="write the figures as JSON here")
+    ap.add_argument("--profile-dir", default="/tmp/flagcore-profile", help="where --only profile writes")
+    ap.add_argument("--launcher", choices=list(LAUNCHERS), default=LAUNCHER, help="how the server starts")
     args = ap.parse_args()
+    LAUNCHER = args.launcher
     only = set(args.only.split(","))
     res: dict = {}
     store = Path(args.store)
     if "pages" in only:
-        res["pages"] = pages_cold_and_warm(store, args.run, args.reps)
+        starts: list[float] = []
+        res["pages"] = pages_cold_and_warm(store, args.run, args.reps, starts)
+        res["server_start"] = {"launcher": LAUNCHER, **summary(starts)}
     if "slider" in only:
         res["slider"] = slider_steps(store, args.run)
+    if "profile" in only:
+        from page_profile import profile_first_visits
+
+        res["profile"] = profile_first_visits(store, args.run, Path(args.profile_dir))
     if "meeting" in only:
         res["meeting"] = review_meeting(store, args.run, args.sessions, args.seconds)
     text = json.dumps(res, indent=1)

@@ -30,6 +30,8 @@ st.dataframe(ac.presets(), width="stretch")
 
 st.subheader("Checkpoints in this run")
 st.dataframe(views.models_table(models), hide_index=True, width="stretch")
+info = ac.run_info(path, rid)
+st.caption(views.precision_line(info["settings"], info["summary"]))
 with st.expander("Provenance of the baseline checkpoint"):
     st.json(base["provenance"])
 

@@ -13,13 +13,11 @@ path = ac.store_key()
 result = ac.root_cause(path, rid)
 n_params = int(views.model_of(ac.run_models(path, rid), "baseline")["total_parameters"])
 
-model, problem = None, None
-try:
-    model = ac.explain_model(path, rid)
-except ac.FlagcoreError as e:  # a checkpoint gone or changed, a dataset gone, no FLAG-TRADER baseline
-    problem = ac.error_line(e)
+# a checkpoint gone or changed, a dataset gone, no FLAG-TRADER baseline: told from the files and the
+# store; the model itself (torch, peft: seconds) loads only when the live ablation is asked for
+problem = ac.ablation_problem(path, rid)
 if problem:
-    st.warning(problem)
+    st.warning(ac.plain(problem))
 
 st.subheader("Verdicts")
 if result is None:
@@ -84,9 +82,23 @@ else:
             st.caption(attr[1])
 
 st.subheader("Live ablation")
-if model is None:
+model = None
+if problem:
     st.info("The live ablation needs the run's FLAG-TRADER checkpoint and data (see the warning above).")
+elif st.session_state.get("ablation_run") != rid:
+    st.caption(
+        "Fill the inputs you pick and infer a sample of evaluated bars again with the run's model. "
+        "Loading the model (its checkpoint and data) takes a few seconds the first time on this server."
+    )
+    if st.button("Load the model for the live ablation", key="ablation_load"):
+        st.session_state["ablation_run"] = rid
+        st.rerun()
 else:
+    try:
+        model = ac.explain_model(path, rid)
+    except ac.FlagcoreError as e:  # a dataset changed since the run (content hash), for example
+        st.warning(ac.error_line(e))
+if model is not None:
     plan = ac.ablation_plan(path, rid)
     st.caption(
         "Pick inputs to fill and a fill; the loaded model infers a sample of evaluated bars again. "

@@ -35,6 +35,7 @@ if rid is not None:
     # the reviewer's name is user text: shown as text
     st.text("No review yet" if reviewer is None else f"Latest review: {verdict} by {reviewer}")
     show_status(ac.run_status(path, rid, policy), info.get("author"))
+    st.caption(views.precision_line(info["settings"], info["summary"]))
     q = {"run": str(rid)}
     links = st.columns(6)
     links[0].page_link("pages/model_health.py", label="Model health", query_params=q)

@@ -388,8 +388,12 @@ def test_root_cause_page_shows_the_stored_verdicts_and_a_live_ablation(quick_dem
     assert list(verdicts["verdict"]) == [rc.BADGES[v["verdict"]] for v in stored["verdicts"]]
     assert any(c.value.startswith(rc.computed_line(stored)) for c in at.caption)
     assert "computed " in rc.computed_line(stored) and " on 200 bars (seed 0)" in rc.computed_line(stored)
-    # the live ablation: the padded inputs preselected, filled with the training medians on explain's
-    # own sample, give explain's padding counterfactual
+    # the live ablation loads the model only when asked for; then the padded inputs are preselected,
+    # and filled with the training medians on explain's own sample they give explain's padding
+    # counterfactual
+    assert not [m for m in at.multiselect if m.key == "ablation_inputs"]
+    at.button(key="ablation_load").click().run()
+    assert not at.exception and not at.warning
     assert at.multiselect(key="ablation_inputs").value == list(range(49, 60))  # padding_49 .. padding_59
     at.number_input(key="ablation_bars").set_value(200)
     at.button(key="ablation_go").click().run()
@@ -596,3 +600,62 @@ def test_a_sweep_charts_marker_moves_in_place():
     assert plots.mark_current(fig, 0.55) is fig
     assert (fig.layout.shapes[0].x0, fig.layout.shapes[0].x1) == (0.55, 0.55)
     assert [a.text for a in fig.layout.annotations] == ["current 0.55"]
+
+
+# ----------------------------------------------------------------------------- issue 18: inference precision
+
+
+def test_a_runs_inference_precision_and_agreement_show_wherever_the_run_does(quick_demo_copy, monkeypatch):
+    import duckdb
+
+    from flagcore.dashboard.report import report_blocks
+    from flagcore.store.codec import from_json, to_json
+
+    store, rid = quick_demo_copy["store"], quick_demo_copy["run_id"]
+    at = _app(quick_demo_copy, monkeypatch)  # an old run: no precision stored, so fp32, no agreement
+    assert "Inference precision: fp32" in [c.value for c in at.sidebar.caption]
+    assert not any(", fp32" in o for o in at.sidebar.selectbox[0].options)
+    assert "Inference precision: fp32." in [c.value for c in at.caption]
+    agreement = {"bars_sampled": 256, "actions_equal_share": 0.9961, "max_abs_logit_diff": 0.0312}
+    agreement["sample"] = "256 bars evenly spaced"
+    con = duckdb.connect(str(store.path))
+    try:  # the run as an int8 evaluation stores it (helper A2's fields)
+        settings, summary = con.execute(
+            "SELECT settings, summary FROM runs WHERE run_id = ?", [rid]
+        ).fetchone()
+        settings, summary = from_json(settings), from_json(summary)
+        settings["precision"] = "int8"
+        summary["inference"] = {"baseline": {"precision": "int8", "agreement": agreement}}
+        con.execute(
+            "UPDATE runs SET settings = ?, summary = ? WHERE run_id = ?",
+            [to_json(settings), to_json(summary), rid],
+        )
+    finally:
+        con.close()
+    at = _app(quick_demo_copy, monkeypatch)  # a new visit: the store's new version is read
+    assert "Inference precision: int8" in [c.value for c in at.sidebar.caption]
+    assert any(o.startswith(f"#{rid} ") and ", int8, " in o for o in at.sidebar.selectbox[0].options)
+    line = (
+        "Inference precision: int8. Agreement with fp32, baseline: the actions equal fp32's on 99.6% of "
+        "256 sampled bars, largest logit difference 0.031 (256 bars evenly spaced)."
+    )
+    assert line in [c.value for c in at.caption]  # the status page
+    at = _page(at, "pages/model_health.py")
+    assert line in [c.value for c in at.caption]
+    assert ("p", line) in report_blocks(store, rid)  # the report's model section, in either format
+
+
+# ----------------------------------------------------------------------------- issue 18: first visits
+
+
+def test_the_launcher_warms_every_page_import_and_refuses_a_missing_app(tmp_path, monkeypatch):
+    import sys
+
+    from flagcore.dashboard import serve
+
+    took = serve.warm()
+    assert set(serve.WARM_MODULES) | {"first figures and table"} == set(took)
+    assert all(m in sys.modules for m in serve.WARM_MODULES)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="app.py: no such app file"):
+        serve.main(["--server.port", "1"])

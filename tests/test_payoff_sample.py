@@ -252,3 +252,16 @@ def test_evaluate_caches_the_sample_under_its_own_key(tmp_path):
     assert len(store.bars(rid, "train")) == 400 and len(store.predictions(rid, "baseline", "train")) == 400
     again = evaluate(ckpt, test, store=store, train_data=train, settings=s, reuse=True)
     assert again["reused"] and again["inference"] == {"computed": 0, "cached": 2}
+    # the slider recomputes from the stored sample as the run did: each block held on its own
+    from flagcore.analysis.remedies import compare_options
+    from flagcore.dashboard.live import load_live_inputs
+
+    inp = load_live_inputs(store, rid)
+    assert inp.train is not None and inp.train.block_starts is not None
+    stored = store.option_results(rid).set_index("option")["metrics"]
+    for option in ("baseline", "opt3_threshold"):
+        if option not in stored:
+            continue
+        live = compare_options(inp.test, inp.train, cfg=inp.cfg, options=[option])[option]
+        assert live["backtest"]["payoff_ratio"] == pytest.approx(stored[option]["payoff_ratio"], rel=1e-9)
+        assert live["payoff_se"] == pytest.approx(stored[option]["payoff_se"], rel=1e-9, nan_ok=True)

@@ -320,3 +320,48 @@ def test_a_gone_or_changed_checkpoint_is_one_warning_line_and_the_stored_result_
     assert any("needs the run's FLAG-TRADER checkpoint" in i.value for i in at.info)
     assert not [b for b in at.button if b.key == "ablation_go"]
     assert store.root_cause(rid) == stored  # nothing was added
+
+
+def test_viewing_the_page_loads_no_model_until_the_live_ablation_is_asked_for(page, monkeypatch):
+    from flagcore.dashboard import state as ac
+
+    at, demo = page
+    loads: list[int] = []
+    real = ac.explain_model
+    monkeypatch.setattr(ac, "explain_model", lambda path, rid: loads.append(rid) or real(path, rid))
+    at.run()  # the view: the checkpoint's file and sha256 checked, nothing loaded
+    assert not at.exception and not at.warning and loads == []
+    assert not [m for m in at.multiselect if m.key == "ablation_inputs"]
+    at.button(key="ablation_load").click().run()
+    assert not at.exception and not at.warning and set(loads) == {demo["run_id"]}  # the plan reads it too
+    assert at.multiselect(key="ablation_inputs").value == PADDED  # the controls, the padded preselected
+    assert not [b for b in at.button if b.key == "ablation_load"]
+
+
+def test_the_ablation_problem_is_told_from_the_files_without_the_model(tmp_path):
+    import pandas as pd
+
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"weights")
+    data = tmp_path / "test.parquet"
+    data.write_bytes(b"rows")
+    run = {"run_id": 3, "dataset_id": "d1", "train_dataset_id": None}
+    models = pd.DataFrame(
+        [
+            {
+                "role": "baseline",
+                "kind": "flag-trader",
+                "source": str(ckpt),
+                "model_id": abl.file_sha256(str(ckpt)),
+            }
+        ]
+    )
+    datasets = {"d1": {"source": str(data)}}
+    assert abl.ablation_problem(run, models, datasets.get) is None
+    assert "sha256 differs" in abl.ablation_problem(run, models.assign(model_id="0" * 64), datasets.get)
+    assert "is gone" in abl.ablation_problem(run, models.assign(source=str(tmp_path / "x")), datasets.get)
+    assert "not a FLAG-TRADER" in abl.ablation_problem(run, models.assign(kind="cgdt"), datasets.get)
+    data.unlink()
+    assert abl.ablation_problem(run, models, datasets.get) == (
+        f"{data}: run 3's evaluated dataset is gone; the live ablation needs it"
+    )

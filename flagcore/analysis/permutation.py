@@ -7,6 +7,7 @@ Appl. Genet. Mol. Biol.: p = (b + 1) / (m + 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -25,9 +26,27 @@ class PermutationResult:
 
 
 def block_permutations(n_permutations: int, n_blocks: int, seed=0) -> np.ndarray:
-    """(m, n_blocks) random permutations of the block ids, one row per permutation."""
+    """(m, n_blocks) random permutations of the block ids, one row per permutation.
+
+    A pure function of its arguments: for an integer seed the array is computed once and shared
+    (read-only), so a dashboard slider that tests the same run at another threshold does not draw the
+    same permutations again (about a quarter of its recompute).
+    """
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return _seeded_permutations(int(n_permutations), int(n_blocks), int(seed))
+    return _draw_permutations(n_permutations, n_blocks, seed)
+
+
+def _draw_permutations(n_permutations: int, n_blocks: int, seed) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.permuted(np.tile(np.arange(n_blocks), (n_permutations, 1)), axis=1)
+
+
+@lru_cache(maxsize=8)  # a few (m, blocks, seed): one run's slider, a validation; ~3 MB each for m=1,000
+def _seeded_permutations(n_permutations: int, n_blocks: int, seed: int) -> np.ndarray:
+    perms = _draw_permutations(n_permutations, n_blocks, seed)
+    perms.setflags(write=False)  # shared between callers: never changed in place
+    return perms
 
 
 def permutation_test(

@@ -274,7 +274,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flagcore.analysis.review_policy import load_review_policy
     from flagcore.pipeline.demo import build_demo
+    from flagcore.training.tasks import start_workers_early
 
+    start_workers_early()  # the workers' imports (torch, peft: seconds) overlap the CLI's own start
     policy = load_review_policy(None)  # $FLAGCORE_CONFIG: a bad file fails before the demo is built
     store = open_store(args)
     stages = Stages(args.quiet)

@@ -2,7 +2,8 @@
 
 The reviewer picks the inputs and the fill; the steps, and how often each runs:
 
-    load_ablation_model (checked checkpoint, datasets)    once per run   (st.cache_resource)
+    ablation_problem    (files there, sha256; no torch)   on view        (the hash cached per file)
+    load_ablation_model (checked checkpoint, datasets)    once per run, on demand  (st.cache_resource)
     plan_sample         (a few windows timed)             once per run   (st.cache_resource)
     sample_windows      (the sample's windows, logits)    per (run, bars, seed)  (st.cache_data)
     ablate              (fill, infer again, outcome)      per press of the button, with progress
@@ -16,13 +17,17 @@ preset) gets a sample that stays under about ``TIME_BUDGET_S`` seconds per infer
 time one small batch of windows takes on this machine (:func:`sample_size_for`). The before/after
 table is ``root_cause.outcome_table``, as the stored counterfactuals'.
 
-Torch and the pipeline are imported lazily.
+Torch and the pipeline are imported lazily: the page shows what it can tell from the store and the
+files (:func:`ablation_problem`) without them, and loads the model (torch, peft: seconds) only when
+the reviewer asks for the live ablation.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +100,53 @@ class AblationModel:
         if self.train_features is None:
             return {"median": "evaluated-period medians (the run has no training data)"}
         return dict(FILLS)
+
+
+def file_sha256(path: str) -> str:
+    """A file's sha256, as ``models.checkpoint.file_sha256`` (the model id) computes it, without
+    importing torch."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def ablation_problem(
+    run: dict,
+    models: pd.DataFrame,
+    dataset: Callable[[str], dict | None],
+    sha256: Callable[[str], str] = file_sha256,
+) -> str | None:
+    """Why the live ablation cannot run for ``run`` (its row of ``Store.run``), as one line, or None:
+    the run has no FLAG-TRADER baseline in ``models`` (``Store.run_models``), its checkpoint is gone
+    or changed since the run (``sha256``, the stored model id), or a dataset file (``dataset``: a
+    dataset id to its ``Store.dataset`` record) is gone. Reads files and the store only: no torch,
+    no model built. The datasets' content hashes are checked when the model is loaded
+    (:func:`load_ablation_model`)."""
+    run_id = run["run_id"]
+    rows = models[models["role"] == "baseline"]
+    if rows.empty:
+        return f"run {run_id} records no baseline model: the live ablation needs one"
+    rec = rows.iloc[0]
+    if rec["kind"] != "flag-trader":
+        return (
+            f"run {run_id}'s baseline is a {rec['kind']} model, not a FLAG-TRADER checkpoint: "
+            "the live ablation needs one to infer again"
+        )
+    source = str(rec["source"])
+    if not os.path.isfile(source):
+        return f"{source}: run {run_id}'s checkpoint is gone; the live ablation and explain need it"
+    if sha256(source) != rec["model_id"]:
+        return f"{source}: changed since run {run_id} was evaluated (sha256 differs from the stored model id)"
+    for key, what in (("dataset_id", "evaluated"), ("train_dataset_id", "training")):
+        if run.get(key):
+            ds = dataset(run[key])
+            if ds is None:
+                return f"run {run_id}'s {what} dataset is not in the store"
+            if not os.path.exists(str(ds["source"])):
+                return f"{ds['source']}: run {run_id}'s {what} dataset is gone; the live ablation needs it"
+    return None
 
 
 def load_ablation_model(store, run_id: int) -> AblationModel:

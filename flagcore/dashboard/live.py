@@ -65,6 +65,11 @@ def load_live_inputs(store, run_id: int) -> LiveInputs:
         )
         if summary.get("label_prior") is not None:  # the whole training period's, as the run used
             train.prior = np.asarray(summary["label_prior"], dtype=np.float64)
+        # a sampled payoff stretch: each block is held on its own, as the run estimated it
+        sample = (summary.get("payoff_period") or {}).get("sample")
+        if sample:
+            train.block_starts = np.asarray(sample["block_starts"], dtype=np.int64)
+            train.sample = sample["source"]
     return LiveInputs(
         int(run_id),
         test,

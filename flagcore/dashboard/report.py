@@ -16,7 +16,7 @@ import pandas as pd
 from flagcore.analysis.review_policy import ReviewPolicy, RunStatus
 from flagcore.dashboard.gate_views import gate_caption, gate_table, signal_sizing_table, signals_of
 from flagcore.dashboard.root_cause import computed_line, missing_table, supported_causes, verdict_table
-from flagcore.dashboard.views import passed_text, share_column
+from flagcore.dashboard.views import passed_text, precision_line, share_column
 from flagcore.store.store import Store
 from flagcore.vocab import CLASS_NAMES, CRITERIA, IDENTITY_SOURCES, collapse_sentence
 
@@ -110,6 +110,7 @@ def model_section(rec: RunRecord) -> list[Block]:
     out: list[Block] = [
         ("h2", "Model"),
         ("table", ["role", "kind", "source", "parameters", "trainable", "sha256"], rows),
+        ("p", precision_line(run.get("settings"), summary)),
     ]
     if (models["role"] == "baseline").any():
         out.append(

@@ -177,6 +177,29 @@ def loaded_model(checkpoint: str, sha256: str):
     return model
 
 
+@st.cache_data(ttl=RUN_TTL, max_entries=64, show_spinner="Checking the checkpoint's sha256...")
+def _file_sha256(source: str, size: int, mtime_ns: int) -> str:  # keyed on the file's size and time
+    from flagcore.dashboard.ablation import file_sha256
+
+    return file_sha256(source)
+
+
+def file_sha256(source: str) -> str:
+    """A file's sha256, hashed once per version of the file (its size and modification time)."""
+    s = os.stat(source)
+    return _file_sha256(source, s.st_size, s.st_mtime_ns)
+
+
+def ablation_problem(path: str, run_id: int) -> str | None:
+    """Why the run's live ablation cannot run (``ablation.ablation_problem``: its checkpoint gone or
+    changed, a dataset gone), from the store and the files only: no torch, no model loaded."""
+    from flagcore.dashboard.ablation import ablation_problem as problem
+
+    return problem(
+        run_info(path, run_id), run_models(path, run_id), lambda d: dataset(path, d), sha256=file_sha256
+    )
+
+
 @st.cache_resource(show_spinner="Loading the run's checkpoint and data...", max_entries=2)
 def explain_model(path: str, run_id: int):
     """The run's checked baseline network and its inputs for the live ablation

@@ -28,9 +28,55 @@ from flagcore.vocab import BADGE, CLASS_NAMES, CRITERIA, IDENTITY_SOURCES, NOT_A
 
 
 def run_label(row, status: str | None = None) -> str:
-    """A run in the picker: "#3 demo-quick (2026-01-02 10:00), approved"."""
+    """A run in the picker: "#3 demo-quick (2026-01-02 10:00), approved"; a run inferred at another
+    precision than fp32 says so: "#4 full (2026-01-02 11:00), int8, pending"."""
     label = f"#{int(row['run_id'])} {row['name']} ({pd.Timestamp(row['created_at']):%Y-%m-%d %H:%M})"
+    precision = run_precision(row.get("settings") if hasattr(row, "get") else None)
+    if precision != DEFAULT_PRECISION:
+        label = f"{label}, {precision}"
     return label if status is None else f"{label}, {status}"
+
+
+DEFAULT_PRECISION = "fp32"  # runs stored before the precision was recorded were inferred in fp32
+
+
+def _decoded(value) -> dict:
+    """A run's settings or summary as a dict: decoded when the store gave its JSON text."""
+    if isinstance(value, str):
+        value = from_json(value)
+    return value if isinstance(value, dict) else {}
+
+
+def run_precision(settings) -> str:
+    """The inference precision a run's models were run at (its stored settings' ``precision``);
+    fp32 for runs stored without one."""
+    return str(_decoded(settings).get("precision") or DEFAULT_PRECISION)
+
+
+def agreement_line(summary, role: str = "baseline") -> str | None:
+    """How the lower-precision logits of ``role`` agreed with fp32 on the run's sample
+    (``summary["inference"][role]["agreement"]``), as a sentence; None when not measured (fp32 runs,
+    runs stored before it was)."""
+    a = ((_decoded(summary).get("inference") or {}).get(role) or {}).get("agreement")
+    if not a:
+        return None
+    line = (
+        f"{role}: the actions equal fp32's on {float(a['actions_equal_share']):.1%} of "
+        f"{int(a['bars_sampled']):,} sampled bars, largest logit difference "
+        f"{float(a['max_abs_logit_diff']):.2g}"
+    )
+    return line + (f" ({a['sample']})." if a.get("sample") else ".")
+
+
+def precision_line(settings, summary) -> str:
+    """The run's inference precision in words, with each model's agreement with fp32 when measured."""
+    precision = run_precision(settings)
+    if precision == DEFAULT_PRECISION:
+        return "Inference precision: fp32."
+    roles = list(_decoded(summary).get("inference") or {})
+    lines = [line for r in roles if (line := agreement_line(summary, r)) is not None]
+    tail = " Agreement with fp32, " + " ".join(lines) if lines else " Agreement with fp32 not recorded."
+    return f"Inference precision: {precision}." + tail
 
 
 def run_labels(runs: pd.DataFrame, statuses: Mapping[int, Any] | None = None) -> dict[int, str]:

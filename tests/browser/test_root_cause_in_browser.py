@@ -78,6 +78,10 @@ def test_the_live_ablation_runs_in_the_browser(server, page):
     _open(server, page)
     main = page.locator("[data-testid='stMain']")
     before = main.locator("[data-testid='stDataFrame']").count()
+    assert main.get_by_text("Inputs to fill").count() == 0  # the model loads only when asked for
+    main.get_by_role("button", name="Load the model for the live ablation").click()
+    _settle(page)
+    _no_exception(page)
     main.get_by_text("resampled training rows", exact=True).click()  # the fill
     _settle(page)
     main.get_by_label("Sampled bars").fill("200")
