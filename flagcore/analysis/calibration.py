@@ -41,8 +41,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import isotonic_regression, minimize
-from scipy.special import expit, logit
 
 from flagcore.errors import FlagcoreError
 from flagcore.vocab import BUY, CALIBRATIONS, HOLD, SELL
@@ -79,6 +77,8 @@ class Calibration:
             assert self.knots_q is not None and self.knots_p is not None
             return np.interp(x, self.knots_q, self.knots_p)
         assert self.slope is not None and self.intercept is not None
+        from scipy.special import expit, logit  # scipy on first use: a page's first visit skips it
+
         return expit(self.slope * logit(np.clip(x, _EPS, 1 - _EPS)) + self.intercept)
 
 
@@ -165,6 +165,8 @@ def isotonic_fit(q, hit) -> tuple[np.ndarray, np.ndarray]:
     >>> kp.tolist()
     [0.5, 0.5, 1.0, 1.0]
     """
+    from scipy.optimize import isotonic_regression
+
     x, y = _check_hits(q, hit)
     knots, inverse = np.unique(x, return_inverse=True)
     counts = np.bincount(inverse).astype(np.float64)
@@ -203,6 +205,9 @@ def platt_fit(q, hit) -> tuple[float, float]:
     >>> bool(abs(a) < 0.2 and abs(b) < 0.3)
     True
     """
+    from scipy.optimize import minimize
+    from scipy.special import expit, logit
+
     x, y = _check_hits(q, hit)
     n_pos = float(y.sum())
     n_neg = float(y.size - n_pos)
