@@ -134,6 +134,18 @@ def small_demo(tmp_path_factory):
     }
 
 
+def dataset_rows(src: Path, out: Path, start: int, stop: int | None = None) -> Path:
+    """Rows ``start:stop`` of a Parquet dataset written to ``out``, its metadata (label horizon,
+    calendar) kept: a shorter test or training period of the demo, new to every inference cache."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(src)
+    start = start % table.num_rows if start < 0 else start
+    stop = table.num_rows if stop is None else stop
+    pq.write_table(table.slice(start, stop - start), out)
+    return out
+
+
 def with_trained_lora(model, std: float = 0.05):
     """Give every LoRA B non-zero weights (B starts at zero), so that the adapters change outputs."""
     with torch.no_grad():
@@ -184,9 +196,10 @@ def quick_demo_copy(quick_demo, tmp_path):
 #   slow:    every test that needs the quick demo (the `quick_demo` fixture, directly or through
 #            another fixture): building it takes a minute or more on 2 cores;
 #   slow:    every test that uses a fixture in SLOW_FIXTURES (a module-scoped fixture that trains);
-#   slow:    the tests in SLOW (all their parameters), each over 15 s in a --durations=0 run on 2 cores.
-# The three determinism tests of training (FLAG-TRADER, CGDT, retraining CPCV) stay in the fast subset,
-# at about 15 s each: they are the fast subset's only run of those training loops.
+#   slow:    the tests in SLOW (all their parameters): over about 5 s each in a --durations=0 run on
+#            2 cores, and no unit check.
+# The determinism tests of training (FLAG-TRADER, CGDT, retraining CPCV in worker processes) stay in
+# the fast subset, on a few months of bars: they are its only run of those training loops.
 SLOW_FIXTURES = {
     ("test_train.py", "trained"),  # three FLAG-TRADER models
     ("test_cgdt.py", "model"),  # a CGDT model
@@ -196,6 +209,10 @@ SLOW = {
     "tests/test_train.py::test_further_losses_train_and_trade",
     "tests/test_train.py::test_train_command_writes_checkpoint_with_provenance",
     "tests/test_cli.py::test_info_full_preset_in_a_real_process",  # builds the 88M-parameter preset
+    # a calibration over many markets, not a unit check (the subset keeps the gate's unit tests)
+    "tests/test_gate_calibration.py::test_noise_markets_do_not_pass_and_a_planted_edge_does",
+    # 88M random weights saved and read back; test_model.py counts the full preset in the subset
+    "tests/test_checkpoint.py::test_full_size_reviewed_checkpoint_counts",
 }
 
 

@@ -248,12 +248,23 @@ def test_validate_retrain_adds_a_labelled_cpcv_mode(quick_demo, tmp_path, capsys
 
     copy = tmp_path / "copy.duckdb"  # retraining appends to the run: work on a copy
     shutil.copy(quick_demo["store"].path, copy)
+    root = quick_demo["root"]
+    # the smallest CPCV that still has paths: 3 groups, 2 of them tested per split; 3 splits to
+    # retrain, each group predicted twice: 2 paths (the demo's run has 6 and 2: 15 splits)
+    crit = {**EvaluateSettings().resolved_criteria(), "cpcv_groups": 3, "n_permutations": 100}
+    rid = evaluate(
+        root / "models" / "ce",
+        root / "test.parquet",
+        store=Store(copy),
+        train_data=root / "train.parquet",
+        settings=EvaluateSettings(criteria=crit),
+    )["run_id"]
     args = [
         "validate",
         "--store",
         str(copy),
         "--run",
-        str(quick_demo["run_id"]),
+        str(rid),
         "--retrain",
         "--options",
         "baseline",
@@ -264,15 +275,15 @@ def test_validate_retrain_adds_a_labelled_cpcv_mode(quick_demo, tmp_path, capsys
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     info = out["retrain"]["baseline"]
-    assert info["splits"] == 15 and info["paths"] == 5 and info["quick"] is True
-    paths = Store(copy).cpcv_paths(quick_demo["run_id"])
+    assert info["splits"] == 3 and info["paths"] == 2 and info["quick"] is True
+    paths = Store(copy).cpcv_paths(rid)
     retrained = paths[(paths["option"] == "baseline") & (paths["mode"] == "retraining")]
-    assert len(retrained) == 5 and np.isfinite(retrained["sharpe"]).all()
+    assert len(retrained) == 2 and np.isfinite(retrained["sharpe"]).all()
     assert np.isclose(retrained["sharpe"].mean(), info["mean_sharpe"])
     base = next(o for o in out["criteria"]["options"] if o["option"] == "baseline")
-    assert base["retrain_paths"] == 5 and out["criteria"]["cpcv_mode"] == "post-hoc and retraining"
+    assert base["retrain_paths"] == 2 and out["criteria"]["cpcv_mode"] == "post-hoc and retraining"
     assert main(args) == 0  # a second call does not retrain or append again
     assert json.loads(capsys.readouterr().out)["retrain"]["baseline"] == {"skipped": "already in the store"}
-    assert len(Store(copy).cpcv_paths(quick_demo["run_id"])) == len(paths)
+    assert len(Store(copy).cpcv_paths(rid)) == len(paths)
     assert main(["validate", "--store", str(copy), "--retrain", "--options", "cgdt", "--quiet"]) == 1
     assert "no retrainable checkpoint" in capsys.readouterr().err

@@ -172,10 +172,14 @@ def test_bad_reviews_are_refused_and_nothing_is_written(tmp_path, kw, match):
     assert s.reviews(rid).empty
 
 
-def _hold_lock(path: str, seconds: float, ready) -> None:
+def _hold_lock(path: str, seconds: float, ready, release=None) -> None:
+    """Hold DuckDB's lock on the file for ``seconds``, or until ``release`` is set."""
     con = duckdb.connect(path)
     ready.set()
-    time.sleep(seconds)
+    if release is None:
+        time.sleep(seconds)
+    else:
+        release.wait(seconds)
     con.close()
 
 
@@ -206,13 +210,14 @@ def test_a_store_that_stays_busy_gives_one_clear_line(tmp_path, holder, says):
     s = Store(tmp_path / "x.duckdb", busy_timeout=0.5)
     rid = _add_run(s)
     ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    p = ctx.Process(target=globals()[holder], args=(str(s.path), 4, ready))
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=globals()[holder], args=(str(s.path), 60, ready, release))
     p.start()
     assert ready.wait(30)
     with pytest.raises(StoreBusy, match=says) as e:
         s.add_review(rid, "ann", "approve")
     assert "\n" not in str(e.value)
+    release.set()  # the holder lets go now, not after its 60 s
     p.join()
     assert s.reviews(rid).empty
     s.add_review(rid, "ann", "approve")  # free again once the holder has gone
@@ -227,12 +232,12 @@ for i in range(int(sys.argv[3])):
     s.add_review(1, sys.argv[2], "approve", f"{sys.argv[2]} {i}")
 """
 _READER = """
-import sys, time
+import os, sys, time
 from flagcore.store.store import Store
 s = Store(sys.argv[1], busy_timeout=60)
-t = time.time()
-n = 0
-while time.time() - t < 4:
+n, t = 0, time.time()
+# at least 5 reads, and on until the writers are done (a test that fails first leaves no reader behind)
+while n < 5 or not (os.path.exists(sys.argv[2]) or time.time() - t > 120):
     s.list_runs(); s.reviews(1); n += 1
 print(n)
 """
@@ -248,8 +253,9 @@ def test_two_writers_and_a_reader_at_once(tmp_path):
         )
         for w in ("ann", "bob")
     ]
+    done = tmp_path / "writers-done"
     reader = subprocess.Popen(
-        [sys.executable, "-c", _READER, str(s.path)],
+        [sys.executable, "-c", _READER, str(s.path), str(done)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -257,6 +263,7 @@ def test_two_writers_and_a_reader_at_once(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
+    done.touch()
     out, err = reader.communicate(timeout=120)
     assert reader.returncode == 0, err
     assert int(out) > 0
@@ -265,12 +272,12 @@ def test_two_writers_and_a_reader_at_once(tmp_path):
         assert sorted(df.loc[df["reviewer"] == w, "comment"]) == sorted(f"{w} {i}" for i in range(n))
 
 
-def _hold_writer_lock(path: str, seconds: float, ready) -> None:
+def _hold_writer_lock(path: str, seconds: float, ready, release) -> None:
     from flagcore.store.store import Store
 
     with Store(path).writer_lock():
         ready.set()
-        time.sleep(seconds)
+        release.wait(seconds)
 
 
 def test_six_reviewers_at_the_same_moment_each_land_once(tmp_path):

@@ -27,6 +27,40 @@ def require_ray():
         pytest.skip("ray is not installed (pip install 'flagcore[ray]')")
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance for this module's tests that share it (starting one takes seconds),
+    with the settings ``run_tasks`` starts its own with (``--ray-address local``)."""
+    require_ray()
+    import logging
+
+    import ray
+
+    import flagcore
+
+    ray.shutdown()
+    ray.init(
+        num_cpus=os.cpu_count() or 1,
+        object_store_memory=256 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        runtime_env={"py_modules": [os.path.dirname(flagcore.__file__)]},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def no_ray():
+    """No Ray instance in this process: ``run_tasks`` starts its own, or fails to join one."""
+    require_ray()
+    import ray
+
+    ray.shutdown()  # the module's shared instance, if a test before started it
+    yield ray
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
@@ -126,8 +160,8 @@ def test_after_refuses_unknown_items_and_loops(after, match):
 
 
 @pytest.mark.ray
-def test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished(tmp_path):
-    require_ray()
+def test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished(tmp_path, no_ray):
+    """`--ray-address local` starts Ray for the call and shuts it down after."""
     from ray import cloudpickle
 
     module = sys.modules[_step.__module__]
@@ -139,6 +173,7 @@ def test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished(tmp_p
     finally:
         cloudpickle.unregister_pickle_by_value(module)
     assert out == [("slow", True), ("late", True), ("free", True)]
+    assert not no_ray.is_initialized()
 
 
 def test_ray_address_without_ray_installed_says_how_to_install(monkeypatch):
@@ -158,16 +193,15 @@ def test_cli_refuses_zero_workers(tmp_path, capsys):
 
 
 @pytest.mark.ray
-def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
+def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo, local_ray):
     """The splits as Ray tasks give the same path logits as the same splits in local processes."""
-    require_ray()
     from flagcore.models.flag_trader import PRESETS
     from flagcore.training.cpcv import retrain_cpcv
     from flagcore.training.loop import TrainConfig
 
-    ds = small_demo["train"].slice(0, 3000)
+    ds = small_demo["train"].slice(0, 2000)
     cfg = TrainConfig(loss="weighted", epochs=1, windows_per_epoch=256, patience=1)
-    kw = {"n_groups": 4, "n_test_groups": 2, "embargo": 5}
+    kw = {"n_groups": 3, "n_test_groups": 2, "embargo": 5}  # 3 splits, 2 paths
     pool = retrain_cpcv(ds, PRESETS["demo"], cfg, placement=Placement(workers=2), **kw)
     calls = []
     ray_res = retrain_cpcv(
@@ -179,7 +213,7 @@ def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
         **kw,
     )
     assert ray_res.workers.startswith("ray (local") and pool.workers == "2 local worker processes"
-    assert calls[-1] == (6, 6) and len(ray_res.split_provenance) == 6
+    assert calls[-1] == (3, 3) and len(ray_res.split_provenance) == 3
     # one torch thread per task in both places: bit-for-bit the same training runs
     np.testing.assert_array_equal(ray_res.path_logits, pool.path_logits)
     best_epochs = [p["best_epoch"] for p in ray_res.split_provenance]
@@ -187,27 +221,30 @@ def test_retraining_cpcv_on_local_ray_matches_the_local_pool(small_demo):
 
 
 @pytest.mark.ray
-def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path):
+def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path, local_ray):
     """Batch inference of the demo's checkpoints as Ray tasks: the stored run equals the in-process one."""
-    require_ray()
+    from conftest import dataset_rows
+
     from flagcore.pipeline.evaluate import evaluate
     from flagcore.store.store import Store
 
     root = quick_demo["root"]
     models = root / "models"
+    # short periods, new to the inference cache: the test period's first 600 bars, the training's last 1,000
+    test = dataset_rows(root / "test.parquet", tmp_path / "test.parquet", 0, 600)
+    train = dataset_rows(root / "train.parquet", tmp_path / "train.parquet", -1000)
+    kw = {
+        "train_data": train,
+        "partner": models / "cgdt" / "cgdt.safetensors",
+        "retrained": [str(models / "weighted"), str(models / "focal")],
+    }
+    here = Store(tmp_path / "here.duckdb")
+    want_id = evaluate(models / "ce", test, store=here, **kw)["run_id"]
     store = Store(tmp_path / "ray.duckdb")
-    res = evaluate(
-        models / "ce",
-        root / "test.parquet",
-        store=store,
-        train_data=root / "train.parquet",
-        partner=models / "cgdt" / "cgdt.safetensors",
-        retrained=[str(models / "weighted"), str(models / "focal")],
-        placement=Placement(ray_address="local"),
-    )
+    res = evaluate(models / "ce", test, store=store, placement=Placement(ray_address="local"), **kw)
     # 4 checkpoints (CE, weighted, focal, CGDT) on the test and training periods: 8 tasks, none cached
     assert res["inference"] == {"computed": 8, "cached": 0}
-    want = quick_demo["store"].option_results(quick_demo["run_id"]).set_index("option")
+    want = here.option_results(want_id).set_index("option")
     got = store.option_results(res["run_id"]).set_index("option")
     assert list(got.index) == list(want.index)
     # Actions decide trades and shares: equal. Kelly sizes follow the probabilities, which another
@@ -220,7 +257,7 @@ def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path
         )
     for option in ("baseline", "opt1_class_weights", "opt4_ensemble"):
         a = store.predictions(res["run_id"], option)
-        b = quick_demo["store"].predictions(quick_demo["run_id"], option)
+        b = here.predictions(want_id, option)
         assert len(a) == len(b) > 0
         np.testing.assert_array_equal(a["action"].to_numpy(), b["action"].to_numpy())
         cols = ["logit_sell", "logit_hold", "logit_buy"]
@@ -236,8 +273,7 @@ def test_evaluate_with_inference_on_ray_writes_the_same_run(quick_demo, tmp_path
     ],
 )
 @pytest.mark.ray
-def test_an_unreachable_ray_address_fails_at_once_with_one_line(address, match):
-    require_ray()
+def test_an_unreachable_ray_address_fails_at_once_with_one_line(address, match, no_ray):
     with pytest.raises(FlagcoreError, match=match):
         run_tasks(_affine, [1], shared=1, placement=Placement(ray_address=address))
 
@@ -291,10 +327,9 @@ def test_workers_exit_when_their_caller_is_killed(tmp_path):
 
 
 @pytest.mark.ray
-def test_cli_evaluate_passes_its_ray_address_on(quick_demo, tmp_path, capsys):
+def test_cli_evaluate_passes_its_ray_address_on(quick_demo, tmp_path, capsys, no_ray):
     """`flagcore evaluate --ray-address` reaches the task runner: an address where nothing answers is
     reported in one line, and the store gets no run."""
-    require_ray()
     from flagcore.cli.command import main
     from flagcore.store.store import Store
 
