@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 
 def cmd_info(args: argparse.Namespace) -> int:
     if args.preset:
+        import torch
+
         from flagcore.models.flag_trader import build_model, describe, preset
 
-        info = {"preset": args.preset, **describe(build_model(preset(args.preset)))}
+        with torch.device("meta"):  # shapes only: the counts without allocating or initialising weights
+            info = {"preset": args.preset, **describe(build_model(preset(args.preset)))}
     else:
         from flagcore.models.checkpoint import checkpoint_summary
 
