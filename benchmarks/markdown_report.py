@@ -292,9 +292,87 @@ def md_meeting(m: dict) -> list[str]:
     ]
 
 
+def md_precision(p: dict) -> list[str]:
+    f = p["fp32"]
+    rows = [
+        f"| int8, batch {r['batch_size']} | {r['full_windows_per_s']:.1f} | {r['speedup_full_windows']:.2f}x "
+        f"{'met' if r['speedup_full_windows'] >= 2 else 'NOT met'} | {r['actions_equal_share']:.1%} | "
+        f"{r['max_abs_logit_diff']:.3f} |"
+        for r in p["int8"]
+    ]
+    return [
+        "## The team's model on a CPU: fp32 and int8",
+        "",
+        f"`benchmarks/precision.py`: the `full` preset (88M, random weights, window {p['window']}), "
+        f"{p['full_windows']} full windows after {p['short_windows']} short ones, {p['threads']} torch "
+        f"threads, quantized engine {p['quantized_engine']}. int8 is dynamic int8 quantisation of the "
+        "blocks' Linear layers (`evaluate --precision int8`); target at least 2x fp32's full-window rate. "
+        "Agreement here is on random weights, whose logits are nearly tied: a trained model's agreement is "
+        "measured on each run and stored with it.",
+        "",
+        "| path | full windows/s | speed-up | actions equal to fp32 | largest logit difference |",
+        "|---|---|---|---|---|",
+        f"| fp32, batch {f['batch_size']} (unchanged) | {f['full_windows_per_s']:.1f} | 1x | 100% | 0 |",
+        *rows,
+        "",
+        f"The {p['short_windows']} short windows at the start of a file: "
+        f"{p['short_one_by_one_s']:.1f} s one by one, {f['short_windows_s']:.1f} s batched with a "
+        "key-padding mask "
+        f"({p['short_batched_speedup_fp32']:.1f}x).",
+        "",
+    ]
+
+
+def md_evaluate(e: dict) -> list[str]:
+    names = [k for k, v in e["variants"].items() if "failed" not in v]
+    scaled = e["bars"] < 9073
+    stages = ("load", "inference_test", "inference_train", "options", "validation", "write")
+
+    def cell(v: dict, k: str) -> str:
+        x = (v.get("at_9073_bars") or v)["stages_s"].get(k)
+        return "" if x is None else fmt_s({"median": x, "min": x, "max": x, "reps": 1}, "s")
+
+    def total(v: dict) -> float:
+        return float((v.get("at_9073_bars") or v)["total_s"])
+
+    head = "extrapolated to 9,073 bars from " if scaled else ""
+    L = [
+        "## `flagcore evaluate` of the team's model, by stage",
+        "",
+        f"`benchmarks/evaluate_profile.py`: an imported `full` checkpoint with `--train` (a year of "
+        f"hourly bars before the test period), {head}{e['bars']:,} evaluated bars, each variant into a "
+        "fresh store (no cache). Target: under 5 minutes with the faster path, fp32 unchanged.",
+        "",
+        "| stage | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        *[f"| {k} | " + " | ".join(cell(e["variants"][n], k) for n in names) + " |" for k in stages],
+        "| total | "
+        + " | ".join(
+            f"{total(e['variants'][n]) / 60:.1f} min {'met' if total(e['variants'][n]) <= 300 else 'NOT met'}"
+            for n in names
+        )
+        + " |",
+        "",
+    ]
+    for n in names:
+        for role, inf in (e["variants"][n].get("inference") or {}).items():
+            a = (inf or {}).get("agreement")
+            if a:
+                L.append(
+                    f"- {n}, {role}: actions equal to fp32 on {a['actions_equal_share']:.1%} of "
+                    f"{a['bars_sampled']} sampled bars, largest logit difference "
+                    f"{a['max_abs_logit_diff']:.3f}."
+                )
+        if e["variants"][n].get("payoff_sample"):
+            L.append(f"- {n}: payoff ratios from the {e['variants'][n]['payoff_sample']}.")
+    return L + ["", f"Command: `{e['command']}`.", ""]
+
+
 # each section of BENCHMARKS.md, in its order, from the figures under its key
 MARKDOWN_SECTIONS = (
     ("inference", md_inference),
+    ("precision", md_precision),
+    ("evaluate", md_evaluate),
     ("slider", md_slider),
     ("validation", md_validation),
     ("retrain", md_retrain),

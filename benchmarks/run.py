@@ -36,7 +36,19 @@ from scaleout import section_retrain  # noqa: E402
 from timing import spread, timed  # noqa: E402
 
 OUT = ROOT / "BENCHMARKS.md"
-SECTIONS = ("inference", "slider", "validation", "retrain", "store", "peers", "demo", "pages", "meeting")
+SECTIONS = (
+    "inference",
+    "precision",
+    "evaluate",
+    "slider",
+    "validation",
+    "retrain",
+    "store",
+    "peers",
+    "demo",
+    "pages",
+    "meeting",
+)
 
 
 # ----------------------------------------------------------------------------- machine
@@ -317,6 +329,35 @@ def section_demo(res: dict, tmp: Path, reps: int = 3, which: tuple[str, ...] = (
     res["demo"] = out
 
 
+def section_precision(res: dict) -> None:
+    """fp32 against int8 inference of the `full` preset and the batched short windows
+    (``benchmarks/precision.py``, in its own process)."""
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "precision.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    res["precision"] = json.loads(p.stdout)
+
+
+def section_evaluate(res: dict, tmp: Path, bars: int) -> None:
+    """``flagcore evaluate`` of an imported `full` checkpoint with ``--train``, by stage, fp32 against
+    int8 against int8 with the payoff sample (``benchmarks/evaluate_profile.py``, in its own process),
+    at ``bars`` evaluated bars; below 9,073 each stage is also extrapolated to 9,073."""
+    out = tmp / "evaluate_profile.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "evaluate_profile.py"),
+        "--bars",
+        str(bars),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    res["evaluate"] = json.loads(out.read_text())
+
+
 def section_pages(res: dict, store_path: Path, run_id: int) -> None:
     """Every page cold (its first visit after a server start) and warm, and slider steps from the key
     press to the changed numbers, in headless chromium against ``streamlit run``."""
@@ -346,6 +387,12 @@ def main() -> None:
     )
     ap.add_argument("--demo-builds", type=int, default=3, help="fresh builds per demo (default 3)")
     ap.add_argument("--demo", default="quick,full", help="which demo builds to time: quick, full or both")
+    ap.add_argument(
+        "--evaluate-bars",
+        type=int,
+        default=1000,
+        help="evaluated bars of the evaluate profile (9,073 takes about 40 min; fewer are extrapolated)",
+    )
     args = ap.parse_args()
     skip = {s for s in args.skip.split(",") if s}
     res = {"machine": machine()}
@@ -377,6 +424,8 @@ def main() -> None:
                 log(f"{name} FAILED: {e}")
 
         guarded("inference", section_inference, res)
+        guarded("precision", section_precision, res)
+        guarded("evaluate", section_evaluate, res, tmp, args.evaluate_bars)
         guarded("peers", section_peers, res)
         if {"slider", "validation", "store", "pages", "retrain", "meeting"} - skip:
             log("demo stores (built under data/demo if missing)")

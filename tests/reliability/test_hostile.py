@@ -123,8 +123,9 @@ def test_no_page_renders_user_text_as_markdown_or_html(hostile_store, monkeypatc
 
 def test_the_server_binds_to_localhost_by_default():
     readme = (ROOT / "README.md").read_text()
-    run_line = next(ln for ln in readme.splitlines() if "streamlit run app.py" in ln)
-    assert "--server.address 127.0.0.1" in run_line
+    # the set-up command that starts the dashboard (through the warming launcher)
+    run_line = next(ln for ln in readme.splitlines() if "flagcore demo &&" in ln)
+    assert "-m flagcore.dashboard.serve" in run_line and "--server.address 127.0.0.1" in run_line
     config = ROOT / ".streamlit" / "config.toml"
     assert 'address = "127.0.0.1"' in config.read_text()
     assert "## Reliability" in readme and "st.login" in readme
