@@ -10,8 +10,9 @@ and imported (``models.checkpoint.import_checkpoint``), as a team's own file wou
 demo market (``data.market``) with 9,073 evaluated bars (``--bars``), their 63 bars of window history,
 and a training file holding a year of bars before them. Each variant evaluates into a fresh store (no
 inference cache) and is timed by stage from the pipeline's progress callback: load, inference on the
-test period, inference on the training stretch (the year, or its payoff sample), options (options and
-sweeps), validation, write (diagnostics and the store's transaction).
+test period, the fp32 agreement sample (int8; not scaled), inference on the training stretch (the
+year, or its payoff sample), options (options and sweeps), validation, write (diagnostics and the
+store's transaction).
 
 With ``--bars N`` below 9,073 every stage is also extrapolated to the full size in proportion to the
 bars it processes (inference: the bars it infers; options and validation: the evaluated bars; load and
@@ -49,6 +50,8 @@ VARIANTS = {  # name -> (precision, payoff sample)
 STAGES = {
     "loading": "load",
     "inference on test": "inference_test",
+    # int8's fp32 agreement sample: 256 bars whatever the file's length, so not scaled with the bars
+    "agreement sample": "agreement",
     "inference on train": "inference_train",
     "options": "options",
     "sweeps": "options",

@@ -326,7 +326,7 @@ def md_precision(p: dict) -> list[str]:
 def md_evaluate(e: dict) -> list[str]:
     names = [k for k, v in e["variants"].items() if "failed" not in v]
     scaled = e["bars"] < 9073
-    stages = ("load", "inference_test", "inference_train", "options", "validation", "write")
+    stages = ("load", "inference_test", "agreement", "inference_train", "options", "validation", "write")
 
     def cell(v: dict, k: str) -> str:
         x = (v.get("at_9073_bars") or v)["stages_s"].get(k)
