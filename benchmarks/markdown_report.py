@@ -252,7 +252,8 @@ def md_pages(p: dict) -> list[str]:
     return [
         "## Pages in the browser",
         "",
-        "Chromium (headless) against `streamlit run` on the full demo (`benchmarks/browser_timing.py`), "
+        "Chromium (headless) against the dashboard as the README starts it (`python -m "
+        "flagcore.dashboard.serve`) on the full demo (`benchmarks/browser_timing.py`), "
         "from navigation to the page settled with its charts drawn; cold: the page's first visit after "
         "a server start (a fresh server for each visit), warm: later visits (a full page load each "
         "time, which overstates a click in the sidebar). Target: under 1.5 s, cold and warm.",
@@ -275,7 +276,7 @@ def md_meeting(m: dict) -> list[str]:
     return [
         "## A review meeting on one server",
         "",
-        f"{m['sessions']} Playwright sessions against one `streamlit run` for {m['seconds']:.0f} s, each "
+        f"{m['sessions']} Playwright sessions against one server for {m['seconds']:.0f} s, each "
         "opening the same run, switching pages at random and moving the HOLD-threshold slider "
         "(targets: no errors, p95 slider round trip under 1 s, memory bounded):",
         "",
@@ -330,7 +331,7 @@ def md_evaluate(e: dict) -> list[str]:
 
     def cell(v: dict, k: str) -> str:
         x = (v.get("at_9073_bars") or v)["stages_s"].get(k)
-        return "" if x is None else fmt_s({"median": x, "min": x, "max": x, "reps": 1}, "s")
+        return "" if x is None else f"{x:,.1f} s"  # one evaluate per variant: no spread to give
 
     def total(v: dict) -> float:
         return float((v.get("at_9073_bars") or v)["total_s"])
