@@ -355,9 +355,8 @@ def compare_options(
     ``"platt"`` it is first mapped by a calibration fitted on the option's training-period trades and
     labels (``analysis.calibration``; the identity, with a note, below its minimum of trades). Kelly's
     payoff ratio for each option is estimated from that option's unit-size positions on the training
-    period under ``cfg``'s hold rule; without a training period it is 1 (a fair bet) and flagged. On
-    a sampled training stretch (``train.block_starts``) each block is held on its own and the ratio
-    comes with its standard error (``backtest.block_payoff_ratio``).
+    period under ``cfg``'s hold rule; without a training period it is 1 (a fair bet) and flagged. A
+    sampled stretch's blocks (``train.block_starts``) are held apart, with a standard error.
 
     Returns
     -------

@@ -286,9 +286,8 @@ def evaluate(
     Returns ``{"run_id", "reused", "inference": {"computed", "cached"}, "seconds"}``. With
     ``reuse`` an identical earlier request (same models, data and settings) returns its run. With a
     parallel ``placement`` (``tasks.Placement``: local workers or a Ray cluster) the checkpoints'
-    inference runs as tasks there; the run is the same as in one process. ``stats`` names cache
-    entries the caller computed for this evaluation (``inference_cache.put_entries``, as the demo
-    does where it trains), counted as computed.
+    inference runs as tasks there; the run is the same as in one process. ``stats``: cache entries the
+    caller computed (``inference_cache.put_entries``, as the demo does), counted as computed.
     """
     from flagcore.models.checkpoint import load_checkpoint
 
