@@ -19,6 +19,7 @@ from flagcore.dashboard import ablation as abl
 from flagcore.dashboard import report
 from flagcore.dashboard import root_cause as rc
 from flagcore.errors import FlagcoreError
+from flagcore.models.file_id import file_sha256
 from flagcore.vocab import CAUSE_VERDICTS, ROOT_CAUSES
 
 N_REAL = 49  # real inputs; 49..59 are zero padding in the evaluated period, as in the demo
@@ -352,7 +353,7 @@ def test_the_ablation_problem_is_told_from_the_files_without_the_model(tmp_path)
                 "role": "baseline",
                 "kind": "flag-trader",
                 "source": str(ckpt),
-                "model_id": abl.file_sha256(str(ckpt)),
+                "model_id": file_sha256(str(ckpt)),
             }
         ]
     )

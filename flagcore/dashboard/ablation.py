@@ -24,7 +24,6 @@ the reviewer asks for the live ablation.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ import pandas as pd
 from flagcore.analysis.root_cause_measures import Outcome, outcome
 from flagcore.dashboard.root_cause import BIG_MODEL_PARAMS, DEFAULT_BARS, outcome_table
 from flagcore.errors import FlagcoreError
+from flagcore.models.file_id import file_sha256
 
 MIN_BARS = 20  # as ``pipeline.explain.MIN_BARS``: fewer bars give no backtest worth the name
 TIME_BUDGET_S = 30.0  # seconds one inference of the sample may take for a big model
@@ -100,16 +100,6 @@ class AblationModel:
         if self.train_features is None:
             return {"median": "evaluated-period medians (the run has no training data)"}
         return dict(FILLS)
-
-
-def file_sha256(path: str) -> str:
-    """A file's sha256, as ``models.checkpoint.file_sha256`` (the model id) computes it, without
-    importing torch."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def ablation_problem(

@@ -179,7 +179,7 @@ def loaded_model(checkpoint: str, sha256: str):
 
 @st.cache_data(ttl=RUN_TTL, max_entries=64, show_spinner="Checking the checkpoint's sha256...")
 def _file_sha256(source: str, size: int, mtime_ns: int) -> str:  # keyed on the file's size and time
-    from flagcore.dashboard.ablation import file_sha256
+    from flagcore.models.file_id import file_sha256
 
     return file_sha256(source)
 

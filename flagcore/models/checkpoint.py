@@ -14,7 +14,6 @@ only: a file that needs more than tensors and plain values is refused, never unp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -29,6 +28,7 @@ from peft import PeftModel
 
 from flagcore.data.tables import first_line
 from flagcore.errors import FlagcoreError
+from flagcore.models.file_id import file_sha256
 from flagcore.models.flag_trader import FlagTraderConfig, base_network, build_model, count_parameters
 from flagcore.models.safetensors_file import (
     CGDT_FORMAT,
@@ -84,14 +84,6 @@ class CheckpointInfo:
             "config": self.config.to_dict(),
             **self.meta.to_dict(),
         }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- our format
