@@ -306,8 +306,10 @@ def md_precision(p: dict) -> list[str]:
         "",
         f"`benchmarks/precision.py`: the `full` preset (88M, random weights, window {p['window']}), "
         f"{p['full_windows']} full windows after {p['short_windows']} short ones, {p['threads']} torch "
-        f"threads, quantized engine {p['quantized_engine']}. int8 is dynamic int8 quantisation of the "
-        "blocks' Linear layers (`evaluate --precision int8`); target at least 2x fp32's full-window rate. "
+        f"threads, quantized engine {p['quantized_engine']}. int8 (`evaluate --precision int8`, "
+        "`models/int8.py`) is the blocks' Linear layers with LoRA merged, int8 weights per output channel "
+        "after a smoothing drawn from the weights, q/k/v fused into one product and activations quantised "
+        "per batch; target at least 2x fp32's full-window rate. "
         "Agreement here is on random weights, whose logits are nearly tied: a trained model's agreement is "
         "measured on each run and stored with it.",
         "",
@@ -320,6 +322,18 @@ def md_precision(p: dict) -> list[str]:
         f"{p['short_one_by_one_s']:.1f} s one by one, {f['short_windows_s']:.1f} s batched with a "
         "key-padding mask "
         f"({p['short_batched_speedup_fp32']:.1f}x).",
+        "",
+        *md_int8_profile(p.get("int8_profile")),
+    ]
+
+
+def md_int8_profile(prof: dict | None) -> list[str]:
+    if not prof:
+        return []
+    parts = ", ".join(f"{k} {v:.0%}" for k, v in prof["share"].items())
+    return [
+        f"One int8 forward at batch {prof['batch_size']} ({prof['ms_per_window']} ms per window), self time "
+        f"by operator group (torch.profiler): {parts}.",
         "",
     ]
 

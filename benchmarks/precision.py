@@ -1,12 +1,14 @@
 """fp32 against int8 inference of the `full` preset (88M, random weights) on a CPU, and the short
 windows at the start of a file batched against one by one. Prints one JSON dict.
 
-    .venv/bin/python benchmarks/precision.py [--bars 256] [--int8-batches 8,16,64] [--threads 2]
+    .venv/bin/python benchmarks/precision.py [--bars 256] [--int8-batches 8,16,32] [--threads 2] [--profile]
 
 Each precision runs ``predict`` on 63 short windows plus ``--bars`` full windows (the 64-bar
 window of the preset); the time of the full windows alone is split off with the progress
 callback. About 90 s on a quiet 2-core machine; figures measured while other work runs are not
-comparable (say so beside them).
+comparable (say so beside them). ``--profile`` adds the self time of one int8 forward at the int8
+batch by operator (torch.profiler), grouped: the int8 products, the embedding and head, attention,
+GELU, the norms and residual adds, the smoothing divisions.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ import torch
 
 from flagcore.models.flag_trader import PRESETS, build_model, merged_copy
 from flagcore.models.inference import BATCH_SIZE, predict
+from flagcore.models.int8 import Int8FlagTrader
+
+# torch.profiler operator names -> the profile's groups
+OP_GROUPS = {
+    "quantized::linear_dynamic": "int8 products (activation quantisation included)",
+    "aten::addmm": "float32 products (embedding, head)",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention (softmax included)",
+    "aten::gelu": "gelu",
+    "aten::native_layer_norm": "layer norms",
+    "aten::add": "residual adds",
+    "aten::mul": "smoothing divisions",
+}
 
 
 def timed_predict(model, x: np.ndarray, W: int, **kw) -> tuple[dict, np.ndarray]:
@@ -50,11 +64,35 @@ def one_by_one_short(model, x: np.ndarray, W: int) -> float:
     return time.perf_counter() - t0
 
 
+def int8_profile(model, x: np.ndarray, W: int, batch: int, repeats: int = 5) -> dict:
+    """Share of one int8 forward's self time by operator group, and its milliseconds per window."""
+    from torch.profiler import ProfilerActivity, profile
+
+    net = Int8FlagTrader(merged_copy(model))
+    xs = torch.from_numpy(x[: W + batch - 1]).unfold(0, W, 1).transpose(1, 2)[:batch]  # (batch, W, s)
+    with torch.inference_mode():
+        net.last_logits(xs)
+        with profile(activities=[ProfilerActivity.CPU]) as p:
+            for _ in range(repeats):
+                net.last_logits(xs)
+    times: dict[str, float] = {}
+    for e in p.key_averages():
+        group = OP_GROUPS.get(e.key, "other")
+        times[group] = times.get(group, 0.0) + e.self_cpu_time_total
+    total = sum(times.values())
+    return {
+        "batch_size": batch,
+        "ms_per_window": round(total / 1e3 / repeats / batch, 2),
+        "share": {k: round(v / total, 3) for k, v in sorted(times.items(), key=lambda kv: -kv[1])},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bars", type=int, default=256, help="full windows per precision")
-    ap.add_argument("--int8-batches", default="8,16,64", help="int8 batch sizes to time")
+    ap.add_argument("--int8-batches", default="8,16,32", help="int8 batch sizes to time")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--profile", action="store_true", help="one int8 forward's time by operator group")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -84,6 +122,9 @@ def main() -> None:
         r["actions_equal_share"] = float((logits.argmax(1) == ref.argmax(1)).mean())
         r["max_abs_logit_diff"] = float(np.abs(logits - ref).max())
         out["int8"].append({"batch_size": b, **r})
+    out["fp32_max_abs_logit"] = float(np.abs(ref).max())  # the scale the differences compare with
+    if a.profile:
+        out["int8_profile"] = int8_profile(model, x, W, BATCH_SIZE["int8"])
     print(json.dumps(out, indent=1))
 
 

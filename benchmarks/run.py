@@ -333,7 +333,7 @@ def section_precision(res: dict) -> None:
     """fp32 against int8 inference of the `full` preset and the batched short windows
     (``benchmarks/precision.py``, in its own process)."""
     p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "precision.py")],
+        [sys.executable, str(ROOT / "benchmarks" / "precision.py"), "--profile"],
         capture_output=True,
         text=True,
         check=True,

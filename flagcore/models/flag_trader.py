@@ -39,6 +39,30 @@ from flagcore.models.flag_trader_config import (
 from flagcore.vocab import CLASS_NAMES
 
 
+def at_positions(x: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 1, C): each window's position ``at[b]`` of ``x`` (B, T, C); None: the last position."""
+    return x[:, -1:] if at is None else x[torch.arange(x.shape[0], device=x.device), at][:, None]
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor | None = None, dropout: float = 0.0
+) -> torch.Tensor:
+    """softmax(QK^T / sqrt(hd)) V over (B, H, Tq, hd) queries and (B, H, T, hd) keys and values,
+    with ``dropout`` on the probabilities; ``keys`` (B, T) bool marks the real positions (None: all)."""
+    mask = None if keys is None else keys[:, None, None, :]  # (B, 1, 1, T), True = attend
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, Tq, hd)
+
+
+def padding_mask(states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, at) of right-padded windows ``states`` (B, T, ...) holding ``lengths`` (B,) real bars:
+    keys (B, T) bool, True at real bars; at (B,) long, each window's last real position."""
+    B, T = states.shape[:2]
+    if lengths.shape != (B,) or int(lengths.min()) < 1 or int(lengths.max()) > T:
+        raise FlagcoreError(f"lengths must be {B} values in [1, {T}]")
+    keys = torch.arange(T, device=states.device)[None, :] < lengths[:, None].to(states.device)
+    return keys, (lengths - 1).to(states.device)
+
+
 class Attention(nn.Module):
     """Bidirectional multi-head self-attention with four separate projections."""
 
@@ -62,18 +86,12 @@ class Attention(nn.Module):
         ``at`` (B,) long: with ``last_only``, the position whose query is kept (None: the last)."""
         B, T, C = x.shape
         H = self.num_heads
-        xq = x  # the last position's query suffices for its output
-        if last_only:
-            xq = x[:, -1:] if at is None else x[torch.arange(B, device=x.device), at][:, None]
+        xq = at_positions(x, at) if last_only else x  # the last position's query suffices for its output
         Tq = xq.shape[1]
         q = self.q_proj(xq).view(B, Tq, H, C // H).transpose(1, 2)  # (B, H, Tq, hd)
         k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, hd)
         v = self.v_proj(x).view(B, T, H, C // H).transpose(1, 2)
-        mask = None if keys is None else keys[:, None, None, :]  # (B, 1, 1, T), True = attend
-        # softmax(QK^T / sqrt(hd)) with dropout on the probabilities; no mask on full windows
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, Tq, hd)
+        y = attend(q, k, v, keys, self.dropout if self.training else 0.0)  # (B, H, Tq, hd)
         y = y.transpose(1, 2).reshape(B, Tq, C)
         return self.out_proj(y)
 
@@ -101,9 +119,7 @@ class Block(nn.Module):
         keys: torch.Tensor | None = None,
         at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        residual = x
-        if last_only:
-            residual = x[:, -1:] if at is None else x[torch.arange(x.shape[0], device=x.device), at][:, None]
+        residual = at_positions(x, at) if last_only else x
         x = self.norm1(residual + self.attention(x, last_only, keys, at))
         return self.norm2(x + self.ffn(x))
 
@@ -122,6 +138,15 @@ class FlagTrader(nn.Module):
         self.action_head = nn.Linear(cfg.d_model, cfg.action_dim)
         self.return_head = nn.Linear(cfg.d_model, 1) if cfg.return_head else None
 
+    def embed(self, states: torch.Tensor) -> torch.Tensor:
+        """The blocks' input (B, T, d_model) of ``states`` (B, T, state_dim), checked against the config."""
+        B, T, D = states.shape
+        if self.config.state_dim != D:
+            raise FlagcoreError(f"model expects {self.config.state_dim} features per bar, got {D}")
+        if self.config.max_length < T:
+            raise FlagcoreError(f"window of {T} bars exceeds the model's max_length {self.config.max_length}")
+        return self.state_embedding(states) + self.pos_embedding[:, :T]  # (B, T, d_model)
+
     def hidden(self, states: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Output-normed hidden states (B, T, d_model), the input of the heads.
 
@@ -129,12 +154,7 @@ class FlagTrader(nn.Module):
         ``hidden(states)[:, -1:]``: earlier blocks still attend over the whole window, but the
         last block computes its query, feed-forward and norms for the last position alone.
         """
-        B, T, D = states.shape
-        if self.config.state_dim != D:
-            raise FlagcoreError(f"model expects {self.config.state_dim} features per bar, got {D}")
-        if self.config.max_length < T:
-            raise FlagcoreError(f"window of {T} bars exceeds the model's max_length {self.config.max_length}")
-        x = self.state_embedding(states) + self.pos_embedding[:, :T]  # (B, T, d_model)
+        x = self.embed(states)  # (B, T, d_model)
         last = len(self.transformer_blocks) - 1
         for i, block in enumerate(self.transformer_blocks):
             x = block(x, last_only=last_only and i == last)
@@ -156,16 +176,8 @@ class FlagTrader(nn.Module):
         and padded positions never reach a real one. Equals ``last_logits(states[b:b+1, :lengths[b]])``
         for every b up to float rounding.
         """
-        B, T, D = states.shape
-        if self.config.state_dim != D:
-            raise FlagcoreError(f"model expects {self.config.state_dim} features per bar, got {D}")
-        if self.config.max_length < T:
-            raise FlagcoreError(f"window of {T} bars exceeds the model's max_length {self.config.max_length}")
-        if lengths.shape != (B,) or int(lengths.min()) < 1 or int(lengths.max()) > T:
-            raise FlagcoreError(f"lengths must be {B} values in [1, {T}]")
-        keys = torch.arange(T, device=states.device)[None, :] < lengths[:, None]  # (B, T) real bars
-        at = (lengths - 1).to(states.device)  # (B,) each window's last real position
-        x = self.state_embedding(states) + self.pos_embedding[:, :T]  # (B, T, d_model)
+        keys, at = padding_mask(states, lengths)  # (B, T) real bars, (B,) last real positions
+        x = self.embed(states)  # (B, T, d_model)
         last = len(self.transformer_blocks) - 1
         for i, block in enumerate(self.transformer_blocks):
             x = block(x, last_only=i == last, keys=keys, at=at)  # the last block: (B, 1, d_model)

@@ -8,15 +8,15 @@ out; prepend history to the file to avoid it. The short windows run together, ri
 masked (``FlagTrader.padded_last_logits``): the same logits as one by one, up to float rounding.
 
 LoRA is merged into the base weights for inference (one matmul per Linear). ``precision="int8"``
-quantises the blocks' Linear layers to int8 (dynamic quantisation, CPU only), about twice as fast
-as float32 on an AVX2 CPU; ``pipeline.inference_cache`` measures its agreement with float32.
+runs the blocks' Linear layers as int8 products (``int8.Int8FlagTrader``: per-channel weights,
+dynamically quantised activations, q/k/v fused; CPU only), over twice as fast as float32 on an AVX2
+CPU; ``pipeline.inference_cache`` measures its agreement with float32.
 Results are deterministic: the same weights, inputs, window, precision and batch size give the
 same bits on one device.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,17 +25,19 @@ import torch
 
 from flagcore.errors import FlagcoreError
 from flagcore.models.flag_trader import FlagTrader, base_network, merged_copy
+from flagcore.models.int8 import Int8FlagTrader
 from flagcore.vocab import CLASS_NAMES, LOGIT_COLUMNS, N_CLASSES, PRECISIONS
 
 # the probability columns of a predictions file (``predictions_frame``)
 PROBABILITY_COLUMNS = tuple(f"prob_{c.lower()}" for c in CLASS_NAMES)
 
-# windows per batch by precision. fp32: 256, as always (its bits must not change). int8: 8, the
-# fastest measured on a quiet 2-core AVX2 EPYC (`full`, 2 threads: 24.4 windows/s at 8 against
-# 15-19 at 64-128 and fp32's 11.5 at 256): a small batch's (B*T, 3072) activations stay in cache,
-# where the int8 GEMMs and the memory-bound GELU run faster. Rerun benchmarks/precision.py to
-# check on another CPU.
-BATCH_SIZE = {"fp32": 256, "int8": 8}
+# windows per batch by precision. fp32: 256, as always (its bits must not change). int8: 16. The
+# activations' quantisation scale is the batch's, so the batch is part of int8's numbers (changing it:
+# raise the version in pipeline.inference_cache.INT8_SETTINGS). Small batches keep the (B*T, 3072)
+# activations in cache: the previous int8 path ran fastest at 8 on a quiet 2-core AVX2 EPYC (24.4
+# windows/s against 15-19 at 64-128); with q/k/v fused, 16 and 32 beat 8 by 5-8% on one thread
+# under load. Rerun benchmarks/precision.py to check on another CPU.
+BATCH_SIZE = {"fp32": 256, "int8": 16}
 # short windows per batch at most: each batch is padded to its longest window, so batches of 16
 # windows of neighbouring lengths do 2,481 positions' work for the 64-bar window's 63 short
 # windows where one batch of 63 would do 3,969 (one by one: 2,016, in 63 small calls)
@@ -92,24 +94,6 @@ def from_logits(logits: np.ndarray, short_history: np.ndarray, window: int) -> P
     )
 
 
-def quantize_int8(net: FlagTrader) -> FlagTrader:
-    """The network with its blocks' Linear layers dynamically quantised to int8, in place.
-
-    Weights are int8 per tensor; each activation is quantised on the fly with the range of the
-    whole tensor it belongs to (the batch), so a bar's int8 logits depend on the batch it was
-    run in: the same inputs and batch size give the same bits. The embedding and the head stay
-    float32 (under 0.1% of the work). CPU only.
-    """
-    # torch.ao.quantization is deprecated in favour of torchao, whose CPU int8 path needs
-    # torch.compile and one more dependency; quantize_dynamic still works and is what we measured
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.ao.quantization.quantize_dynamic(
-            net.transformer_blocks, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-        )
-    return net
-
-
 def check_precision(precision: str, device=None, dtype: torch.dtype = torch.float32) -> None:
     """Raise a one-line FlagcoreError unless ``precision`` can run on ``device`` with ``dtype``."""
     if precision not in PRECISIONS:
@@ -132,10 +116,12 @@ def _prepared(model: torch.nn.Module, precision: str, device, dtype: torch.dtype
     net = merged_copy(model)  # a copy: the caller's model keeps its device, dtype and mode
     dev = pick_device(device)
     net = net.to(device=dev, dtype=dtype)
-    return (quantize_int8(net) if precision == "int8" else net), dev
+    return (Int8FlagTrader(net) if precision == "int8" else net), dev
 
 
-def _short_logits(net: FlagTrader, xs: torch.Tensor, ends: list[int], batch_size: int) -> torch.Tensor:
+def _short_logits(
+    net: FlagTrader | Int8FlagTrader, xs: torch.Tensor, ends: list[int], batch_size: int
+) -> torch.Tensor:
     """Logits (len(ends), action_dim) of the short windows xs[0 : t+1] for each t in ``ends``,
     right-padded and masked in batches (``FlagTrader.padded_last_logits``)."""
     out = []
@@ -182,7 +168,7 @@ def predict(
     """Logits, probabilities, action and confidence for every bar of ``features`` (n, state_dim).
 
     ``precision`` "fp32" (``dtype`` on any device) or "int8": the blocks' Linear layers
-    dynamically quantised (``quantize_int8``), on the CPU only. ``batch_size`` defaults to
+    as int8 products (``int8.Int8FlagTrader``), on the CPU only. ``batch_size`` defaults to
     ``BATCH_SIZE[precision]``. ``progress(done, total)`` is called after each batch with bars
     done so far.
     """

@@ -23,7 +23,9 @@ from flagcore.vocab import LOGIT_COLUMNS, N_CLASSES, PRECISIONS
 
 INFERENCE_SETTINGS = "last-position;float32;v1"
 # int8 logits are cached apart from float32 ones (``flag_trader_settings``)
-INT8_SETTINGS = "last-position;int8-dynamic;v1"
+# v2: per-channel int8 weights, fused q/k/v and weight-derived smoothing (models/int8.py), batch 16;
+# int8 logits depend on the batch (one activation scale per batch), so a batch change bumps it too
+INT8_SETTINGS = "last-position;int8-dynamic;v2"
 # the bars an int8 evaluation also runs in float32 to measure their agreement (``agreement_bars``)
 AGREEMENT_SHORT, AGREEMENT_FULL = 16, 240
 AGREEMENT_SAMPLE = (
@@ -121,7 +123,7 @@ def flag_trader_settings(info, precision: str = "fp32") -> str:
 
 def settings_precision(settings: str) -> str:
     """The precision an inference-cache settings string names (``flag_trader_settings``)."""
-    return "int8" if settings.startswith(INT8_SETTINGS) else "fp32"
+    return "int8" if settings.startswith("last-position;int8-dynamic;") else "fp32"
 
 
 def agreement_bars(n: int, window: int) -> np.ndarray:
