@@ -208,42 +208,87 @@ def test_demo_tasks_longest_first_and_only_the_missing_ones(tmp_path):
     from flagcore.pipeline.demo import FULL, QUICK, DemoPaths, _tasks
 
     paths = DemoPaths(tmp_path, QUICK)
-    # CGDT (training and its fixed-point inference) first, the plain baseline (stops earliest) last
-    assert [t.name for t in _tasks(paths, QUICK, None)] == [
-        "cgdt",
-        "train weighted",
-        "train focal",
-        "train ce",
+    # the trainings longest first (CGDT, the plain baseline last), then each model's inference
+    # after its training: short tasks last fill the two workers evenly
+    models = ["cgdt", "train weighted", "train focal", "train ce"]
+    tasks = _tasks(paths, QUICK, None)
+    assert [t.name for t in tasks] == models + [f"{m} inference" for m in models]
+    assert [(t.after, t.model) for t in tasks[4:]] == [("cgdt", "cgdt")] + [
+        (m, "flag-trader") for m in models[1:]
     ]
+    assert {t.out for t in tasks[4:]} == {t.out for t in tasks[:4]}  # each reads the model its training wrote
     (paths.models["focal"]).mkdir(parents=True)
     (paths.models["focal"] / "model.safetensors").write_bytes(b"")
     paths.cgdt.parent.mkdir(parents=True)
     paths.cgdt.write_bytes(b"")
-    assert [t.name for t in _tasks(paths, QUICK, None)] == ["train weighted", "train ce"]
+    names = [t.name for t in _tasks(paths, QUICK, None)]
+    assert names == ["train weighted", "train ce", "train weighted inference", "train ce inference"]
     full = _tasks(DemoPaths(tmp_path / "full", FULL), FULL, "cpu")
-    assert full[0].name == "cgdt" and full[-2].name == "train ce" and full[-1].name == "walk-forward"
+    trainings = [t for t in full if t.kind != "infer"]
+    assert (
+        trainings[0].name == "cgdt"
+        and trainings[-2].name == "train ce"
+        and trainings[-1].name == "walk-forward"
+    )
+    assert len(full) == 2 * len(trainings) - 1  # every model but walk-forward's predictions is inferred
     assert (
         FULL.val_windows == 1024
         and FULL.walk_forward_epochs == 1
         and FULL.walk_forward_every == 1000
         and QUICK.cgdt_context == 8
+        and QUICK.cgdt_width == (32, 128)
+        and QUICK.val_windows == 512
     )
-    assert full[-1].start.endswith("weighted") and {t.device for t in full} == {"cpu"}
+    wf = trainings[-1]
+    assert (
+        wf.start.endswith("weighted") and wf.after == "train weighted" and {t.device for t in full} == {"cpu"}
+    )
 
 
 def test_quick_demo_records_where_its_time_went(quick_demo):
-    """Every model inferred where it trained: the evaluation computed nothing itself, found nothing
-    from an earlier run, and the build's own timings name each stage and task."""
+    """Every model inferred in a worker task after its training: the evaluation computed nothing
+    itself, found nothing from an earlier run, and the build's own timings name each stage and task."""
     res = quick_demo["result"]
     assert res["inference"] == {"computed": 8, "cached": 0}  # 4 models x (test, training stretch)
     t = res["timings"]
     for loss in ("ce", "weighted", "focal"):
         assert t[f"train {loss} training"] > 0 and t[f"train {loss} inference"] > 0
     assert t["cgdt training"] > 0 and t["cgdt inference cpu"] > 0 and t["workers ready"] >= 0
-    starts = [t[f"{name} start"] for name in ("cgdt", "train ce", "train weighted", "train focal")]
+    models = ("cgdt", "train ce", "train weighted", "train focal")
+    starts = [t[f"{name} start"] for name in models]
     assert min(starts) == t["workers ready"] and max(starts) < t["training"]  # when each task began
+    for m in models:  # each inference began once its model was written (clocks of one machine)
+        assert t[f"{m} start"] + t[f"{m} training"] <= t[f"{m} inference start"] + 0.05 < t["training"]
     assert t["data"] + t["training"] + t["evaluate"] <= t["total"] + 0.1
     assert res["seconds"] == round(t["total"], 1)
+
+
+def test_task_results_arrive_as_each_task_ends():
+    """``run_tasks(on_result=...)`` hands each result over as its task ends, in the order the
+    tasks ran (``after`` respected), before ``progress`` counts it; the return is in item order."""
+    from flagcore.training.tasks import run_tasks
+
+    seen: list = []
+    out = run_tasks(
+        _square,
+        [1, 2, 3],
+        after={0: 2},
+        on_result=lambda i, r: seen.append(("result", i, r)),
+        progress=lambda done, n: seen.append(("progress", done, n)),
+    )
+    assert out == [1, 4, 9]
+    assert seen == [
+        ("result", 1, 4),
+        ("progress", 1, 3),
+        ("result", 2, 9),
+        ("progress", 2, 3),
+        ("result", 0, 1),
+        ("progress", 3, 3),
+    ]
+
+
+def _square(shared: None, x: int) -> int:
+    return x * x
 
 
 def test_validation_on_fewer_windows_spread_over_the_period(small_demo, small_cfg):

@@ -272,11 +272,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flagcore.analysis.review_policy import load_review_policy
-    from flagcore.pipeline.demo import build_demo
     from flagcore.training.tasks import start_workers_early
 
     start_workers_early()  # the workers' imports (torch, peft: seconds) overlap the CLI's own start
+    from flagcore.analysis.review_policy import load_review_policy
+    from flagcore.pipeline.demo import build_demo  # pandas and the pipeline: after the workers' start
+
     policy = load_review_policy(None)  # $FLAGCORE_CONFIG: a bad file fails before the demo is built
     store = open_store(args)
     stages = Stages(args.quiet)
@@ -346,7 +347,7 @@ def _evaluation_arguments(s: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="int8: dynamic int8 quantisation of the Linear layers on the CPU, about 2x faster; agreement "
+        help="int8: the transformer's Linear layers in int8 on the CPU, about 2x faster; agreement "
         "with fp32 is measured on a sample and stored with the run",
     )
 

@@ -205,6 +205,7 @@ def run_tasks(
     placement: Placement | None = None,
     progress: Callable[[int, int], None] | None = None,
     after: Mapping[int, int] | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
 ) -> list:
     """``[fn(shared, item) for item in items]``, run where ``placement`` says; results in order.
 
@@ -216,6 +217,8 @@ def run_tasks(
     placement : where the tasks run (default: in this process).
     progress : ``progress(done, total)``, called as tasks finish.
     after : ``{i: j}``: item i starts only once item j has finished.
+    on_result : ``on_result(i, result)``, called in this process as item i's result arrives (before
+        ``progress``), while later tasks still run: to use each result without waiting for all.
 
     Returns
     -------
@@ -228,24 +231,39 @@ def run_tasks(
     if not items:
         return []
     if placement.ray_address is not None:
-        return _run_ray(fn, items, shared, placement, progress, schedule)
+        return _run_ray(fn, items, shared, placement, _Done(len(items), progress, on_result), schedule)
+    done = _Done(len(items), progress, on_result)
     if placement.workers == 1:
-        results: dict[int, Any] = {}
         while schedule.waiting:
             i = schedule.start_next()
-            results[i] = fn(shared, items[i])
+            done(i, fn(shared, items[i]))
             schedule.finish(i)
-            if progress:
-                progress(len(results), len(items))
-        return [results[i] for i in range(len(items))]
-    return _run_local(fn, items, shared, placement.workers, progress, schedule)
+        return done.in_order()
+    return _run_local(fn, items, shared, placement.workers, done, schedule)
 
 
-def _run_local(fn, items, shared, workers, progress, schedule: _Schedule) -> list:
+class _Done:
+    """The results as they arrive: kept by item, passed to ``on_result``, counted to ``progress``."""
+
+    def __init__(self, n: int, progress, on_result):
+        self.n, self.progress, self.on_result = n, progress, on_result
+        self.results: dict[int, Any] = {}
+
+    def __call__(self, i: int, result: Any) -> None:
+        self.results[i] = result
+        if self.on_result:
+            self.on_result(i, result)
+        if self.progress:
+            self.progress(len(self.results), self.n)
+
+    def in_order(self) -> list:
+        return [self.results[i] for i in range(self.n)]
+
+
+def _run_local(fn, items, shared, workers, done_: _Done, schedule: _Schedule) -> list:
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    results: dict[int, Any] = {}
     with ProcessPoolExecutor(
         max_workers=min(workers, len(items)),
         mp_context=worker_context(),
@@ -268,12 +286,11 @@ def _run_local(fn, items, shared, workers, progress, schedule: _Schedule) -> lis
                     for p in pending:
                         p.cancel()
                     raise error
-                results[futures[f]] = f.result()
                 schedule.finish(futures[f])
-                if progress:
-                    progress(len(results), len(items))
-            pending |= submit_ready()
-    return [results[i] for i in range(len(items))]
+            pending |= submit_ready()  # the tasks that waited for these first, then their results
+            for f in done:
+                done_(futures[f], f.result())
+    return done_.in_order()
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -326,7 +343,7 @@ def _connect_ray(address: str):
     return ray, True
 
 
-def _run_ray(fn, items, shared, placement: Placement, progress, schedule: _Schedule) -> list:
+def _run_ray(fn, items, shared, placement: Placement, done_: _Done, schedule: _Schedule) -> list:
     ray, started = _connect_ray(str(placement.ray_address))
     try:
         task = ray.remote(num_cpus=placement.task_cpus, max_retries=0)(_ray_task)
@@ -341,12 +358,11 @@ def _run_ray(fn, items, shared, placement: Placement, progress, schedule: _Sched
                 refs.append(ref)
             return refs
 
-        results: dict[int, Any] = {}
         pending = submit_ready()
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:
-                results[index[done[0]]] = ray.get(done[0])
+                result = ray.get(done[0])
             except ray.exceptions.RayTaskError as e:
                 for r in pending:
                     ray.cancel(r, force=True)
@@ -355,10 +371,9 @@ def _run_ray(fn, items, shared, placement: Placement, progress, schedule: _Sched
                     raise cause from None
                 raise
             schedule.finish(index[done[0]])
-            if progress:
-                progress(len(results), len(items))
             pending += submit_ready()
-        return [results[i] for i in range(len(items))]
+            done_(index[done[0]], result)
+        return done_.in_order()
     finally:
         if started:
             ray.shutdown()
