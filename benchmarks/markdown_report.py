@@ -268,6 +268,17 @@ def md_pages(p: dict) -> list[str]:
         f"{'met' if sl['shown']['median'] <= 0.2 else 'NOT met'}); to the page settled: median "
         f"{sl['settled']['median'] * 1e3:.0f} ms.",
         "",
+        *(
+            [
+                "The launcher's start, from the command to the server answering its health check (imports, "
+                "the newest run's cached reads and the figures drawn once): "
+                f"{fmt_s(p['server_start'], 's')}; "
+                "the cold figures above start after it, as a visitor's first page does.",
+                "",
+            ]
+            if "server_start" in p
+            else []
+        ),
     ]
 
 

@@ -46,7 +46,7 @@ def _parts(prof: Path) -> dict:
         (
             (ct, f"{Path(f).parent.name}/{Path(f).name}:{name}")
             for (f, _, name), (_, _, _, ct, _) in stats.items()
-            if "flagcore" in f or "/pages/" in f or "streamlit/elements" in f
+            if "flagcore" in f or "/app_pages/" in f or "streamlit/elements" in f
         ),
         reverse=True,
     )

@@ -361,11 +361,13 @@ def section_evaluate(res: dict, tmp: Path, bars: int) -> None:
 def section_pages(res: dict, store_path: Path, run_id: int) -> None:
     """Every page cold (its first visit after a server start) and warm, and slider steps from the key
     press to the changed numbers, in headless chromium against ``streamlit run``."""
-    from browser_timing import pages_cold_and_warm, slider_steps
+    from browser_timing import pages_cold_and_warm, slider_steps, summary
 
+    starts: list[float] = []  # each fresh server's start, warm-up included, to its health check's "ok"
     res["pages"] = {
-        "pages": pages_cold_and_warm(store_path, run_id),
+        "pages": pages_cold_and_warm(store_path, run_id, server_starts=starts),
         "slider": slider_steps(store_path, run_id),
+        "server_start": summary(starts),
     }
 
 

@@ -101,7 +101,7 @@ def test_status_page_lists_the_run_with_its_verdicts(demo_app, quick_demo):
 
 
 def test_model_health_shows_parameters_shift_and_verdict(demo_app):
-    at = _page(demo_app, "pages/model_health.py")
+    at = _page(demo_app, "app_pages/model_health.py")
     assert _metrics(at)["Total parameters"] == "126,723"
     # the network's configuration sits in a labelled expander, not a bare collapsed "{...}"
     assert "Configuration of the baseline network (as stored in its checkpoint)" in [
@@ -118,7 +118,7 @@ def test_model_health_shows_parameters_shift_and_verdict(demo_app):
 
 
 def test_logit_analysis_reproduces_the_seed_tables(demo_app, quick_demo):
-    at = _page(demo_app, "pages/logits.py")
+    at = _page(demo_app, "app_pages/logits.py")
     m = _metrics(at)
     d = quick_demo["store"].diagnostics(quick_demo["run_id"])
     assert m["HOLD"] == f"{d['action_distribution']['counts']['HOLD']:,}"
@@ -136,7 +136,7 @@ def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
     from flagcore.dashboard import gate_views
     from flagcore.dashboard.live import load_live_inputs, threshold_view
 
-    at = _page(demo_app, "pages/solutions.py")
+    at = _page(demo_app, "app_pages/solutions.py")
     table = at.dataframe[0].value
     assert len(table) == len(quick_demo["store"].option_results(quick_demo["run_id"]))
     slider = at.slider(key="threshold")
@@ -171,7 +171,7 @@ def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
 
 
 def test_solution_page_shows_each_signal_apart_from_its_sizing_and_the_gate(demo_app, quick_demo):
-    at = _page(demo_app, "pages/solutions.py")
+    at = _page(demo_app, "app_pages/solutions.py")
     store, rid = quick_demo["store"], quick_demo["run_id"]
     base = store.option_results(rid).set_index("option").loc["baseline"]
     m = base["metrics"]
@@ -193,7 +193,7 @@ def test_solution_page_shows_each_signal_apart_from_its_sizing_and_the_gate(demo
 def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
     from flagcore.dashboard import gate_views
 
-    at = _page(demo_app, "pages/hifa.py")
+    at = _page(demo_app, "app_pages/hifa.py")
     store, rid = quick_demo["store"], quick_demo["run_id"]
     summary = store.run(rid)["summary"]
     assert _metrics(at)["Trials counted"] == str(summary["n_trials"])
@@ -232,7 +232,7 @@ def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
 
 def test_review_round_trip_stores_text_verbatim(quick_demo_copy, monkeypatch):
     quick_demo = quick_demo_copy  # its own copy of the store: the review lands there only
-    at = _page(_app(quick_demo, monkeypatch), "pages/reviews.py")
+    at = _page(_app(quick_demo, monkeypatch), "app_pages/reviews.py")
     comment = "<script>alert('x')</script> looks collapsed"
     at.text_input[0].input("Rita Reviewer")
     at.radio[0].set_value("reject")
@@ -349,7 +349,7 @@ def test_paths_appended_to_a_run_show_on_the_next_read(quick_demo, monkeypatch, 
     rid = quick_demo["run_id"]
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["run"] = str(rid)
-    at = _page(at.run(), "pages/hifa.py")
+    at = _page(at.run(), "app_pages/hifa.py")
 
     def boxes() -> list[str]:
         return [
@@ -375,7 +375,7 @@ def test_root_cause_page_shows_the_stored_verdicts_and_a_live_ablation(quick_dem
     from flagcore.vocab import ROOT_CAUSES
 
     store, rid = quick_demo_copy["store"], quick_demo_copy["run_id"]
-    at = _page(_app(quick_demo_copy, monkeypatch), "pages/root_cause.py")
+    at = _page(_app(quick_demo_copy, monkeypatch), "app_pages/root_cause.py")
     assert at.title[0].value == "Root cause" and not at.warning
     assert any(f"flagcore explain --run {rid}" in i.value for i in at.info)  # none stored yet
     assert at.button(key="explain_go").label == "Run explain (500 bars)"
@@ -439,7 +439,7 @@ def test_sign_off_as_the_logged_in_user(quick_demo_copy, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["run"] = str(rid)
     at.user = {"is_logged_in": True, "email": "ana@example.com", "name": "Ana"}
-    at = _page(at.run(), "pages/reviews.py")
+    at = _page(at.run(), "app_pages/reviews.py")
     assert not at.text_input  # no name field: the login signs
     assert any(m.value.replace("\\", "") == "Signing as **ana@example.com** (logged in)" for m in at.markdown)
     at.radio[0].set_value("approve")
@@ -471,7 +471,7 @@ def test_sign_off_by_trusted_header_and_the_run_turns_approved(quick_demo_copy, 
     monkeypatch.setenv("FLAGCORE_CONFIG", str(cfg))
     headers = {"x-forwarded-email": "bo@example.com"}
     monkeypatch.setattr(identity, "request_headers", lambda: headers)
-    at = _page(_app(demo, monkeypatch), "pages/reviews.py")
+    at = _page(_app(demo, monkeypatch), "app_pages/reviews.py")
     assert not at.text_input and _metrics(at)["Review status"] == "awaiting review"
     at.radio[0].set_value("approve")
     at.button[0].click().run()
@@ -499,7 +499,7 @@ def test_compare_page_puts_two_runs_side_by_side(quick_demo_copy, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["run"] = str(first)
     at.query_params["vs"] = str(second)
-    at = _page(at.run(), "pages/compare.py")
+    at = _page(at.run(), "app_pages/compare.py")
     assert at.title[0].value == "Compare runs"
     # the first run is superseded: the same checkpoint on the same data with other settings
     assert (
@@ -535,7 +535,7 @@ def test_compare_page_puts_two_runs_side_by_side(quick_demo_copy, monkeypatch):
         f"#{second} Baseline (plain CE)",
     ]
     # the status page shows the second run's author
-    at.switch_page("pages/status.py")
+    at.switch_page("app_pages/status.py")
     at.query_params["run"] = str(second)
     at.session_state["run"] = second
     at.run()
@@ -640,7 +640,7 @@ def test_a_runs_inference_precision_and_agreement_show_wherever_the_run_does(qui
         "256 sampled bars, largest logit difference 0.031 (256 bars evenly spaced)."
     )
     assert line in [c.value for c in at.caption]  # the status page
-    at = _page(at, "pages/model_health.py")
+    at = _page(at, "app_pages/model_health.py")
     assert line in [c.value for c in at.caption]
     assert ("p", line) in report_blocks(store, rid)  # the report's model section, in either format
 
@@ -654,8 +654,91 @@ def test_the_launcher_warms_every_page_import_and_refuses_a_missing_app(tmp_path
     from flagcore.dashboard import serve
 
     took = serve.warm()
-    assert set(serve.WARM_MODULES) | {"first figures and table"} == set(took)
+    assert set(serve.WARM_MODULES) | {
+        "first figures and table",
+        "streamlit's and plotly's page-time imports",
+    } == set(took)
     assert all(m in sys.modules for m in serve.WARM_MODULES)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="app.py: no such app file"):
         serve.main(["--server.port", "1"])
+
+
+def _count_connects(monkeypatch) -> list[int]:
+    """How many DuckDB files are opened from now on (``duckdb.connect`` calls), as a one-item list."""
+    import duckdb
+
+    real, count = duckdb.connect, [0]
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counting)
+    return count
+
+
+def test_reads_in_a_reading_block_share_one_connection_and_writes_still_go_through(tmp_path, monkeypatch):
+    import numpy as np
+
+    from flagcore.store.connection import shared_read_files, unshared_reads
+    from flagcore.store.store import Store
+
+    store = Store(tmp_path / "s.duckdb")
+    store.ensure()
+    store.list_runs()  # the schema check of this file version, done once per process
+    count = _count_connects(monkeypatch)
+    with store.reading():
+        store.list_runs()
+        store.reviews()
+        assert store.cached_logits("m", "d", "s") is None
+        assert count[0] == 1 and shared_read_files() == [str(store.path.resolve())]
+        with unshared_reads():  # a write from the same thread: DuckDB refuses it beside the open reader
+            store.put_inference("m", "d", "s", np.zeros((2, 3), np.float32), np.zeros(2, bool))
+        assert len(store.cached_logits("m", "d", "s")) == 2  # the block reads on, through a new connection
+    assert shared_read_files() == []
+    before = count[0]
+    store.list_runs()
+    store.reviews()
+    assert count[0] - before >= 2  # outside a block: one connection per read, as before
+
+
+def test_every_page_run_opens_at_most_one_connection(demo_app, monkeypatch):
+    import streamlit as st
+
+    pages = sorted(p.stem for p in (Path(APP).parent / "app_pages").glob("*.py") if p.stem != "welcome")
+    assert len(pages) == 8
+    for name in pages:
+        st.cache_data.clear()  # every read misses the caches
+        count = _count_connects(monkeypatch)
+        _page(demo_app, f"app_pages/{name}.py")
+        assert count[0] <= 1, (name, count[0])
+
+
+def test_the_launcher_fills_the_caches_the_pages_read(quick_demo_copy, monkeypatch):
+    from flagcore.dashboard import serve
+
+    monkeypatch.setenv("FLAGCORE_STORE", str(quick_demo_copy["store"].path))
+    newest = int(quick_demo_copy["store"].list_runs()["run_id"].iloc[0])
+    assert set(serve.warm_store()) == {"the newest run's cached reads"}
+    count = _count_connects(monkeypatch)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["run"] = str(newest)
+    at.run()
+    # every page a first visitor opens reads from the filled caches; Reviews reads its history fresh
+    for page in ("status", "model_health", "logits", "solutions", "hifa", "root_cause"):
+        _page(at, f"app_pages/{page}.py")
+        assert count[0] == 0, page
+    monkeypatch.setenv("FLAGCORE_WARM_STORE", "0")
+    assert serve.warm_store() == {}
+
+
+def test_the_launcher_warms_nothing_from_a_missing_or_damaged_store(tmp_path, monkeypatch, capsys):
+    from flagcore.dashboard import serve
+
+    path = tmp_path / "store.duckdb"
+    monkeypatch.setenv("FLAGCORE_STORE", str(path))
+    assert serve.warm_store() == {} and not path.exists()  # looking does not create a store
+    path.write_bytes(b"\0" * 8192)
+    assert serve.warm_store() == {}  # the server still starts; the pages show the way back
+    assert "the store was not read ahead of the first visit" in capsys.readouterr().err

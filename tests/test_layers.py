@@ -97,7 +97,7 @@ def test_no_module_imports_another_modules_private_names():
     bad = []
     for mod, path in [
         *known.items(),
-        *((module_name(p), p) for p in [ROOT / "app.py", *ROOT.glob("pages/*.py")]),
+        *((module_name(p), p) for p in [ROOT / "app.py", *ROOT.glob("app_pages/*.py")]),
     ]:
         for target, names, line in imports(path):
             if not target.startswith("flagcore") or target == mod:

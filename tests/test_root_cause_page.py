@@ -249,7 +249,7 @@ def page(quick_demo_copy, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["run"] = str(quick_demo_copy["run_id"])
     at.run()
-    at.switch_page("pages/root_cause.py").run()
+    at.switch_page("app_pages/root_cause.py").run()
     assert not at.exception, at.exception
     yield at, quick_demo_copy
     st.cache_data.clear()

@@ -326,7 +326,9 @@ def run_explain(store, run_id: int, *, bars: int, ig_windows: int, seed: int = 0
     """``pipeline.explain.explain_run``, appended to the run (the caller clears the dashboard's caches)."""
     from flagcore.pipeline.explain import explain_run
     from flagcore.pipeline.settings import no_progress
+    from flagcore.store.connection import unshared_reads
 
-    return explain_run(
-        store, run_id, bars=bars, seed=seed, ig_windows=ig_windows, progress=progress or no_progress
-    )
+    with unshared_reads():  # it writes: the page's shared read connection would refuse the write
+        return explain_run(
+            store, run_id, bars=bars, seed=seed, ig_windows=ig_windows, progress=progress or no_progress
+        )

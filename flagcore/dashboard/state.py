@@ -19,7 +19,7 @@ import streamlit as st
 from flagcore.analysis.review_policy import ReviewPolicy, RunStatus, load_review_policy
 from flagcore.dashboard.identity import Identity
 from flagcore.errors import FlagcoreError  # pages catch it through this module too
-from flagcore.store.connection import default_path
+from flagcore.store.connection import default_path, unshared_reads
 from flagcore.store.store import Store
 
 RUN_TTL = 600  # cached reads are keyed on the store's version (see above); this only bounds memory
@@ -272,6 +272,36 @@ def forward_check(path: str, run_id: int, model: pd.Series) -> dict:
     )
 
 
+def warm_run(path: str, run_id: int, policy: ReviewPolicy) -> None:
+    """Fill the cached reads every page makes for ``run_id`` (its tables, each option's diagnostics,
+    predictions and permutation null, its datasets and checkpoint hashes, the slider's inputs, the
+    findings report) and the run list, as the pages' first script runs would; call it inside
+    ``Store.reading()`` to read them through one connection. The launcher calls it at start-up."""
+    from flagcore.dashboard.views import model_logit_options
+
+    runs(path)
+    run_statuses(path, policy)
+    all_option_results(path)
+    presets()
+    files()
+    info = run_info(path, run_id)
+    opts = option_results(path, run_id)
+    models = run_models(path, run_id)
+    for read in (hifa, equity_curves, sweeps, cpcv_paths, root_cause):
+        read(path, run_id)
+    for option in opts["option"]:
+        diagnostics(path, run_id, option)
+        permutation_null(path, run_id, option)
+    for option in model_logit_options(models, opts):
+        predictions(path, run_id, option)
+    run_status(path, run_id, policy)
+    ablation_problem(path, run_id)  # the run's datasets and its checkpoints' sha256
+    dataset(path, info["dataset_id"])
+    live_inputs(path, run_id)
+    for fmt in ("md", "html"):
+        report(path, run_id, fmt, policy)
+
+
 # ----------------------------------------------------------------------------- writes
 
 
@@ -285,7 +315,10 @@ def written() -> None:
 def add_review(run_id: int, reviewer: Identity, verdict: str, comment: str) -> int:
     """Append a review signed by ``reviewer`` (``Store.add_review``, with where the name came from);
     returns its id."""
-    review_id = store().add_review(run_id, reviewer.name, verdict, comment, identity_source=reviewer.source)
+    with unshared_reads():  # the page's shared read connection (Store.reading) would refuse the write
+        review_id = store().add_review(
+            run_id, reviewer.name, verdict, comment, identity_source=reviewer.source
+        )
     written()
     return review_id
 
@@ -298,7 +331,8 @@ def evaluate_files(
     from flagcore.dashboard.actions import evaluate_files as evaluate
 
     try:
-        return evaluate(store(), checkpoint, data, train, progress, author=author)
+        with unshared_reads():  # as add_review
+            return evaluate(store(), checkpoint, data, train, progress, author=author)
     finally:
         written()
 
@@ -308,9 +342,10 @@ def build_demo(quick: bool, progress=None) -> dict:
     from flagcore.pipeline.demo import build_demo as build
 
     try:
-        if progress is None:
-            return build(store(), quick=quick, workers=1)
-        return build(store(), quick=quick, workers=1, progress=progress)
+        with unshared_reads():  # as add_review
+            if progress is None:
+                return build(store(), quick=quick, workers=1)
+            return build(store(), quick=quick, workers=1, progress=progress)
     finally:
         written()
 

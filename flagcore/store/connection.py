@@ -3,7 +3,12 @@
 DuckDB lets one process hold a file read-write or many hold it read-only, never both, so every
 connection is short-lived: opened for one read or one write and closed at once. Reads open
 read-only; a write holds the file for one transaction, so an interrupted write leaves nothing
-behind. Both retry on DuckDB's lock error with exponential backoff, up to ``busy_timeout`` seconds,
+behind. Opening a file costs tens of milliseconds (DuckDB starts a database instance with its
+threads; 70-130 ms on 2 busy cores), so the reads of one short task (a dashboard page's script run)
+may share one read-only connection: :meth:`StoreFile.reading` holds it, on the calling thread,
+from the block's first read to its end; code that writes inside such a block runs under
+:func:`unshared_reads` (DuckDB refuses a read-write connection to a file the process holds open
+read-only). Both retry on DuckDB's lock error with exponential backoff, up to ``busy_timeout`` seconds,
 then raise :class:`StoreBusy` with a one-line message. The schema is brought up to date
 (:mod:`flagcore.store.schema`) the first time a newer flagcore writes to an older file.
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -85,11 +91,51 @@ def attempts(timeout: float) -> Iterator[None]:
 
 
 def is_lock_error(e: BaseException) -> bool:
+    """Whether a DuckDB error says another connection holds the file: another process's lock, or, in
+    this process, a connection of the other kind (read-only against read-write: DuckDB refuses one
+    beside the other, e.g. a dashboard session's shared read while another session signs off)."""
     msg = str(e)
-    return "Could not set lock" in msg or "Conflicting lock" in msg or "database is locked" in msg
+    return (
+        "Could not set lock" in msg
+        or "Conflicting lock" in msg
+        or "database is locked" in msg
+        or "different configuration than existing connections" in msg
+    )
 
 
 _CURRENT: set[str] = set()  # store files (path, inode, mtime) this process has seen at SCHEMA_VERSION
+# per thread: store file -> the read-only connection its ``reading()`` block shares (None until the
+# block's first read opens it)
+_SHARED = threading.local()
+
+
+def _shared_reads() -> dict[str, duckdb.DuckDBPyConnection | None]:
+    if not hasattr(_SHARED, "files"):
+        _SHARED.files = {}
+    return _SHARED.files
+
+
+@contextmanager
+def unshared_reads() -> Iterator[None]:
+    """Inside the block, this thread's reads open their own short-lived connections, as outside any
+    :meth:`StoreFile.reading` block, and the connections its blocks share are closed first (the
+    blocks reopen them at their next read after this one ends): wrap code that writes to a store
+    (DuckDB refuses a read-write connection to a file the process holds open read-only)."""
+    files = _shared_reads()
+    for key, con in list(files.items()):
+        if con is not None:
+            files[key] = None
+            con.close()
+    _SHARED.files = {}
+    try:
+        yield
+    finally:
+        _SHARED.files = files
+
+
+def shared_read_files() -> list[str]:
+    """The store files this thread's :meth:`StoreFile.reading` blocks hold open now (tests)."""
+    return [key for key, con in _shared_reads().items() if con is not None]
 
 
 class StoreFile:
@@ -221,7 +267,8 @@ class StoreFile:
 
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived read-only connection; the store must exist (see :meth:`ensure`)."""
+        """A short-lived read-only connection; the store must exist (see :meth:`ensure`). Inside a
+        :meth:`reading` block of this thread, the block's shared connection (opened by its first read)."""
         if not self.exists():
             self.refuse_if_lost()
             raise FlagcoreError(
@@ -229,8 +276,47 @@ class StoreFile:
             )
         if not self._schema_checked:
             self.ensure()
-        with self._opened(read_only=True) as con:
-            yield con
+        shared = _shared_reads()
+        key = self._shared_key()
+        if key not in shared:
+            with self._opened(read_only=True) as con:
+                yield con
+            return
+        held = shared[key]
+        if held is None:
+            held = shared[key] = self._connect(read_only=True)
+        try:
+            yield held
+        except duckdb.Error as e:
+            if is_damage_error(e):
+                raise self._damage(e) from None
+            raise
+
+    def _shared_key(self) -> str:
+        return str(self.path.resolve())
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Every read of this store inside the block, on this thread, through one read-only
+        connection: opened by the block's first read (none if nothing is read), closed at its end.
+
+        The connection holds the file's read lock while it is open, as each read's own connection
+        did while it read: another process's write waits for it (backoff up to ``busy_timeout``).
+        Wrap a write from this thread inside the block in :func:`unshared_reads`. Nested blocks
+        share the outer one's connection.
+        """
+        shared = _shared_reads()
+        key = self._shared_key()
+        if key in shared:
+            yield
+            return
+        shared[key] = None
+        try:
+            yield
+        finally:
+            con = shared.pop(key, None)
+            if con is not None:
+                con.close()
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:

@@ -38,13 +38,13 @@ if rid is not None:
     st.caption(views.precision_line(info["settings"], info["summary"]))
     q = {"run": str(rid)}
     links = st.columns(6)
-    links[0].page_link("pages/model_health.py", label="Model health", query_params=q)
-    links[1].page_link("pages/logits.py", label="Logit analysis", query_params=q)
-    links[2].page_link("pages/solutions.py", label="Solution comparison", query_params=q)
-    links[3].page_link("pages/hifa.py", label="HIFA criteria", query_params=q)
-    links[4].page_link("pages/reviews.py", label="Reviews and sign-off", query_params=q)
+    links[0].page_link("app_pages/model_health.py", label="Model health", query_params=q)
+    links[1].page_link("app_pages/logits.py", label="Logit analysis", query_params=q)
+    links[2].page_link("app_pages/solutions.py", label="Solution comparison", query_params=q)
+    links[3].page_link("app_pages/hifa.py", label="HIFA criteria", query_params=q)
+    links[4].page_link("app_pages/reviews.py", label="Reviews and sign-off", query_params=q)
     if len(runs) > 1:
-        links[5].page_link("pages/compare.py", label="Compare with another run", query_params=q)
+        links[5].page_link("app_pages/compare.py", label="Compare with another run", query_params=q)
     st.dataframe(
         views.hifa_badges(
             ac.hifa(path, rid), ac.option_results(path, rid), info["settings"]["backtest"]["sizing"]
