@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -14,6 +15,15 @@ import pytest
 import torch
 
 from flagcore.models.flag_trader import FlagTraderConfig
+
+# pytest-xdist's worker name ("gw0", ...) in its worker processes; None in a plain run
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    # the workers share the cores: one torch thread each, before torch runs anything, and one BLAS/
+    # OpenMP thread in the processes they start (CLI commands, servers, pool workers)
+    torch.set_num_threads(1)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 # A small architecture with every structural feature of the full one; r=8 with the reviewed
 # alpha of 16 gives LoRA scaling 2, so a wrong scaling cannot hide behind 1.0.
@@ -157,14 +167,32 @@ def with_trained_lora(model, std: float = 0.05):
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
-    """``flagcore demo --quick`` built once: its store, run id and artifact folder."""
+    """``flagcore demo --quick`` built once: its store, run id and artifact folder. Under pytest-xdist
+    the first worker that needs it builds it in the run's shared temporary folder, under a file lock,
+    and the others wait for it and reuse it (read only: writers take ``quick_demo_copy``)."""
+    from filelock import FileLock
+
     from flagcore.pipeline.demo import build_demo
     from flagcore.store.store import Store
 
-    base = tmp_path_factory.mktemp("quick_demo")
+    if not WORKER:
+        base = tmp_path_factory.mktemp("quick_demo")
+        res = build_demo(Store(base / "store.duckdb"), quick=True, root=base / "demo")
+    else:
+        base = tmp_path_factory.getbasetemp().parent / "quick_demo"  # pytest-N/, shared by the workers
+        done = base / "result.json"
+        with FileLock(f"{base}.lock"):
+            if not done.exists():
+                shutil.rmtree(base, ignore_errors=True)  # what a worker that failed to build left
+                base.mkdir()
+                res = build_demo(Store(base / "store.duckdb"), quick=True, root=base / "demo")
+                done.write_text(json.dumps(res))
+        res = json.loads(done.read_text())
     store = Store(base / "store.duckdb")
-    res = build_demo(store, quick=True, root=base / "demo")
-    return {"store": store, "run_id": res["run_id"], "root": base / "demo" / "quick", "result": res}
+    built = store.version()
+    yield {"store": store, "run_id": res["run_id"], "root": base / "demo" / "quick", "result": res}
+    # a test that wrote here changed what every later test (and every other worker) reads
+    assert store.version() == built, "a test wrote into the shared quick demo store: use quick_demo_copy"
 
 
 def copy_demo_store(quick_demo: dict, folder: Path) -> dict:
@@ -222,6 +250,62 @@ def _is_slow(item) -> bool:
     return any((Path(item.path).name, name) in SLOW_FIXTURES for name in item.fixturenames)
 
 
+# Seconds each of the longest tests (file::function) took in a serial run on 2 cores (others: 0.5 s): under
+# pytest-xdist the workers take the longest work first, so that no long test is left for the end.
+LONG = {
+    "test_crash_and_concurrency.py::test_dashboard_reads_while_the_cli_writes": 50,
+    "test_crash_and_concurrency.py::test_sigkill_never_leaves_a_partial_run": 19,
+    "test_dashboard.py::test_every_page_from_the_sidebar": 14,
+    "test_train.py::test_reviewed_per_position_loss_leaks_the_future": 22,
+    "test_train.py::test_plain_cross_entropy_collapses_to_hold": 18,  # the `trained` fixture
+    "test_tasks.py::test_retraining_cpcv_on_local_ray_matches_the_local_pool": 17,
+    "test_store.py::test_two_writers_and_a_reader_at_once": 15,
+    "test_review_identity.py::test_two_reviewers_sign_through_the_header_and_the_run_turns_approved": 15,
+    "test_pipeline.py::test_validate_retrain_adds_a_labelled_cpcv_mode": 15,
+    "test_root_cause_in_browser.py::test_the_live_ablation_runs_in_the_browser": 12,
+    "test_launcher.py::test_the_launchers_server_shows_a_page_on_its_first_visit": 11,
+    "test_tasks.py::test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished": 10,
+    "test_dashboard.py::test_slider_moves_the_numbers": 9,
+    "test_tasks.py::test_workers_exit_when_their_caller_is_killed": 8,
+    "test_train.py::test_train_command_writes_checkpoint_with_provenance": 8,
+    "test_cgdt.py::test_critic_beats_the_unconditional_gaussian": 7,  # the module's model
+    "test_cli.py::test_info_full_preset_in_a_real_process": 7,
+    "test_tasks.py::test_evaluate_with_inference_on_ray_writes_the_same_run": 7,
+    "test_train.py::test_further_losses_train_and_trade": 6,  # each of its three losses
+    "test_gate_calibration.py::test_noise_markets_do_not_pass_and_a_planted_edge_does": 6,
+    "test_dashboard.py::test_no_metric_is_cut_off_on_a_laptop": 6,
+    "test_store.py::test_six_reviewers_at_the_same_moment_each_land_once": 5,
+}
+
+
+def _xdist_order(items: list) -> list:
+    """The tests in the order pytest-xdist's workers take them (``--dist loadfile``: a file is one unit
+    of work, so its module fixtures, trained models, servers and the Ray cluster start once): the
+    longest file that needs the quick demo first, so that one worker builds it at once while the
+    other takes the longest files that do not need it; then the files that need it, longest first.
+    (Not --dist loadgroup: under pytest 9, pytest-xdist 3.8 never sees its groups.)"""
+    units: dict[Path, list] = {}
+    for item in items:
+        units.setdefault(Path(item.path), []).append(item)
+
+    def cost(unit: list) -> float:
+        return sum(LONG.get(f"{Path(i.path).name}::{i.originalname}", 0.5) for i in unit)
+
+    def demo(unit: list) -> bool:
+        return any("quick_demo" in i.fixturenames for i in unit)
+
+    order = sorted(units.values(), key=cost, reverse=True)
+    first = [u for u in order if demo(u)][:1]
+    order = first + [u for u in order if not demo(u)] + [u for u in order if demo(u) and u not in first]
+    return [item for unit in order for item in unit]
+
+
+def pytest_configure(config):
+    # the workers take the files in the order _xdist_order gives them, not by their number of tests
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
     browser_dir = Path(__file__).resolve().parent / "browser"
     for item in items:
@@ -229,6 +313,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
         if _is_slow(item):
             item.add_marker(pytest.mark.slow)
+    if WORKER:
+        items[:] = _xdist_order(items)
 
 
 # ---------------------------------------------------------------------------- browser (Playwright + chromium)

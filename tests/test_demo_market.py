@@ -260,7 +260,7 @@ def test_quick_demo_records_where_its_time_went(quick_demo):
     for m in models:  # each inference began once its model was written (clocks of one machine)
         assert t[f"{m} start"] + t[f"{m} training"] <= t[f"{m} inference start"] + 0.05 < t["training"]
     assert t["data"] + t["training"] + t["evaluate"] <= t["total"] + 0.1
-    assert res["seconds"] == round(t["total"], 1)
+    assert abs(res["seconds"] - t["total"]) <= 0.051  # one rounded to 0.1 s, the other to 0.01 s
 
 
 def test_task_results_arrive_as_each_task_ends():

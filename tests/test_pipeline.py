@@ -80,7 +80,8 @@ def test_stored_run_is_complete_and_consistent(quick_demo):
     assert d["collapse"]["collapsed"] and sum(r["padding"] for r in d["feature_shift"]) == 11
 
 
-def test_second_evaluate_reuses_cached_inference(quick_demo):
+def test_second_evaluate_reuses_cached_inference(quick_demo_copy):
+    quick_demo = quick_demo_copy  # its own copy of the store: the new run lands there only
     s, root = quick_demo["store"], quick_demo["root"]
     before = _counts(s)
     fast = EvaluateSettings(criteria={**EvaluateSettings().resolved_criteria(), "n_permutations": 200})
@@ -103,10 +104,10 @@ def test_second_evaluate_reuses_cached_inference(quick_demo):
 
 
 @pytest.mark.parametrize("table", ["run_models", "option_results", "predictions", "sweeps"])
-def test_a_failure_mid_write_leaves_the_store_as_before(quick_demo, table, monkeypatch):
+def test_a_failure_mid_write_leaves_the_store_as_before(quick_demo_copy, table, monkeypatch):
     from flagcore.pipeline import evaluate as pipeline
 
-    s, root = quick_demo["store"], quick_demo["root"]
+    s, root = quick_demo_copy["store"], quick_demo_copy["root"]
     captured = {}
     real = pipeline.write_run
     monkeypatch.setattr(pipeline, "write_run", lambda store, run, **kw: captured.setdefault("run", run) and 0)
@@ -269,6 +270,8 @@ def test_validate_retrain_adds_a_labelled_cpcv_mode(quick_demo, tmp_path, capsys
         "--options",
         "baseline",
         "--quick-retrain",
+        "--workers",  # in this process: no pool to start (test_train.py retrains in worker processes)
+        "1",
         "--quiet",
         "--json",
     ]

@@ -224,10 +224,17 @@ def test_a_store_that_stays_busy_gives_one_clear_line(tmp_path, holder, says):
     assert s.reviews(rid)["reviewer"].tolist() == ["ann"]
 
 
+# A writer says it is ready (imports done) and waits for the go file, so that every writer starts
+# writing at the same moment, whichever started its process first.
 _WRITER = """
-import sys
+import os, sys, time
 from flagcore.store.store import Store
 s = Store(sys.argv[1], busy_timeout=60)
+go = sys.argv[4]
+open(f"{go}.{sys.argv[2]}", "w").close()
+t = time.time()
+while not os.path.exists(go) and time.time() - t < 120:
+    time.sleep(0.005)
 for i in range(int(sys.argv[3])):
     s.add_review(1, sys.argv[2], "approve", f"{sys.argv[2]} {i}")
 """
@@ -243,23 +250,35 @@ print(n)
 """
 
 
+def _start_writers(path, go, names, n: int) -> list:
+    """Writer processes that each add ``n`` reviews once ``go`` exists; returned once all are ready."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), w, str(n), str(go)], stderr=subprocess.PIPE, text=True
+        )
+        for w in names
+    ]
+    t = time.time()
+    while not all(go.with_name(f"{go.name}.{w}").exists() for w in names) and time.time() - t < 120:
+        assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs]
+        time.sleep(0.01)
+    return procs
+
+
 def test_two_writers_and_a_reader_at_once(tmp_path):
     s = Store(tmp_path / "x.duckdb")
     _add_run(s)
-    n = 15
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(s.path), w, str(n)], stderr=subprocess.PIPE, text=True
-        )
-        for w in ("ann", "bob")
-    ]
+    n = 8  # both writers start together (the go file): their writes interleave from the first
     done = tmp_path / "writers-done"
-    reader = subprocess.Popen(
+    reader = subprocess.Popen(  # reads from before the writers start until they are done
         [sys.executable, "-c", _READER, str(s.path), str(done)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    go = tmp_path / "go"
+    procs = _start_writers(s.path, go, ("ann", "bob"), n)
+    go.touch()
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -283,12 +302,9 @@ def _hold_writer_lock(path: str, seconds: float, ready, release) -> None:
 def test_six_reviewers_at_the_same_moment_each_land_once(tmp_path):
     s = Store(tmp_path / "x.duckdb")
     _add_run(s)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(s.path), f"r{i}", "1"], stderr=subprocess.PIPE, text=True
-        )
-        for i in range(6)
-    ]
+    go = tmp_path / "go"
+    procs = _start_writers(s.path, go, [f"r{i}" for i in range(6)], 1)
+    go.touch()  # all six write at the same moment
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
