@@ -208,21 +208,21 @@ def test_demo_tasks_longest_first_and_only_the_missing_ones(tmp_path):
     from flagcore.pipeline.demo import FULL, QUICK, DemoPaths, _tasks
 
     paths = DemoPaths(tmp_path, QUICK)
-    # the trainings longest first (CGDT, the plain baseline last), then each model's inference
-    # after its training: short tasks last fill the two workers evenly
+    # each model's inference listed first (it waits for its model, then goes before any training still
+    # waiting), then the trainings longest first (CGDT, the plain baseline last)
     models = ["cgdt", "train weighted", "train focal", "train ce"]
     tasks = _tasks(paths, QUICK, None)
-    assert [t.name for t in tasks] == models + [f"{m} inference" for m in models]
-    assert [(t.after, t.model) for t in tasks[4:]] == [("cgdt", "cgdt")] + [
+    assert [t.name for t in tasks] == [f"{m} inference" for m in models] + models
+    assert [(t.after, t.model) for t in tasks[:4]] == [("cgdt", "cgdt")] + [
         (m, "flag-trader") for m in models[1:]
     ]
-    assert {t.out for t in tasks[4:]} == {t.out for t in tasks[:4]}  # each reads the model its training wrote
+    assert {t.out for t in tasks[:4]} == {t.out for t in tasks[4:]}  # each reads the model its training wrote
     (paths.models["focal"]).mkdir(parents=True)
     (paths.models["focal"] / "model.safetensors").write_bytes(b"")
     paths.cgdt.parent.mkdir(parents=True)
     paths.cgdt.write_bytes(b"")
     names = [t.name for t in _tasks(paths, QUICK, None)]
-    assert names == ["train weighted", "train ce", "train weighted inference", "train ce inference"]
+    assert names == ["train weighted inference", "train ce inference", "train weighted", "train ce"]
     full = _tasks(DemoPaths(tmp_path / "full", FULL), FULL, "cpu")
     trainings = [t for t in full if t.kind != "infer"]
     assert (

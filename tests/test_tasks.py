@@ -126,6 +126,21 @@ def test_after_starts_a_dependent_item_once_its_dependency_finished(tmp_path, wo
     assert [d for d, _ in calls] == [1, 2, 3] and calls[-1] == (3, 3)
 
 
+def _started(shared, item):
+    """Sleeps ``item[1]`` seconds; returns when it started."""
+    started = time.time()
+    time.sleep(item[1])
+    return started
+
+
+def test_a_freed_worker_takes_an_item_that_became_ready_before_later_ones():
+    # item 0 waits for item 1; when item 1 ends, the freed worker must take item 0 (first in the list)
+    # before item 3: had every ready item gone into the pool's queue at the start, 3 and 4 would run first
+    items = [("late", 0.0), ("first", 0.3), ("long", 1.5), ("next", 0.3), ("last", 0.3)]
+    starts = run_tasks(_started, items, placement=Placement(workers=2), after={0: 1})
+    assert starts[0] < starts[3] < starts[4]
+
+
 def test_after_runs_items_in_process_in_order_except_those_that_wait():
     seen = []
     run_tasks(_record, [0, 1, 2, 3], shared=seen, after={0: 2})

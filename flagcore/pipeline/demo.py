@@ -227,9 +227,9 @@ class DemoTask:
 def _tasks(paths: DemoPaths, plan: DemoPlan, device: str | None) -> list[DemoTask]:
     """The missing models' tasks, longest first, so that two workers finish close together: CGDT,
     then the FLAG-TRADER losses, the plain baseline (the quickest to stop early) last, walk-forward
-    (after the class-weighted model it starts from); then each new model's inference on the
-    evaluation's periods, as a task of its own after the model's: short tasks, last, fill the
-    workers evenly at the end."""
+    (after the class-weighted model it starts from). Each new model's inference on the evaluation's
+    periods is a task of its own, listed before the trainings: it waits for its model and then takes
+    the next free worker (``run_tasks`` gives a freed worker the first item that may start)."""
 
     def task(name: str, kind: str, out: Path, **kw) -> DemoTask:
         return DemoTask(name, kind, str(out), str(paths.train), str(paths.test), plan, device, **kw)
@@ -247,11 +247,13 @@ def _tasks(paths: DemoPaths, plan: DemoPlan, device: str | None) -> list[DemoTas
         )
     models = [t for t in tasks if t.kind in ("cgdt", "train")]
     model_kind = {"cgdt": "cgdt", "train": "flag-trader"}
-    for t in models:
-        tasks.append(
-            task(f"{t.name} inference", "infer", Path(t.out), after=t.name, model=model_kind[t.kind])
-        )
-    return tasks
+    # listed first: each waits for its model, then takes the next free worker before any training still
+    # waiting (CGDT's inference, 20 s in the full demo, ran last behind every training otherwise)
+    infer = [
+        task(f"{t.name} inference", "infer", Path(t.out), after=t.name, model=model_kind[t.kind])
+        for t in models
+    ]
+    return infer + tasks
 
 
 def _train_models(

@@ -15,8 +15,9 @@ the items' order, wherever the tasks ran, so the caller's results do not depend 
   on its nodes.
 
 ``after`` orders tasks that depend on each other: ``after={i: j}`` starts item i only once item j
-has finished (the demo's walk-forward task starts from the model another task trains). The results
-still come back in the items' order.
+has finished (the demo's walk-forward task starts from the model another task trains). Locally a
+freed worker takes the first item in the list that may start, so the list's order is the priority.
+The results still come back in the items' order.
 
 ``fn`` must be a module-level function (it is pickled by reference), and scripts that call this with
 ``workers > 1`` need the usual ``if __name__ == "__main__":`` guard, as with any start method but fork.
@@ -164,9 +165,9 @@ class _Schedule:
     def _ready(self, i: int) -> bool:
         return i not in self.after or self.after[i] in self.finished
 
-    def start_ready(self) -> list[int]:
-        """Every waiting item that may start now, in order; they count as started."""
-        ready = [i for i in self.waiting if self._ready(i)]
+    def start_ready(self, limit: int | None = None) -> list[int]:
+        """The waiting items that may start now, in order (at most ``limit``); they count as started."""
+        ready = [i for i in self.waiting if self._ready(i)][:limit]
         self.waiting = [i for i in self.waiting if i not in ready]
         return ready
 
@@ -271,13 +272,17 @@ def _run_local(fn, items, shared, workers, done_: _Done, schedule: _Schedule) ->
         initargs=(threads, shared, os.getpid()),
     ) as pool:
         futures: dict[Future, int] = {}
+        slots = min(workers, len(items))
 
-        def submit_ready() -> set[Future]:
-            new = {pool.submit(_local_task, fn, items[i]): i for i in schedule.start_ready()}
+        # one item per free worker, not every ready item into the pool's queue: a worker that frees
+        # takes the first ready item in the list's order, so an item that became ready late (one that
+        # waited for another) does not queue behind every item that was ready from the start
+        def submit_ready(running: int) -> set[Future]:
+            new = {pool.submit(_local_task, fn, items[i]): i for i in schedule.start_ready(slots - running)}
             futures.update(new)
             return set(new)
 
-        pending = submit_ready()
+        pending = submit_ready(0)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
@@ -287,7 +292,7 @@ def _run_local(fn, items, shared, workers, done_: _Done, schedule: _Schedule) ->
                         p.cancel()
                     raise error
                 schedule.finish(futures[f])
-            pending |= submit_ready()  # the tasks that waited for these first, then their results
+            pending |= submit_ready(len(pending))  # the freed workers' next items, then the results
             for f in done:
                 done_(futures[f], f.result())
     return done_.in_order()
