@@ -1,3 +1,3 @@
-from flagcore.cli import main
+from flagcore.cli import run
 
-raise SystemExit(main())
+run()

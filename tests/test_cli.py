@@ -46,10 +46,11 @@ def test_the_console_script_names_the_command():
 
     import flagcore.cli
     from flagcore.cli.command import main as command_main
+    from flagcore.cli.command import run as command_run
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["flagcore"] == "flagcore.cli:main"
-    assert command_main is main and flagcore.cli.main is main
+    assert scripts["flagcore"] == "flagcore.cli:run"
+    assert command_main is main and flagcore.cli.main is main and flagcore.cli.run is command_run
 
 
 def test_shared_options_keep_their_defaults():

@@ -11,9 +11,9 @@
   (evaluate, demo, runs), :mod:`~flagcore.cli.review` (report, review, validate),
   :mod:`~flagcore.cli.gate` (gate) and :mod:`~flagcore.cli.store_commands` (store backup, restore, check).
 
-The console script is ``flagcore.cli:main``.
+The console script is ``flagcore.cli:run`` (``main``, then a quick exit).
 """
 
-from flagcore.cli.command import build_parser, main
+from flagcore.cli.command import build_parser, main, run
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]

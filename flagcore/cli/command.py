@@ -8,6 +8,7 @@ place it was raised; set FLAGCORE_DEBUG=1 for the traceback); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import traceback
@@ -101,3 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(internal_error_line(e), file=sys.stderr)
         return 3
+
+
+def run() -> None:
+    """The console script: ``main``, then exit without the interpreter's last garbage collections.
+
+    With torch and peft imported those walk millions of objects: 1.3 s of every command's exit on
+    a 2-core machine (measured; 0.25 s with the objects frozen). Everything a command opens is
+    closed by then (stores, pools), and objects still reachable are finalized as usual.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)

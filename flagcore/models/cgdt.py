@@ -49,9 +49,10 @@ training set are used. RTGs enter both networks standardised by their training m
 3. Inference. Every bar is conditioned on one constant target return and the action tokens are
    the policy's own greedy actions at the earlier bars of the window (autoregressive). Nothing
    after bar t enters bar t's prediction: no close price at all, no label, no later feature.
-   The recursion is computed exactly, in batches, by a fixed-point (Jacobi) iteration: predict
-   every bar from the current guess of the earlier actions, recompute only the bars whose window
-   of earlier actions changed, repeat until nothing changes. Bar t depends only on bars < t, so
+   The recursion is computed exactly, in batches: a sweep computes the next bar of each of up to
+   32 stretches at once (each bar from its own stretch's actions already computed), then a
+   fixed-point (Jacobi) iteration recomputes only the bars whose window of earlier actions changed
+   since they were computed, until nothing changes. Bar t depends only on bars < t, so
    the fixed point is unique and equals the bar-by-bar recursion (``predict_cgdt_sequential``),
    whatever the first guess; each bar keeps the logits of its last computation, from its settled
    window (the logits equal the recursion's up to float rounding, 1e-6 in tests). Only the last
