@@ -170,15 +170,39 @@ class Server:
 # ----------------------------------------------------------------------------- one session (sync)
 
 
-def _visit(pg, url: str, path: str, run_id: int) -> float:
+# recorded in the page, not through Playwright's websocket events (each frame sent to this process
+# would load the two cores it measures): when the page's websocket opened and its last message came,
+# in ms from the navigation's start
+SOCKET_TIMES = """(() => {
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("open", () => { window.__socketOpen = performance.now(); });
+      this.addEventListener("message", () => { window.__serverDone = performance.now(); });
+    }
+  };
+})()"""
+
+
+def _visit(pg, url: str, path: str, run_id: int, parts: dict | None = None) -> float:
+    """Seconds from navigation to the page settled (charts drawn); with ``parts`` (a fresh page),
+    also when the browser opened its websocket (its frontend loaded and started) and when the
+    server's last message of the visit arrived (the script run sent), seconds from navigation."""
     t = time.perf_counter()
+    if parts is not None:
+        pg.add_init_script(SOCKET_TIMES)
     pg.goto(f"{url}/{path}?run={run_id}")
     pg.wait_for_selector(TITLE, timeout=120_000)
     pg.wait_for_selector(SETTLED, timeout=120_000)
     pg.wait_for_function(NO_SKELETON, timeout=120_000)
     if path in CHARTED:
         pg.wait_for_selector(DRAWN, timeout=120_000)
-    return time.perf_counter() - t
+    settled = time.perf_counter() - t
+    if parts is not None:
+        ms = pg.evaluate("[window.__socketOpen, window.__serverDone]")
+        parts["socket_open"], parts["server_done"] = ms[0] / 1e3, ms[1] / 1e3
+    return settled
 
 
 def pages_cold_and_warm(
@@ -191,6 +215,9 @@ def pages_cold_and_warm(
 
     cold: dict[str, list[float]] = {name: [] for name in PAGES}
     warm: dict[str, list[float]] = {name: [] for name in PAGES}
+    # a cold visit's parts: the frontend loaded (websocket open), the server's last message received
+    socket_open: dict[str, list[float]] = {name: [] for name in PAGES}
+    server_done: dict[str, list[float]] = {name: [] for name in PAGES}
     starts: list[float] = []  # a server's start to its health check's "ok" (the launcher's imports)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -200,7 +227,10 @@ def pages_cold_and_warm(
                 starts.append(srv.ready_s)
                 try:
                     pg = b.new_page(viewport={"width": 1400, "height": 1000})
-                    cold[name].append(_visit(pg, srv.url, path, run_id))
+                    parts: dict[str, float] = {}
+                    cold[name].append(_visit(pg, srv.url, path, run_id, parts))
+                    socket_open[name].append(parts["socket_open"])
+                    server_done[name].append(parts["server_done"])
                     pg.close()
                 finally:
                     srv.stop()
@@ -217,7 +247,15 @@ def pages_cold_and_warm(
         b.close()
     if server_starts is not None:
         server_starts += starts
-    return {name: {"cold": summary(cold[name]), "warm": summary(warm[name])} for name in PAGES}
+    return {
+        name: {
+            "cold": summary(cold[name]),
+            "warm": summary(warm[name]),
+            "cold_socket_open": summary(socket_open[name]),
+            "cold_server_done": summary(server_done[name]),
+        }
+        for name in PAGES
+    }
 
 
 def slider_steps(store_path: Path, run_id: int, steps: int = 12, profile: Path | None = None) -> dict:
