@@ -113,30 +113,35 @@ def profile_first_visits(store_path: Path, run_id: int, folder: Path) -> dict:
     return out
 
 
-def profiled_server(folder: Path, launcher: str, args: list[str]) -> None:
+def profiled_server(folder: Path, launcher: str, args: list[str], profile: bool = True) -> None:
     """Run the server as ``launcher`` says with every script run (a page's, a fragment's) profiled
-    with cProfile into ``folder/<n>-<page or fragment>.prof``, its seconds in ``folder/runs.txt``."""
+    with cProfile into ``folder/<n>-<page or fragment>.prof``, its seconds in ``folder/runs.txt``;
+    without ``profile``, only its seconds (no profiler's overhead: the review meeting's server)."""
     import cProfile
     import itertools
+    import threading
 
     from streamlit.runtime.scriptrunner import script_runner
 
     count = itertools.count(1)
     real = script_runner.ScriptRunner._run_script
+    lock = threading.Lock()  # every session's script thread appends to runs.txt
 
     def run(self, rerun_data):  # on the script's own thread
-        prof = cProfile.Profile()
+        prof = cProfile.Profile() if profile else None
         t = time.perf_counter()
-        prof.enable()
+        if prof:
+            prof.enable()
         try:
             return real(self, rerun_data)
         finally:
-            prof.disable()
             took = time.perf_counter() - t
             what = "fragment" if rerun_data.fragment_id_queue else (rerun_data.page_name or "page")
             name = f"{next(count):03d}-{what}.prof"
-            prof.dump_stats(folder / name)
-            with open(folder / "runs.txt", "a") as f:
+            if prof:
+                prof.disable()
+                prof.dump_stats(folder / name)
+            with lock, open(folder / "runs.txt", "a") as f:
                 f.write(f"{name}\t{took:.3f}\n")
 
     script_runner.ScriptRunner._run_script = run  # type: ignore[method-assign]
@@ -151,5 +156,5 @@ def profiled_server(folder: Path, launcher: str, args: list[str]) -> None:
         cli.main(prog_name="streamlit")
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--profiled-server"]:
-    profiled_server(Path(sys.argv[2]), sys.argv[3], sys.argv[4:])
+if __name__ == "__main__" and sys.argv[1:2] in (["--profiled-server"], ["--timed-server"]):
+    profiled_server(Path(sys.argv[2]), sys.argv[3], sys.argv[4:], profile=sys.argv[1] == "--profiled-server")
