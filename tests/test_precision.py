@@ -8,7 +8,7 @@ from conftest import make_frame, with_trained_lora
 from flagcore.data.dataset import load_dataset
 from flagcore.errors import FlagcoreError
 from flagcore.models.checkpoint import load_checkpoint, save_checkpoint
-from flagcore.models.flag_trader import build_model, merged_copy
+from flagcore.models.flag_trader import base_network, build_model, merged_copy
 from flagcore.models.inference import BATCH_SIZE, predict, predict_bars
 from flagcore.models.int8 import Int8FlagTrader, Int8Linear, smoothing
 from flagcore.pipeline.inference_cache import (
@@ -118,6 +118,17 @@ def test_int8_linear_keeps_each_output_channel_and_smooths_wide_inputs():
     assert err_smoothed < err_plain / 2  # the wide column divided down before quantising
     # W x = (W diag(s)) (x / s): smoothing moves the scale, it does not change the product
     np.testing.assert_allclose(smoothed.numpy(), want.numpy(), atol=0.02 * float(want.abs().max()))
+
+
+def test_int8_path_keeps_no_float32_copy_of_the_blocks(model):
+    from flagcore.models.inference import _prepared
+
+    q, _ = _prepared(model, "int8", None, torch.float32)
+    floats = sum(p.numel() for p in q.parameters() if p.dtype == torch.float32)
+    blocks = sum(p.numel() for p in base_network(model).transformer_blocks.parameters())
+    assert len(q.net.transformer_blocks) == 0 and floats < blocks / 4  # embedding, norms and head
+    kept = base_network(model)  # the caller's model is untouched
+    assert len(kept.transformer_blocks) == kept.config.num_layers
 
 
 def test_int8_network_merges_lora_and_reads_padded_windows(model):

@@ -116,7 +116,12 @@ def _prepared(model: torch.nn.Module, precision: str, device, dtype: torch.dtype
     net = merged_copy(model)  # a copy: the caller's model keeps its device, dtype and mode
     dev = pick_device(device)
     net = net.to(device=dev, dtype=dtype)
-    return (Int8FlagTrader(net) if precision == "int8" else net), dev
+    if precision == "int8":
+        q = Int8FlagTrader(net)
+        # the copy's float32 blocks are not read again (350 MB for `full`): free them for the run
+        net.transformer_blocks = torch.nn.ModuleList()
+        return q, dev
+    return net, dev
 
 
 def _short_logits(
