@@ -152,8 +152,9 @@ def md_retrain(r: dict) -> list[str]:
         f"{t['in_process_1_thread']['median'] / t['local_pool_2']['median']:.2f}x faster than one at a time "
         "on one core: the splits are independent, so on a cluster the time falls with the CPUs given, down "
         "to the longest split. On this 2-core machine one process already uses both cores through torch's "
-        "threads, so the pool and Ray gain little over it; Ray's workers were already running (started "
-        "before the timings), the pool's are forked afresh in each call.",
+        f"threads, and the pool gains {base / t['local_pool_2']['median']:.2f}x over it (two one-thread "
+        "processes use small matrix products better than one two-thread process); Ray's workers were "
+        "already running (started before the timings), the pool's are forked afresh in each call.",
         "",
     ]
     return L + md_batch_inference(r)
@@ -177,11 +178,11 @@ def md_batch_inference(r: dict) -> list[str]:
         L.append(f"| {label} | {fmt_s(inf[k], 's')}, {base_inf / inf[k]['median']:.2f}x |")
     return L + [
         "",
-        f"Largest logit difference from the in-process run: {r['inference_max_diff']:.1e}. Each task "
-        "loads its checkpoint and sends its logits back, and the two workers run one torch thread each "
-        "where the in-process run has two: on 2 cores and with these small models that costs more than "
-        "it wins. The tasks are for a cluster, and for many checkpoints of the `full` preset, whose "
-        "inference is compute-bound (2.6 s per 64 bars here).",
+        f"Largest logit difference from the in-process run: {r['inference_max_diff']:.1e} (the workers "
+        "run one torch thread each where the in-process run has two: another summation order). Each "
+        "task loads its checkpoint and sends its logits back: on 2 cores and with these small models "
+        "that costs about what two processes win. The tasks are for a cluster, and for many checkpoints "
+        "of the `full` preset, whose inference is compute-bound (the inference table above).",
         "",
     ]
 

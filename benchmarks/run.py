@@ -261,9 +261,9 @@ def section_store(res: dict, full_root: Path, store, run_id: int, tmp: Path) -> 
     q["cpcv_paths"] = timed(lambda: s.cpcv_paths(run_id), 10)
     q["permutation_null"] = timed(lambda: s.permutation_null(run_id, "baseline"), 10)
     q["reviews"] = timed(lambda: s.reviews(run_id), 10)
-    q["live inputs (slider)"] = timed(
-        lambda: __import__("flagcore.dashboard.live").live.load_live_inputs(s, run_id), 5
-    )
+    from flagcore.dashboard.live import load_live_inputs
+
+    q["live inputs (slider)"] = timed(lambda: load_live_inputs(s, run_id), 5)
     a = np.asarray(ts)
     res["store"] = {
         "write": {

@@ -98,7 +98,7 @@ def _batch_inference_placements(quick_root: Path, ds, reps: int) -> dict:
     """The quick demo's checkpoints on its test and training sets, nothing cached: in process, in a local
     pool of 2 and on the running Ray."""
     from flagcore.data.dataset import load_dataset
-    from flagcore.pipeline.inference_cache import prefetch_inference
+    from flagcore.pipeline.inference_cache import InferenceStats, prefetch_inference
     from flagcore.pipeline.run import recent
     from flagcore.store.store import Store
     from flagcore.training.tasks import Placement
@@ -112,8 +112,7 @@ def _batch_inference_placements(quick_root: Path, ds, reps: int) -> dict:
 
     def infer(placement):
         store = Store(tmp / f"s{next(counter)}.duckdb")
-        stats = {"computed": 0, "cached": 0}
-        prefetch_inference(store, jobs, [test, train], stats, placement)
+        prefetch_inference(store, jobs, [test, train], InferenceStats(), placement)
         return [
             store.cached_logits(j[2], d.content_hash, f"{j[3]};bars={d.attrs.get('slice', 'all')}")
             for j in jobs
