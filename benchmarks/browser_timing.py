@@ -13,16 +13,14 @@ Run on its own (``python benchmarks/browser_timing.py --store PATH --run ID``) o
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +51,15 @@ SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 TITLE = "[data-testid='stMain'] h1"
 NO_SKELETON = "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0"
 DRAWN = "[data-testid='stPlotlyChart'] .main-svg"
+# every plotly chart of the page drawn, not only the first (plotly.js adds a chart's .main-svg once drawn)
+ALL_DRAWN = (
+    "() => { const c = [...document.querySelectorAll(\"[data-testid='stPlotlyChart']\")]; "
+    "return c.length > 0 && c.every(e => e.querySelector('.main-svg')); }"
+)
+# the floor: a bare Streamlit app (a text page, a page with one plotly chart, a slider page) timed the
+# same way on the same machine, what no page of any Streamlit app can beat here
+FLOOR_APP = Path(__file__).with_name("floor_app.py")
+FLOOR_PAGES = {"bare page (title, 4 metrics)": "", "bare page with one plotly chart": "chart"}
 # the live panel's figures: any change in them is the slider's answer
 METRICS = (
     "() => [...document.querySelectorAll(\"[data-testid='stMetricValue']\")].map(e => e.innerText).join('|')"
@@ -92,7 +99,9 @@ class Server:
         log: Path | None = None,
         profile: Path | None = None,
         timed: Path | None = None,
+        script: Path | None = None,
     ):
+        """``script``: another app than the dashboard (the floor), run by a plain ``streamlit run``."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -104,7 +113,7 @@ class Server:
             # timed: every script run's seconds into timed/runs.txt, nothing profiled
             else [sys.executable, PROFILED, "--timed-server", str(timed), LAUNCHER]
             if timed
-            else [sys.executable, *LAUNCHERS[LAUNCHER]]
+            else [sys.executable, *LAUNCHERS["streamlit" if script else LAUNCHER]]
         )
         self.log = log
         self.started = time.perf_counter()
@@ -113,7 +122,7 @@ class Server:
         self.proc = subprocess.Popen(
             [
                 *start,
-                str(ROOT / "app.py"),
+                str(script or ROOT / "app.py"),
                 "--server.headless",
                 "true",
                 "--server.port",
@@ -194,19 +203,26 @@ SOCKET_TIMES = """(() => {
 })()"""
 
 
-def _visit(pg, url: str, path: str, run_id: int, parts: dict | None = None) -> float:
-    """Seconds from navigation to the page settled (charts drawn); with ``parts`` (a fresh page),
+def _settle(pg, charted: bool) -> None:
+    """Wait until the page's script run has ended and everything it drew is on screen."""
+    pg.wait_for_selector(SETTLED, timeout=120_000)
+    pg.wait_for_function(NO_SKELETON, timeout=120_000)
+    if charted:
+        pg.wait_for_function(ALL_DRAWN, timeout=120_000)
+
+
+def _visit(
+    pg, url: str, path: str, run_id: int | None, parts: dict | None = None, charted: bool | None = None
+) -> float:
+    """Seconds from navigation to the page settled (every chart drawn); with ``parts`` (a fresh page),
     also when the browser opened its websocket (its frontend loaded and started) and when the
     server's last message of the visit arrived (the script run sent), seconds from navigation."""
     t = time.perf_counter()
     if parts is not None:
         pg.add_init_script(SOCKET_TIMES)
-    pg.goto(f"{url}/{path}?run={run_id}")
+    pg.goto(f"{url}/{path}" + ("" if run_id is None else f"?run={run_id}"))
     pg.wait_for_selector(TITLE, timeout=120_000)
-    pg.wait_for_selector(SETTLED, timeout=120_000)
-    pg.wait_for_function(NO_SKELETON, timeout=120_000)
-    if path in CHARTED:
-        pg.wait_for_selector(DRAWN, timeout=120_000)
+    _settle(pg, path in CHARTED if charted is None else charted)
     settled = time.perf_counter() - t
     if parts is not None:
         ms = pg.evaluate("[window.__socketOpen, window.__serverDone]")
@@ -214,222 +230,176 @@ def _visit(pg, url: str, path: str, run_id: int, parts: dict | None = None) -> f
     return settled
 
 
-def pages_cold_and_warm(
-    store_path: Path, run_id: int, reps: int = 3, server_starts: list[float] | None = None
+def _click(pg, path: str, title: str, charted: bool) -> float:
+    """Seconds from a click on the page's link in the sidebar to the page settled: a later visit as a
+    user makes one, the frontend already loaded (``title``: the page's heading, to tell it has come)."""
+    link = pg.locator(f"[data-testid='stSidebarNav'] a[href$='/{path}']").first
+    t = time.perf_counter()
+    link.click()
+    pg.wait_for_function(
+        f"() => {{ const e = document.querySelector({json.dumps(TITLE)}); "
+        f"return e !== null && e.innerText === {json.dumps(title)}; }}",
+        timeout=120_000,
+    )
+    _settle(pg, charted)
+    return time.perf_counter() - t
+
+
+def _cold_and_warm(
+    start: Callable[[], Server],
+    pages: dict[str, str],
+    charted: set[str],
+    run_id: int | None,
+    reps: int,
+    starts: list[float],
 ) -> dict:
-    """Each page on its first visit after a server start (a fresh server each time, started as
-    ``LAUNCHER`` says) and on later visits to a warm server (after one visit of every page);
-    ``server_starts`` gets each server's seconds from its start to its health check's "ok"."""
+    """Each of ``pages`` (name -> path) on its first visit after a server start (``start()``: a fresh
+    server each time) and on later visits to one warm server (after one visit of every page): a click
+    on its sidebar link from the page before it, and a full page load; ``starts`` gets each server's
+    seconds from its start to its health check's "ok"."""
     from playwright.sync_api import sync_playwright
 
-    cold: dict[str, list[float]] = {name: [] for name in PAGES}
-    warm: dict[str, list[float]] = {name: [] for name in PAGES}
-    # a cold visit's parts: the frontend loaded (websocket open), the server's last message received
-    socket_open: dict[str, list[float]] = {name: [] for name in PAGES}
-    server_done: dict[str, list[float]] = {name: [] for name in PAGES}
-    starts: list[float] = []  # a server's start to its health check's "ok" (the launcher's imports)
+    names = list(pages)
+    times: dict[str, dict[str, list[float]]] = {
+        n: {"cold": [], "warm_click": [], "warm": [], "cold_socket_open": [], "cold_server_done": []}
+        for n in names
+    }
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for _ in range(reps):
-            for name, path in PAGES.items():
-                srv = Server(store_path)
+            for name in names:
+                srv = start()
                 starts.append(srv.ready_s)
                 try:
                     pg = b.new_page(viewport={"width": 1400, "height": 1000})
                     parts: dict[str, float] = {}
-                    cold[name].append(_visit(pg, srv.url, path, run_id, parts))
-                    socket_open[name].append(parts["socket_open"])
-                    server_done[name].append(parts["server_done"])
+                    times[name]["cold"].append(
+                        _visit(pg, srv.url, pages[name], run_id, parts, pages[name] in charted)
+                    )
+                    times[name]["cold_socket_open"].append(parts["socket_open"])
+                    times[name]["cold_server_done"].append(parts["server_done"])
                     pg.close()
                 finally:
                     srv.stop()
-        srv = Server(store_path)
+        srv = start()
         try:
             pg = b.new_page(viewport={"width": 1400, "height": 1000})
-            for path in PAGES.values():
-                _visit(pg, srv.url, path, run_id)
+            heading = {}
+            for name in names:
+                _visit(pg, srv.url, pages[name], run_id, charted=pages[name] in charted)
+                heading[name] = pg.inner_text(TITLE)
+            for _ in range(reps):  # through the sidebar, each page from the one before it
+                for name in names:
+                    path = pages[name]
+                    times[name]["warm_click"].append(_click(pg, path, heading[name], path in charted))
             for _ in range(reps):
-                for name, path in PAGES.items():
-                    warm[name].append(_visit(pg, srv.url, path, run_id))
+                for name in names:
+                    times[name]["warm"].append(
+                        _visit(pg, srv.url, pages[name], run_id, charted=pages[name] in charted)
+                    )
         finally:
             srv.stop()
         b.close()
+    return {n: {k: summary(v) for k, v in t.items()} for n, t in times.items()}
+
+
+def pages_cold_and_warm(
+    store_path: Path, run_id: int, reps: int = 3, server_starts: list[float] | None = None
+) -> dict:
+    """Every dashboard page cold and warm (``_cold_and_warm``) on the server as ``LAUNCHER`` starts it;
+    ``server_starts`` gets each server's seconds from its start to its health check's "ok"."""
+    starts: list[float] = []
+    out = _cold_and_warm(lambda: Server(store_path), PAGES, CHARTED, run_id, reps, starts)
     if server_starts is not None:
         server_starts += starts
-    return {
-        name: {
-            "cold": summary(cold[name]),
-            "warm": summary(warm[name]),
-            "cold_socket_open": summary(socket_open[name]),
-            "cold_server_done": summary(server_done[name]),
-        }
-        for name in PAGES
-    }
+    return out
 
 
-def slider_steps(store_path: Path, run_id: int, steps: int = 12, profile: Path | None = None) -> dict:
-    """HOLD-threshold slider steps on the Solution comparison page: from the key press to the first
-    change of the page's metrics, and to the script's end (the page settled)."""
+def floor_pages(reps: int = 3) -> dict:
+    """The floor's pages (``FLOOR_APP``, a bare Streamlit app) cold and warm, timed as the dashboard's."""
+    starts: list[float] = []
+    return _cold_and_warm(
+        lambda: Server(Path(os.devnull), script=FLOOR_APP), FLOOR_PAGES, {"chart"}, None, reps, starts
+    )
+
+
+# a slider step timed in the page, on the page's own clock: from the key's keydown to the first change of
+# the metrics (a MutationObserver) and to the animation frame that draws them; without Playwright's
+# polling and its messages to this process, which the harness's own figure includes
+STEP_TIMES = """(() => {
+  const metrics = () => [...document.querySelectorAll("[data-testid='stMetricValue']")]
+    .map(e => e.innerText).join('|');
+  window.__step = null;
+  document.addEventListener("keydown", () => {
+    window.__step = {key: performance.now(), before: metrics(), shown: null, drawn: null};
+  }, true);
+  new MutationObserver(() => {
+    const s = window.__step;
+    if (s === null || s.shown !== null || metrics() === s.before) return;
+    s.shown = performance.now();
+    requestAnimationFrame(() => { s.drawn = performance.now(); });
+  }).observe(document, {subtree: true, childList: true, characterData: true});
+})()"""
+
+
+# where a slider is: Streamlit's slider is an <input type="range"> (its aria-value* attributes are unset)
+SLIDER_AT = "e => [e.valueAsNumber, Number(e.min), Number(e.max)]"
+
+
+def _slider_steps(url: str, path: str, run_id: int | None, charted: bool, steps: int) -> dict:
+    """``steps`` steps of the page's first slider (PageUp/PageDown, two one way then two back, turned at
+    its ends): to the first change of the page's metrics as the harness sees it (``shown``) and in
+    the page (``page_shown``, ``page_drawn``), and to the script run's end (``settled``)."""
     from playwright.sync_api import sync_playwright
 
-    shown, settled = [], []
+    times: dict[str, list[float]] = {"shown": [], "page_shown": [], "page_drawn": [], "settled": []}
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pg = b.new_page(viewport={"width": 1400, "height": 1000})
+        pg.add_init_script(STEP_TIMES)
+        _visit(pg, url, path, run_id, charted=charted)
+        slider = pg.get_by_role("slider").first
+        slider.focus()
+        for i in range(steps):
+            now, lo, hi = slider.evaluate(SLIDER_AT)
+            key = "PageDown" if (i // 2) % 2 == 0 else "PageUp"  # within two steps of the setting
+            key = "PageUp" if now <= lo else "PageDown" if now >= hi else key
+            before = pg.evaluate(METRICS)
+            t = time.perf_counter()
+            slider.press(key)
+            pg.wait_for_function(f"b => ({METRICS})() !== b", arg=before, timeout=60_000, polling="raf")
+            times["shown"].append(time.perf_counter() - t)
+            pg.wait_for_function(
+                "() => window.__step !== null && window.__step.drawn !== null", timeout=60_000
+            )
+            step = pg.evaluate("window.__step")
+            times["page_shown"].append((step["shown"] - step["key"]) / 1e3)
+            times["page_drawn"].append((step["drawn"] - step["key"]) / 1e3)
+            pg.wait_for_timeout(50)
+            pg.wait_for_selector(SETTLED, timeout=60_000)
+            times["settled"].append(time.perf_counter() - t)
+            pg.wait_for_timeout(250)  # the step's rerun ended: the next key is a new step, not a drag
+        b.close()
+    return {k: summary(v) for k, v in times.items()}
+
+
+def slider_steps(store_path: Path, run_id: int, steps: int = 40, profile: Path | None = None) -> dict:
+    """HOLD-threshold slider steps on the Solution comparison page (``_slider_steps``); with
+    ``profile``, each script run of the server profiled into that folder."""
     srv = Server(store_path, profile=profile)
     try:
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            pg = b.new_page(viewport={"width": 1400, "height": 1000})
-            _visit(pg, srv.url, "solutions", run_id)
-            slider = pg.get_by_role("slider").first
-            slider.focus()
-            for i in range(steps):
-                before = pg.evaluate(METRICS)
-                t = time.perf_counter()
-                slider.press("PageDown" if i < steps // 2 else "PageUp")
-                pg.wait_for_function(f"b => ({METRICS})() !== b", arg=before, timeout=60_000, polling="raf")
-                shown.append(time.perf_counter() - t)
-                pg.wait_for_timeout(50)
-                pg.wait_for_selector(SETTLED, timeout=60_000)
-                settled.append(time.perf_counter() - t)
-            b.close()
+        return _slider_steps(srv.url, "solutions", run_id, True, steps)
     finally:
         srv.stop()
-    return {"shown": summary(shown), "settled": summary(settled)}
 
 
-# ----------------------------------------------------------------------------- the review meeting
-
-
-async def _direction(slider, rng: random.Random) -> str:
-    """A key that moves the slider: not up at its top, not down at its bottom."""
-    now, lo, hi = [
-        float(await slider.get_attribute(a) or 0) for a in ("aria-valuenow", "aria-valuemin", "aria-valuemax")
-    ]
-    if now >= hi:
-        return "PageDown"
-    if now <= lo:
-        return "PageUp"
-    return rng.choice(["PageDown", "PageUp"])
-
-
-async def _session(
-    browser, url: str, run_id: int, until: float, seed: int, out: dict, join_after: float = 0.0
-) -> None:
-    rng = random.Random(seed)
-    await asyncio.sleep(join_after)
-    ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = await ctx.new_page()
+def floor_slider(steps: int = 40) -> dict:
+    """Slider steps on the floor's slider page (a fragment with a slider and three metrics)."""
+    srv = Server(Path(os.devnull), script=FLOOR_APP)
     try:
-        while time.time() < until:
-            path = rng.choice(list(PAGES.values()))
-            t = time.perf_counter()
-            try:
-                await pg.goto(f"{url}/{path}?run={run_id}", timeout=120_000)
-                await pg.wait_for_selector(TITLE, timeout=120_000)
-                await pg.wait_for_selector(SETTLED, timeout=120_000)
-                await pg.wait_for_function(NO_SKELETON, timeout=120_000)
-                if path in CHARTED:
-                    await pg.wait_for_selector(DRAWN, timeout=120_000)
-                out["settle"].append(time.perf_counter() - t)
-                out["errors"] += await pg.locator("[data-testid='stException']").count()
-                if path == "solutions":
-                    slider = pg.get_by_role("slider").first
-                    await slider.focus()
-                    for _ in range(3):
-                        before = await pg.evaluate(METRICS)
-                        t = time.perf_counter()
-                        await slider.press(await _direction(slider, rng))
-                        await pg.wait_for_function(
-                            f"b => ({METRICS})() !== b", arg=before, timeout=60_000, polling="raf"
-                        )
-                        out["slider"].append(time.perf_counter() - t)
-            except Exception as e:  # noqa: BLE001 - a timeout or a crash is counted, the meeting goes on
-                out["failures"].append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        return _slider_steps(srv.url, "slider", None, False, steps)
     finally:
-        await ctx.close()
-
-
-def _niced_chromium(folder: Path, niceness: int = 19) -> str:
-    """A launcher of ``CHROMIUM`` at a lower CPU priority: the meeting's 20 browsers share the
-    server's 2 cores, where a real meeting's browsers run on their own machines; niced, they take
-    what the server leaves, so the server is timed as it would serve them (the browsers' own drawing
-    still counts in their round trips)."""
-    path = folder / "chromium-niced"
-    path.write_text(f'#!/bin/sh\nexec nice -n {niceness} "{CHROMIUM}" "$@"\n')
-    path.chmod(0o755)
-    return str(path)
-
-
-def _server_runs(runs_txt: Path) -> dict:
-    """The server's script runs from a timed server's runs.txt: seconds of the page runs and of the
-    fragment runs (a slider step reruns its fragment only)."""
-    runs: dict[str, list[float]] = {"page": [], "fragment": []}
-    if runs_txt.exists():
-        for line in runs_txt.read_text().splitlines():
-            name, seconds = line.split("\t")
-            runs["fragment" if name.endswith("-fragment.prof") else "page"].append(float(seconds))
-    return {kind: summary(v) for kind, v in runs.items()}
-
-
-def review_meeting(
-    store_path: Path, run_id: int, sessions: int = 20, seconds: float = 120, join_seconds: float = 20
-) -> dict:
-    """``sessions`` browser contexts against one server for ``seconds``, joining one after another
-    over the first ``join_seconds`` (people open a meeting's link within seconds, not at one
-    instant): page settle and slider round trip (p50, p95) in the browsers, the server's own script
-    runs (p50, p95: the page runs, the fragment runs of slider steps), the server's memory (sampled
-    every second) and every error."""
-    import tempfile
-
-    from playwright.async_api import async_playwright
-
-    tmp = Path(tempfile.mkdtemp(prefix="flagcore-meeting-"))
-    log = tmp / "server.log"
-    srv = Server(store_path, log, timed=tmp)
-    rss: list[int] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            rss.append(srv.rss())
-            stop.wait(1.0)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    out: dict = {"settle": [], "slider": [], "errors": 0, "failures": []}
-
-    async def meeting() -> None:
-        async with async_playwright() as p:
-            b = await p.chromium.launch(executable_path=_niced_chromium(tmp), args=CHROMIUM_ARGS)
-            until = time.time() + seconds
-            step = join_seconds / sessions
-            await asyncio.gather(
-                *(_session(b, srv.url, run_id, until, i, out, join_after=i * step) for i in range(sessions))
-            )
-            await b.close()
-
-    try:
-        rss_start = srv.rss()
-        sampler.start()
-        asyncio.run(meeting())
-    finally:
-        stop.set()
-        sampler.join(timeout=5)
-        tracebacks = srv.tracebacks()
         srv.stop()
-    return {
-        "sessions": sessions,
-        "seconds": seconds,
-        "join_seconds": join_seconds,
-        "server_runs": _server_runs(tmp / "runs.txt"),
-        "settle": summary(out["settle"]),
-        "slider": summary(out["slider"]),
-        "page_errors": out["errors"],
-        "failures": out["failures"][:20],
-        "n_failures": len(out["failures"]),
-        "server_tracebacks": tracebacks,
-        "rss_start_mb": rss_start / 2**20,
-        "rss_max_mb": max(rss, default=0) / 2**20,
-        "rss_end_mb": (rss[-1] if rss else 0) / 2**20,
-    }
 
 
 def main() -> None:
@@ -437,7 +407,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True, help="a store holding the run (the full demo's)")
     ap.add_argument("--run", type=int, required=True)
-    ap.add_argument("--only", default="pages,slider,meeting", help="any of pages,slider,meeting,profile")
+    ap.add_argument(
+        "--only", default="pages,slider,meeting", help="any of pages,slider,floor,meeting,profile"
+    )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=120)
@@ -455,11 +427,15 @@ def main() -> None:
         res["server_start"] = {"launcher": LAUNCHER, **summary(starts)}
     if "slider" in only:
         res["slider"] = slider_steps(store, args.run)
+    if "floor" in only:
+        res["floor"] = {"pages": floor_pages(args.reps), "slider": floor_slider()}
     if "profile" in only:
         from page_profile import profile_first_visits
 
         res["profile"] = profile_first_visits(store, args.run, Path(args.profile_dir))
     if "meeting" in only:
+        from meeting import review_meeting
+
         res["meeting"] = review_meeting(store, args.run, args.sessions, args.seconds)
     text = json.dumps(res, indent=1)
     if args.out:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from markdown_pages import md_meeting, md_pages
 from timing import fmt_s, md_demo_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,110 +230,6 @@ def md_peers(p: dict) -> list[str]:
         "",
         "flagcore's metrics() computes about fifteen figures (trades, exposure, turnover, Calmar...) in the "
         "time shown; empyrical computes the four compared.",
-        "",
-    ]
-
-
-def md_pages(p: dict) -> list[str]:
-    if "pages" not in p:  # figures kept from before cold visits were timed: warm visits only
-        return [
-            "## Pages in the browser",
-            "",
-            "Chromium (headless) against a warm `streamlit run` on the full demo (target under 3 s each):",
-            "",
-            "| page | time |",
-            "|---|---|",
-            *[f"| {k} | {fmt_s(t, 's')} |" for k, t in p.items()],
-            "",
-        ]
-
-    def mark(t: dict, target: float) -> str:
-        return f"{fmt_s(t, 's')} {'met' if t['median'] <= target else 'NOT met'}"
-
-    def parts(t: dict, key: str) -> str:  # not timed before this column existed
-        return f"{t[key]['median']:.2f} s" if key in t else ""
-
-    sl = p["slider"]
-    return [
-        "## Pages in the browser",
-        "",
-        "Chromium (headless) against the dashboard as the README starts it (`python -m "
-        "flagcore.dashboard.serve`) on the full demo (`benchmarks/browser_timing.py`), "
-        "from navigation to the page settled with its charts drawn; cold: the page's first visit after "
-        "a server start (a fresh server for each visit), warm: later visits (a full page load each "
-        "time, which overstates a click in the sidebar). Target: under 1.5 s, cold and warm.",
-        "",
-        "| page | cold | warm | cold: frontend started | cold: server's last message |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {k} | {mark(t['cold'], 1.5)} | {mark(t['warm'], 1.5)} | {parts(t, 'cold_socket_open')} "
-            f"| {parts(t, 'cold_server_done')} |"
-            for k, t in p["pages"].items()
-        ],
-        "",
-        "Where a cold visit's time goes: the last two columns are seconds from navigation to the browser "
-        "opening the page's websocket (Streamlit's frontend downloaded, compiled and started in a new "
-        "browser context) and to the server's last message of the visit (the page's script run sent); the "
-        "rest, to the page settled, is the browser drawing (for the charted pages, plotly.js, 4.7 MB, "
-        "compiled and drawing in software).",
-        "",
-        f"HOLD-threshold slider steps on Solution comparison, from the key press to the first change of "
-        f"the page's numbers: median {sl['shown']['median'] * 1e3:.0f} ms, p95 "
-        f"{sl['shown']['p95'] * 1e3:.0f} ms (n={sl['shown']['reps']}; target median under 200 ms: "
-        f"{'met' if sl['shown']['median'] <= 0.2 else 'NOT met'}); to the page settled: median "
-        f"{sl['settled']['median'] * 1e3:.0f} ms.",
-        "",
-        *(
-            [
-                "The launcher's start, from the command to the server answering its health check (imports, "
-                "the newest run's cached reads and the figures drawn once): "
-                f"{fmt_s(p['server_start'], 's')}; "
-                "the cold figures above start after it, as a visitor's first page does.",
-                "",
-            ]
-            if "server_start" in p
-            else []
-        ),
-    ]
-
-
-def md_meeting(m: dict) -> list[str]:
-    errors = m["page_errors"] + m["n_failures"] + m["server_tracebacks"]
-    return [
-        "## A review meeting on one server",
-        "",
-        f"{m['sessions']} Playwright sessions against one server for {m['seconds']:.0f} s, each "
-        "opening the same run, switching pages at random and moving the HOLD-threshold slider "
-        "(targets: no errors, p95 slider round trip under 1 s, memory bounded)"
-        + (
-            f". The sessions join one after another over the first {m['join_seconds']:.0f} s; their "
-            "browsers run niced on the server's own 2 cores (a real meeting's run on their own machines), "
-            "so their round trips include their own drawing on a shared, busy machine; the server's own "
-            "script runs are timed apart:"
-            if "join_seconds" in m
-            else ":"
-        ),
-        "",
-        "| figure | value |",
-        "|---|---|",
-        f"| page settle p50 / p95 | {m['settle']['median']:.2f} s / {m['settle']['p95']:.2f} s "
-        f"(n={m['settle']['reps']}) |",
-        f"| slider round trip p50 / p95 | {m['slider']['median']:.2f} s / {m['slider']['p95']:.2f} s "
-        f"(n={m['slider']['reps']}) |",
-        *(
-            [
-                f"| the server's page runs p50 / p95 | {runs['page']['median']:.2f} s / "
-                f"{runs['page']['p95']:.2f} s (n={runs['page']['reps']}) |",
-                "| the server's fragment runs (slider steps) p50 / p95 | "
-                f"{runs['fragment']['median']:.2f} s / "
-                f"{runs['fragment']['p95']:.2f} s (n={runs['fragment']['reps']}) |",
-            ]
-            if (runs := m.get("server_runs"))
-            else []
-        ),
-        f"| errors (on pages, timeouts, server tracebacks) | {errors} |",
-        f"| server memory at start / max / end | {m['rss_start_mb']:.0f} / {m['rss_max_mb']:.0f} / "
-        f"{m['rss_end_mb']:.0f} MB |",
         "",
     ]
 

@@ -100,7 +100,7 @@ def profile_first_visits(store_path: Path, run_id: int, folder: Path) -> dict:
     sub = folder / "slider"
     shutil.rmtree(sub, ignore_errors=True)
     sub.mkdir(parents=True)
-    steps = slider_steps(store_path, run_id, profile=sub)
+    steps = slider_steps(store_path, run_id, steps=12, profile=sub)
     runs = dict(ln.split("\t") for ln in (sub / "runs.txt").read_text().splitlines())
     profs = sorted(sub.glob("*-fragment.prof"))
     parts = [_parts(p) for p in profs]

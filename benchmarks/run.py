@@ -359,21 +359,23 @@ def section_evaluate(res: dict, tmp: Path, bars: int) -> None:
 
 
 def section_pages(res: dict, store_path: Path, run_id: int) -> None:
-    """Every page cold (its first visit after a server start) and warm, and slider steps from the key
-    press to the changed numbers, in headless chromium against ``streamlit run``."""
-    from browser_timing import pages_cold_and_warm, slider_steps, summary
+    """Every page cold (its first visit after a server start) and on later visits, slider steps from
+    the key press to the changed numbers, and the floor (a bare Streamlit app) timed the same way, in
+    headless chromium against the dashboard's server."""
+    from browser_timing import floor_pages, floor_slider, pages_cold_and_warm, slider_steps, summary
 
     starts: list[float] = []  # each fresh server's start, warm-up included, to its health check's "ok"
     res["pages"] = {
         "pages": pages_cold_and_warm(store_path, run_id, server_starts=starts),
         "slider": slider_steps(store_path, run_id),
         "server_start": summary(starts),
+        "floor": {"pages": floor_pages(), "slider": floor_slider()},
     }
 
 
 def section_meeting(res: dict, store_path: Path, run_id: int) -> None:
     """A review meeting: 20 browser sessions on one server for two minutes."""
-    from browser_timing import review_meeting
+    from meeting import review_meeting
 
     res["meeting"] = review_meeting(store_path, run_id, sessions=20, seconds=120)
 
