@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from browser_timing import (
+    ALL_DRAWN,
     CHARTED,
     CHROMIUM,
     CHROMIUM_ARGS,
-    DRAWN,
     METRICS,
     NO_SKELETON,
     PAGES,
@@ -58,7 +58,7 @@ async def _session(
                 await pg.wait_for_selector(SETTLED, timeout=120_000)
                 await pg.wait_for_function(NO_SKELETON, timeout=120_000)
                 if path in CHARTED:
-                    await pg.wait_for_selector(DRAWN, timeout=120_000)
+                    await pg.wait_for_function(ALL_DRAWN, timeout=120_000)
                 out["settle"].append(time.perf_counter() - t)
                 out["errors"] += await pg.locator("[data-testid='stException']").count()
                 if path == "solutions":
