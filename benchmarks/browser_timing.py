@@ -408,7 +408,9 @@ def main() -> None:
     ap.add_argument("--store", required=True, help="a store holding the run (the full demo's)")
     ap.add_argument("--run", type=int, required=True)
     ap.add_argument(
-        "--only", default="pages,slider,meeting", help="any of pages,slider,floor,meeting,profile"
+        "--only",
+        default="pages,slider,meeting",
+        help="any of pages,slider,floor,meeting,meeting_load,profile",
     )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sessions", type=int, default=20)
@@ -437,6 +439,10 @@ def main() -> None:
         from meeting import review_meeting
 
         res["meeting"] = review_meeting(store, args.run, args.sessions, args.seconds)
+    if "meeting_load" in only:
+        from meeting_load import meeting_load
+
+        res["meeting_load"] = meeting_load(store, args.run, args.sessions, args.seconds)
     text = json.dumps(res, indent=1)
     if args.out:
         Path(args.out).write_text(text)

@@ -171,4 +171,42 @@ def md_meeting(m: dict) -> list[str]:
         f"| server memory at start / max / end | {m['rss_start_mb']:.0f} / {m['rss_max_mb']:.0f} / "
         f"{m['rss_end_mb']:.0f} MB |",
         "",
+        *(md_meeting_load(m["server_only"]) if "server_only" in m else []),
+    ]
+
+
+def md_meeting_load(m: dict) -> list[str]:
+    """The meeting's load on the server alone (``meeting_load.py``)."""
+    errors = m["exceptions_on_pages"] + m["n_failures"] + m["server_tracebacks"]
+    step = m["step_end"]
+    verdict = "met" if step["p95"] <= 1.0 else "NOT met"
+
+    def p(t: dict) -> str:
+        return f"{t['median']:.2f} s / {t['p95']:.2f} s (n={t['reps']})"
+
+    return [
+        f"The same meeting on the server alone: {m['sessions']} websocket sessions for {m['seconds']:.0f} s, "
+        f"joining over {m['join_seconds']:.0f} s, each sending what a browser's frontend sends (a page's "
+        "run, a slider step's fragment run with the slider's new value; `benchmarks/meeting_load.py`)"
+        + (
+            f", reading each page {rs[0]:.0f} to {rs[1]:.0f} s and pausing {ss[0]:.1f} to {ss[1]:.1f} s "
+            "between slider steps"
+            if (rs := m.get("read_seconds")) and (ss := m.get("step_seconds"))
+            else ""
+        )
+        + ", and "
+        "timing the server's answer from the message sent, with no browser drawing on the server's cores. "
+        "A browser on its own machine adds its own drawing to a slider step (the page benchmark's single "
+        "browser, above).",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| a page's script run, to its end, p50 / p95 | {p(m['page'])} |",
+        f"| a slider step, to its first new metric, p50 / p95 | {p(m['step_shown'])} |",
+        f"| a slider step, to its end, p50 / p95 | {p(step)} (target p95 under 1 s on the server's side: "
+        f"{verdict}) |",
+        f"| errors (exceptions on pages, failed runs, server tracebacks) | {errors} |",
+        f"| server memory at start / max / end | {m['rss_start_mb']:.0f} / {m['rss_max_mb']:.0f} / "
+        f"{m['rss_end_mb']:.0f} MB |",
+        "",
     ]

@@ -374,10 +374,13 @@ def section_pages(res: dict, store_path: Path, run_id: int) -> None:
 
 
 def section_meeting(res: dict, store_path: Path, run_id: int) -> None:
-    """A review meeting: 20 browser sessions on one server for two minutes."""
+    """A review meeting: 20 browser sessions on one server for two minutes, then the same load from 20
+    websocket sessions (the server alone, no browser drawing on its cores)."""
     from meeting import review_meeting
+    from meeting_load import meeting_load
 
     res["meeting"] = review_meeting(store_path, run_id, sessions=20, seconds=120)
+    res["meeting"]["server_only"] = meeting_load(store_path, run_id, sessions=20, seconds=120)
 
 
 def main() -> None:
