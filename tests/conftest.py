@@ -250,31 +250,38 @@ def _is_slow(item) -> bool:
     return any((Path(item.path).name, name) in SLOW_FIXTURES for name in item.fixturenames)
 
 
-# Seconds each of the longest tests (file::function) took in a serial run on 2 cores (others: 0.5 s): under
-# pytest-xdist the workers take the longest work first, so that no long test is left for the end.
+# Seconds each of the longest tests (file::function) took, setup included, in CI's run of the whole suite
+# on 2 cores under pytest-xdist (`--durations=30`, 2026-12-02; others: 0.5 s): the workers take the
+# longest work first, so that no long test is left for the end.
 LONG = {
-    "test_crash_and_concurrency.py::test_dashboard_reads_while_the_cli_writes": 50,
-    "test_crash_and_concurrency.py::test_sigkill_never_leaves_a_partial_run": 19,
-    "test_dashboard.py::test_every_page_from_the_sidebar": 14,
-    "test_train.py::test_reviewed_per_position_loss_leaks_the_future": 22,
-    "test_train.py::test_plain_cross_entropy_collapses_to_hold": 18,  # the `trained` fixture
-    "test_tasks.py::test_retraining_cpcv_on_local_ray_matches_the_local_pool": 17,
-    "test_store.py::test_two_writers_and_a_reader_at_once": 15,
-    "test_review_identity.py::test_two_reviewers_sign_through_the_header_and_the_run_turns_approved": 15,
-    "test_pipeline.py::test_validate_retrain_adds_a_labelled_cpcv_mode": 15,
-    "test_root_cause_in_browser.py::test_the_live_ablation_runs_in_the_browser": 12,
-    "test_launcher.py::test_the_launchers_server_shows_a_page_on_its_first_visit": 11,
-    "test_tasks.py::test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished": 10,
+    "test_crash_and_concurrency.py::test_dashboard_reads_while_the_cli_writes": 65,
+    "test_train.py::test_reviewed_per_position_loss_leaks_the_future": 59,
+    "test_crash_and_concurrency.py::test_sigkill_never_leaves_a_partial_run": 43,
+    "test_tasks.py::test_retraining_cpcv_on_local_ray_matches_the_local_pool": 37,
+    "test_pipeline.py::test_validate_retrain_adds_a_labelled_cpcv_mode": 27,
+    "test_tasks.py::test_after_on_ray_starts_a_dependent_item_once_its_dependency_finished": 19,
+    "test_train.py::test_plain_cross_entropy_collapses_to_hold": 16,  # the `trained` fixture
+    "test_root_cause_in_browser.py::test_the_live_ablation_runs_in_the_browser": 16,
+    "test_dashboard.py::test_every_page_from_the_sidebar": 13,
+    "test_train.py::test_retraining_cpcv_in_worker_processes": 12,
+    "test_review_identity.py::test_two_reviewers_sign_through_the_header_and_the_run_turns_approved": 11,
+    "test_cgdt.py::test_critic_beats_the_unconditional_gaussian": 10,  # the module's model
+    "test_tasks.py::test_workers_exit_when_their_caller_is_killed": 10,
+    "test_tasks.py::test_evaluate_with_inference_on_ray_writes_the_same_run": 10,
     "test_dashboard.py::test_slider_moves_the_numbers": 9,
-    "test_tasks.py::test_workers_exit_when_their_caller_is_killed": 8,
-    "test_train.py::test_train_command_writes_checkpoint_with_provenance": 8,
-    "test_cgdt.py::test_critic_beats_the_unconditional_gaussian": 7,  # the module's model
-    "test_cli.py::test_info_full_preset_in_a_real_process": 7,
-    "test_tasks.py::test_evaluate_with_inference_on_ray_writes_the_same_run": 7,
-    "test_train.py::test_further_losses_train_and_trade": 6,  # each of its three losses
-    "test_gate_calibration.py::test_noise_markets_do_not_pass_and_a_planted_edge_does": 6,
-    "test_dashboard.py::test_no_metric_is_cut_off_on_a_laptop": 6,
-    "test_store.py::test_six_reviewers_at_the_same_moment_each_land_once": 5,
+    "test_launcher.py::test_the_launchers_server_shows_a_page_on_its_first_visit": 9,
+    "test_dashboard.py::test_a_shared_url_reopens_the_threshold": 8,
+    "test_review_identity.py::test_the_comparison_page_shows_both_runs": 7,
+    "test_store.py::test_two_writers_and_a_reader_at_once": 7,
+    "test_dashboard.py::test_no_metric_is_cut_off_on_a_laptop": 6,  # each of its pages
+    "test_cli.py::test_info_full_preset_in_a_real_process": 6,
+    "test_dashboard.py::test_the_model_configuration_has_a_label": 6,
+    "test_cgdt.py::test_the_sweep_computes_each_bar_about_once_with_the_same_bits": 5,
+    "test_root_cause_in_browser.py::test_the_page_shows_the_stored_verdict_table": 5,
+    "test_train.py::test_further_losses_train_and_trade": 4,  # each of its three losses
+    "test_train.py::test_train_command_writes_checkpoint_with_provenance": 4,
+    "test_gate_calibration.py::test_noise_markets_do_not_pass_and_a_planted_edge_does": 4,
+    "test_store.py::test_six_reviewers_at_the_same_moment_each_land_once": 4,
 }
 
 
