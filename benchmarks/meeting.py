@@ -12,7 +12,9 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from browser_timing import (
     ALL_DRAWN,
@@ -101,6 +103,36 @@ def _server_runs(runs_txt: Path) -> dict:
     return {kind: summary(v) for kind, v in runs.items()}
 
 
+def run_sampled(srv: Server, meeting: Callable[[], Coroutine[Any, Any, None]]) -> dict:
+    """Run ``meeting()`` to its end against ``srv`` with the server's memory sampled every second, then
+    stop the server: its memory at the start, its largest and its last (MB), and the tracebacks in
+    its log."""
+    rss: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            rss.append(srv.rss())
+            stop.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        rss_start = srv.rss()
+        sampler.start()
+        asyncio.run(meeting())
+    finally:
+        stop.set()
+        sampler.join(timeout=5)
+        tracebacks = srv.tracebacks()
+        srv.stop()
+    return {
+        "server_tracebacks": tracebacks,
+        "rss_start_mb": rss_start / 2**20,
+        "rss_max_mb": max(rss, default=0) / 2**20,
+        "rss_end_mb": (rss[-1] if rss else 0) / 2**20,
+    }
+
+
 def review_meeting(
     store_path: Path, run_id: int, sessions: int = 20, seconds: float = 120, join_seconds: float = 20
 ) -> dict:
@@ -116,15 +148,6 @@ def review_meeting(
     tmp = Path(tempfile.mkdtemp(prefix="flagcore-meeting-"))
     log = tmp / "server.log"
     srv = Server(store_path, log, timed=tmp)
-    rss: list[int] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            rss.append(srv.rss())
-            stop.wait(1.0)
-
-    sampler = threading.Thread(target=sample, daemon=True)
     out: dict = {"settle": [], "slider": [], "errors": 0, "failures": []}
 
     async def meeting() -> None:
@@ -137,15 +160,7 @@ def review_meeting(
             )
             await b.close()
 
-    try:
-        rss_start = srv.rss()
-        sampler.start()
-        asyncio.run(meeting())
-    finally:
-        stop.set()
-        sampler.join(timeout=5)
-        tracebacks = srv.tracebacks()
-        srv.stop()
+    server = run_sampled(srv, meeting)
     return {
         "sessions": sessions,
         "seconds": seconds,
@@ -156,8 +171,5 @@ def review_meeting(
         "page_errors": out["errors"],
         "failures": out["failures"][:20],
         "n_failures": len(out["failures"]),
-        "server_tracebacks": tracebacks,
-        "rss_start_mb": rss_start / 2**20,
-        "rss_max_mb": max(rss, default=0) / 2**20,
-        "rss_end_mb": (rss[-1] if rss else 0) / 2**20,
+        **server,
     }

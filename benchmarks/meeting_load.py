@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from pathlib import Path
 
 from browser_timing import PAGES, Server, summary
+from meeting import run_sampled
 
 SLIDER_LABEL = "HOLD threshold"  # the Solution comparison page's live slider
 PAGE_STEP = 0.1  # a PageDown/PageUp of the slider (a tenth of its range)
@@ -135,15 +135,6 @@ def meeting_load(
 
     tmp = Path(tempfile.mkdtemp(prefix="flagcore-meeting-load-"))
     srv = Server(store_path, tmp / "server.log")
-    rss: list[int] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            rss.append(srv.rss())
-            stop.wait(1.0)
-
-    sampler = threading.Thread(target=sample, daemon=True)
     out: dict = {"page": [], "step_shown": [], "step_end": [], "failures": [], "exceptions": 0}
 
     async def meeting() -> None:
@@ -153,15 +144,7 @@ def meeting_load(
             *(_session(srv.url, run_id, until, i, out, join_after=i * step) for i in range(sessions))
         )
 
-    try:
-        rss_start = srv.rss()
-        sampler.start()
-        asyncio.run(meeting())
-    finally:
-        stop.set()
-        sampler.join(timeout=5)
-        tracebacks = srv.tracebacks()
-        srv.stop()
+    server = run_sampled(srv, meeting)
     return {
         "sessions": sessions,
         "seconds": seconds,
@@ -174,8 +157,5 @@ def meeting_load(
         "exceptions_on_pages": out["exceptions"],
         "failures": out["failures"][:20],
         "n_failures": len(out["failures"]),
-        "server_tracebacks": tracebacks,
-        "rss_start_mb": rss_start / 2**20,
-        "rss_max_mb": max(rss, default=0) / 2**20,
-        "rss_end_mb": (rss[-1] if rss else 0) / 2**20,
+        **server,
     }
