@@ -1,11 +1,13 @@
-"""What users wait for in a real browser (issue 18, items 2 and 5), in headless chromium driven by
-Playwright against a real ``streamlit run``:
+"""What users wait for in a real browser (issue 18, item 2), in headless chromium driven by Playwright
+against a real server:
 
-- every page's first visit after the server starts (a fresh server per visit) and later visits;
-- a HOLD-threshold slider step, from the key press to the changed metrics on the page;
-- a review meeting: N browser sessions on one server open the same run, switch pages and move the
-  slider for a while; page settle and slider round trip (p50, p95), the server's memory, errors.
+- every page's first visit after the server starts (a fresh server per visit) and later visits (a
+  click in the sidebar, and a full page load);
+- a HOLD-threshold slider step, from the key press to the changed metrics on the page, timed in the
+  page and as the harness sees it;
+- the floor: a bare Streamlit app (``floor_app.py``) timed the same way.
 
+The review meeting (item 5) is in ``meeting.py`` (browsers) and ``meeting_load.py`` (the server alone).
 Run on its own (``python benchmarks/browser_timing.py --store PATH --run ID``) or from
 ``benchmarks/run.py`` (sections "pages" and "meeting").
 """
@@ -50,7 +52,6 @@ SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 # (before it, "notRunning" may be the state before the first run began)
 TITLE = "[data-testid='stMain'] h1"
 NO_SKELETON = "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0"
-DRAWN = "[data-testid='stPlotlyChart'] .main-svg"
 # every plotly chart of the page drawn, not only the first (plotly.js adds a chart's .main-svg once drawn)
 ALL_DRAWN = (
     "() => { const c = [...document.querySelectorAll(\"[data-testid='stPlotlyChart']\")]; "
