@@ -23,7 +23,7 @@ from browser_timing import PAGES, Server, summary
 from meeting import run_sampled
 
 SLIDER_LABEL = "HOLD threshold"  # the Solution comparison page's live slider
-PAGE_STEP = 0.1  # a PageDown/PageUp of the slider (a tenth of its range)
+PAGE_FRACTION = 0.1  # a PageDown/PageUp moves a slider by a tenth of its range
 # a person's pauses: reading a page before the next click, and between two steps of the slider (keys
 # pressed one after another while watching the numbers); without them every session would send its next
 # message the instant an answer came, a stress test rather than a meeting
@@ -37,7 +37,8 @@ class Session:
     def __init__(self, ws, query: str):
         self.ws, self.query = ws, query
         self.pages: dict[str, str] = {}  # url path -> page script hash (the navigation message)
-        self.slider: tuple[str, str, float] | None = None  # widget id, fragment id, value
+        # widget id, fragment id, value, page step (from the slider's own range)
+        self.slider: tuple[str, str, float, float] | None = None
         self.exceptions = 0
 
     async def run(self, page_hash: str = "", widget=None, fragment: str = "") -> tuple[float, float | None]:
@@ -77,7 +78,8 @@ class Session:
             what = el.WhichOneof("type")
             if what == "slider" and el.slider.label == SLIDER_LABEL:
                 now = el.slider.value if el.slider.set_value else el.slider.default
-                self.slider = (el.slider.id, fm.delta.fragment_id, float(now[0]))
+                page = (el.slider.max - el.slider.min) * PAGE_FRACTION
+                self.slider = (el.slider.id, fm.delta.fragment_id, float(now[0]), page)
             elif what == "exception":
                 self.exceptions += 1
             elif what == "metric":
@@ -110,10 +112,10 @@ async def _session(url: str, run_id: int, until: float, seed: int, out: dict, jo
                 out["page"].append(took)
                 await asyncio.sleep(rng.uniform(*READ_S))
                 if path == "solutions" and s.slider is not None:
-                    wid, frag, value = s.slider
+                    wid, frag, value, page = s.slider
                     start = value if start is None else start
                     for _ in range(3):  # between the setting and a page step below it, as in meeting.py
-                        value = round(start - PAGE_STEP if value >= start else start, 6)
+                        value = round(start - page if value >= start else start, 6)
                         took, shown = await s.run(s.pages[path], (wid, value), frag)
                         out["step_end"].append(took)
                         if shown is not None:
