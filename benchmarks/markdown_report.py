@@ -247,10 +247,12 @@ def md_precision(p: dict) -> list[str]:
         "",
         f"`benchmarks/precision.py`: the `full` preset (88M, random weights, window {p['window']}), "
         f"{p['full_windows']} full windows after {p['short_windows']} short ones, {p['threads']} torch "
-        f"threads, quantized engine {p['quantized_engine']}. int8 (`evaluate --precision int8`, "
-        "`models/int8.py`) is the blocks' Linear layers with LoRA merged, int8 weights per output channel "
-        "after a smoothing drawn from the weights, q/k/v fused into one product and activations quantised "
-        "per batch; target at least 2x fp32's full-window rate. "
+        f"threads. int8 (`evaluate --precision int8`, `models/int8.py`) is the blocks' Linear layers with "
+        "LoRA merged, int8 weights per output channel after a smoothing drawn from the weights, q/k/v "
+        f"fused into one product and activations quantised per batch, as {p['quantized_engine']}'s "
+        "products; its batches run side by side, one per torch thread on a worker thread of its own "
+        "(`inference.in_order`); fp32 runs one batch at a time on all the threads. "
+        "Target: at least 2x fp32's full-window rate. "
         "Agreement here is on random weights, whose logits are nearly tied: a trained model's agreement is "
         "measured on each run and stored with it.",
         "",
@@ -273,7 +275,8 @@ def md_int8_profile(prof: dict | None) -> list[str]:
         return []
     parts = ", ".join(f"{k} {v:.0%}" for k, v in prof["share"].items())
     return [
-        f"One int8 forward at batch {prof['batch_size']} ({prof['ms_per_window']} ms per window), self time "
+        f"One int8 forward at batch {prof['batch_size']} on one torch thread ({prof['ms_per_window']} ms "
+        "per window), self time "
         f"by operator group (torch.profiler): {parts}.",
         "",
     ]

@@ -23,7 +23,7 @@ import torch
 
 from flagcore.models.flag_trader import PRESETS, build_model, merged_copy
 from flagcore.models.inference import BATCH_SIZE, predict
-from flagcore.models.int8 import Int8FlagTrader
+from flagcore.models.int8 import ENGINE, Int8FlagTrader
 
 # torch.profiler operator names -> the profile's groups
 OP_GROUPS = {
@@ -65,16 +65,22 @@ def one_by_one_short(model, x: np.ndarray, W: int) -> float:
 
 
 def int8_profile(model, x: np.ndarray, W: int, batch: int, repeats: int = 5) -> dict:
-    """Share of one int8 forward's self time by operator group, and its milliseconds per window."""
+    """Share of one int8 forward's self time by operator group, and its milliseconds per window, on
+    one torch thread (as ``predict`` runs each int8 batch: ``inference.in_order``)."""
     from torch.profiler import ProfilerActivity, profile
 
     net = Int8FlagTrader(merged_copy(model))
     xs = torch.from_numpy(x[: W + batch - 1]).unfold(0, W, 1).transpose(1, 2)[:batch]  # (batch, W, s)
-    with torch.inference_mode():
-        net.last_logits(xs)
-        with profile(activities=[ProfilerActivity.CPU]) as p:
-            for _ in range(repeats):
-                net.last_logits(xs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            net.last_logits(xs)
+            with profile(activities=[ProfilerActivity.CPU]) as p:
+                for _ in range(repeats):
+                    net.last_logits(xs)
+    finally:
+        torch.set_num_threads(threads)
     times: dict[str, float] = {}
     for e in p.key_averages():
         group = OP_GROUPS.get(e.key, "other")
@@ -105,7 +111,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "quantized_engine": torch.backends.quantized.engine,
+        "quantized_engine": ENGINE or torch.backends.quantized.engine,  # the one int8's weights use
         "preset": "full",
         "window": W,
         "short_windows": W - 1,

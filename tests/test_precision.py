@@ -1,5 +1,7 @@
 """The int8 CPU path, the batched short windows, and the cache's precisions (issue 18, item 1)."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,8 @@ from flagcore.data.dataset import load_dataset
 from flagcore.errors import FlagcoreError
 from flagcore.models.checkpoint import load_checkpoint, save_checkpoint
 from flagcore.models.flag_trader import base_network, build_model, merged_copy
-from flagcore.models.inference import BATCH_SIZE, predict, predict_bars
-from flagcore.models.int8 import Int8FlagTrader, Int8Linear, smoothing
+from flagcore.models.inference import BATCH_SIZE, in_order, predict, predict_bars
+from flagcore.models.int8 import ENGINE, Int8FlagTrader, Int8Linear, smoothing
 from flagcore.pipeline.inference_cache import (
     AGREEMENT_SAMPLE,
     INFERENCE_SETTINGS,
@@ -94,6 +96,47 @@ def test_int8_agrees_with_fp32_and_is_deterministic(model):
     assert clear.mean() > 0.5
     assert (a.action[clear] == ref.action[clear]).mean() >= 0.99
     assert (a.action == ref.action).mean() >= 0.9
+
+
+def test_int8_batches_run_side_by_side_with_the_same_bits_on_any_thread_count(model):
+    x = features(150, seed=5)
+    before = torch.get_num_threads()
+    done: list[int] = []
+    try:
+        torch.set_num_threads(1)  # every batch in the caller's thread
+        one = predict(model, x, precision="int8", batch_size=24)
+        torch.set_num_threads(2)  # two worker threads of one torch thread each
+        two = predict(model, x, precision="int8", batch_size=24, progress=lambda d, n: done.append(d))
+        assert torch.get_num_threads() == 2  # the workers' count is not left behind
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(one.logits, two.logits)
+    assert done == sorted(done) and done[-1] == len(x)  # progress in the bars' order
+    q = Int8FlagTrader(merged_copy(model))
+    engines = {m.engine for m in q.modules() if isinstance(m, Int8Linear)}
+    assert engines == {ENGINE or torch.backends.quantized.engine}
+
+
+def test_in_order_keeps_the_order_and_gives_each_worker_one_torch_thread():
+    seen: list[tuple[str, int, bool]] = []
+
+    def run(i: int) -> torch.Tensor:
+        seen.append(
+            (threading.current_thread().name, torch.get_num_threads(), torch.is_inference_mode_enabled())
+        )
+        return torch.full((1,), float(i))
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = [float(t) for t in in_order(run, 9, threads=2)]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert got == [float(i) for i in range(9)]
+    assert all(name != threading.current_thread().name and n == 1 and inf for name, n, inf in seen)
+    assert [float(t) for t in in_order(run, 3, threads=1)] == [0.0, 1.0, 2.0]
+    assert seen[-1][0] == threading.current_thread().name  # one thread: the caller's own
 
 
 def test_int8_linear_keeps_each_output_channel_and_smooths_wide_inputs():

@@ -2,7 +2,7 @@
 
 Built from a merged network (``flag_trader.merged_copy``: LoRA folded into the base weights first,
 then quantised), it computes what ``FlagTrader.last_logits`` and ``padded_last_logits`` compute,
-with every block's Linear layers as int8 matrix products (fbgemm, dynamic quantisation):
+with every block's Linear layers as int8 matrix products (oneDNN, dynamic quantisation):
 
     states (B, T, state_dim) -> embed (float32)                                   (B, T, d)
     -> blocks 1 .. L-1: qkv = int8(x) (B, T, 3d) -> attention (float32) -> int8 out_proj
@@ -12,20 +12,23 @@ with every block's Linear layers as int8 matrix products (fbgemm, dynamic quanti
     -> output_norm -> action_head (float32)                                        (B, 3)
 
 q, k and v are one Linear (one activation quantisation and one wide product instead of three).
-Weights are int8 per output channel (symmetric, scale = the row's largest |w| / 127). Activations
-are quantised on the fly to 7 bits per tensor (fbgemm's reduce_range on x86, so that its AVX2
-u8 x s8 pair sums cannot saturate). Before quantising, each activation column j is divided by a
-smoothing factor s_j and the weight's column j multiplied by it (W x = (W diag(s)) (x / s)):
-s_j = sqrt(r_j / mean r) with r_j the column's reach, known from the weights alone (|gamma_j| +
-|beta_j| after a LayerNorm; sqrt(sum_k W_jk^2 r_k^2) + |b_j| after the Linear that feeds out_proj
-and ffn.3), so that the few wide channels no longer set the whole tensor's scale (SmoothQuant's
-migration with alpha = 1/2, without calibration data). The rest (embedding, attention, GELU,
-norms, the head) is float32 as in ``FlagTrader``.
+Weights are int8 per output channel (symmetric, scale = the row's largest |w| / 127), packed for
+oneDNN's products (``ENGINE``). Activations are quantised on the fly to 7 bits per tensor
+(reduce_range, so that AVX2's u8 x s8 pair sums cannot saturate: 8 bits gave 5x the error).
+Before quantising, each activation column j is divided by a smoothing factor s_j and the weight's
+column j multiplied by it (W x = (W diag(s)) (x / s)): s_j = sqrt(r_j / mean r) with r_j the
+column's reach, known from the weights alone (|gamma_j| + |beta_j| after a LayerNorm;
+sqrt(sum_k W_jk^2 r_k^2) + |b_j| after the Linear that feeds out_proj and ffn.3), so that the few
+wide channels no longer set the whole tensor's scale (SmoothQuant's migration with alpha = 1/2,
+without calibration data). The rest (embedding, attention, GELU, norms, the head) is float32 as in
+``FlagTrader``.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import torch
@@ -34,9 +37,27 @@ import torch.nn.functional as F
 
 from flagcore.models.flag_trader import Block, FlagTrader, at_positions, attend, padding_mask
 
-# int8 logits are cached under pipeline.inference_cache.INT8_SETTINGS, whose version (v2: this
-# network; v1: torch's quantize_dynamic of each Linear) must be raised whenever a change here, or
-# inference.BATCH_SIZE["int8"], changes int8 logits
+# int8 logits are cached under pipeline.inference_cache.INT8_SETTINGS, whose version (v3: this
+# network on oneDNN; v1: torch's quantize_dynamic of each Linear) must be raised whenever a change
+# here, or inference.BATCH_SIZE["int8"], changes int8 logits
+
+# the quantized engine whose products the weights are packed for. oneDNN's int8 products on one
+# thread per batch (inference.predict) ran 2.3-2.5x float32 on a 2-core AVX2 EPYC against fbgemm's
+# 1.7-1.8x (the full preset, batches of 8-32, interleaved rounds): fbgemm gained nothing from one
+# thread per batch. A build without oneDNN packs for its default engine.
+ENGINE = "onednn" if "onednn" in torch.backends.quantized.supported_engines else None
+
+
+@contextmanager
+def packing_engine() -> Iterator[str]:
+    """Inside: torch's quantized engine is ``ENGINE`` (prepacking reads it), restored on exit."""
+    before = torch.backends.quantized.engine
+    if ENGINE is not None:
+        torch.backends.quantized.engine = ENGINE
+    try:
+        yield torch.backends.quantized.engine
+    finally:
+        torch.backends.quantized.engine = before
 
 
 def smoothing(reach: torch.Tensor) -> torch.Tensor:
@@ -60,11 +81,13 @@ class Int8Linear(nn.Module):
         scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()  # (out,)
         zero = torch.zeros(w.shape[0], dtype=torch.long)
         # quantized tensors are deprecated in favour of torchao, whose CPU int8 path needs torch.compile
-        # and one more dependency; fbgemm's prepacked products still work and are what we measured
-        with warnings.catch_warnings():
+        # and one more dependency; the prepacked products still work and are what we measured
+        with warnings.catch_warnings(), packing_engine() as engine:
             warnings.simplefilter("ignore")
             wq = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
-        self.packed = torch.ops.quantized.linear_prepack(wq, bias.detach().float().contiguous())
+            # the packed weight carries its engine: linear_dynamic runs that engine's product
+            self.packed = torch.ops.quantized.linear_prepack(wq, bias.detach().float().contiguous())
+        self.engine = engine
         self.out_features = w.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)

@@ -24,8 +24,9 @@ from flagcore.vocab import LOGIT_COLUMNS, N_CLASSES, PRECISIONS
 INFERENCE_SETTINGS = "last-position;float32;v1"
 # int8 logits are cached apart from float32 ones (``flag_trader_settings``)
 # v2: per-channel int8 weights, fused q/k/v and weight-derived smoothing (models/int8.py), batch 16;
-# int8 logits depend on the batch (one activation scale per batch), so a batch change bumps it too
-INT8_SETTINGS = "last-position;int8-dynamic;v2"
+# int8 logits depend on the batch (one activation scale per batch), so a batch change bumps it too;
+# v3: the same products packed for oneDNN, each batch on one torch thread (inference.in_order)
+INT8_SETTINGS = "last-position;int8-dynamic;v3"
 # the bars an int8 evaluation also runs in float32 to measure their agreement (``agreement_bars``)
 AGREEMENT_SHORT, AGREEMENT_FULL = 16, 240
 AGREEMENT_SAMPLE = (
