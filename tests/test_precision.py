@@ -1,6 +1,7 @@
 """The int8 CPU path, the batched short windows, and the cache's precisions (issue 18, item 1)."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -137,6 +138,26 @@ def test_in_order_keeps_the_order_and_gives_each_worker_one_torch_thread():
     assert all(name != threading.current_thread().name and n == 1 and inf for name, n, inf in seen)
     assert [float(t) for t in in_order(run, 3, threads=1)] == [0.0, 1.0, 2.0]
     assert seen[-1][0] == threading.current_thread().name  # one thread: the caller's own
+
+
+def test_in_order_stopped_early_leaves_the_remaining_jobs_unrun():
+    ran: list[int] = []
+
+    def run(i: int) -> torch.Tensor:
+        time.sleep(0.2)  # slow jobs: the caller stops long before the last would start
+        ran.append(i)
+        return torch.zeros(1)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        jobs = in_order(run, 20, threads=2)
+        next(jobs)
+        jobs.close()  # what a caller's error or a cancelled run does to the generator
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert 1 <= len(ran) < 20  # the two running jobs finish, the queued ones are cancelled
 
 
 def test_int8_linear_keeps_each_output_channel_and_smooths_wide_inputs():

@@ -65,11 +65,13 @@ def in_order(run: Callable[[int], torch.Tensor], n_jobs: int, threads: int) -> I
             return run(i)
 
     caller = torch.get_num_threads()
-    # torch.set_num_threads also sets the count a thread started later begins with: restore it
+    pool = ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,))
     try:
-        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            yield from pool.map(job, range(n_jobs))
+        yield from pool.map(job, range(n_jobs))
     finally:
+        # a caller that stops early (an error, a cancelled run) does not wait for the batches left
+        pool.shutdown(wait=True, cancel_futures=True)
+        # torch.set_num_threads also sets the count a thread started later begins with: restore it
         torch.set_num_threads(caller)
 
 
