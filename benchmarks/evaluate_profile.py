@@ -150,7 +150,7 @@ def profile_variant(inputs: dict, bars: int, precision: str, sampled: bool, tmp:
 def extrapolate(v: dict, sampled: bool) -> dict:
     """Stage seconds at 9,073 evaluated bars, each in proportion to the bars it processes."""
     f_test = (FULL_BARS + 63) / v["inferred_test_bars"]
-    full_train = SAMPLE_BLOCKS * (SAMPLE_BLOCK + 63) if sampled else YEAR + 63
+    full_train = SAMPLE_BLOCKS * SAMPLE_BLOCK if sampled else YEAR + 63  # a sample's history is not inferred
     f_train = full_train / max(1, v["inferred_train_bars"])
     f_eval = FULL_BARS / v["evaluated_bars"]
     scale = {"inference_test": f_test, "inference_train": f_train, "options": f_eval, "validation": f_eval}

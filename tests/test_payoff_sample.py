@@ -246,6 +246,25 @@ def test_evaluate_caches_the_sample_under_its_own_key(tmp_path):
     assert len(entries) == 2 and len(sampled) == 1
     assert sampled[0][0] != load_dataset(train).content_hash  # the sample's own content hash
     assert 400 < sampled[0][2] < 400 + 8 * SMALL.window  # the blocks and their history only
+    # the model infers the blocks' bars only: each as predict infers it in the whole sample, the
+    # history bars (read as windows, never as logits) left NaN
+    from flagcore.models.checkpoint import load_checkpoint
+    from flagcore.models.inference import predict
+    from flagcore.pipeline.evaluate import evaluation_inputs
+    from flagcore.vocab import LOGIT_COLUMNS
+
+    _, _, _, sm = evaluation_inputs(test, train, SMALL, s)
+    assert sm is not None and sm.to_dict()["inferred_bars"] == 400
+    with store.read() as con:
+        cached = (
+            con.execute("SELECT * FROM inference_cache WHERE settings = ? ORDER BY bar", [sampled[0][1]])
+            .df()[list(LOGIT_COLUMNS)]
+            .to_numpy()
+        )
+    read = sm.dataset.eval_index + sm.rows
+    assert np.isfinite(cached[read]).all() and np.isnan(np.delete(cached, read, axis=0)).all()
+    whole = predict(load_checkpoint(ckpt), sm.dataset.features).logits[read]
+    np.testing.assert_allclose(cached[read], whole, rtol=1e-5, atol=1e-5)
     run = runs_json(store)[0]
     assert (run["payoff_sample"], run["precision"]) == ("training period sample: 8 blocks of 50 bars", "fp32")
     rid = res["run_id"]

@@ -257,9 +257,11 @@ def predict_bars(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Logits (len(bars), 3) of the given bars only, each from its window as ``predict`` reads it
-    (a sample to check another precision against)."""
+    (a sample to check another precision against, a payoff sample's blocks). ``progress(done,
+    total)`` is called after the short windows and after each batch, with bars done so far."""
     x, W = _checked(model, features, window, batch_size)
     idx = np.asarray(bars, dtype=np.int64)
     if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= len(x))):
@@ -272,6 +274,8 @@ def predict_bars(
     threads = worker_threads(precision)
     short_ends = idx[is_short].tolist()
     out[torch.from_numpy(is_short)] = _short_logits(net, xs, short_ends, min(bs, SHORT_BATCH), threads)
+    if progress and short_ends:
+        progress(len(short_ends), len(idx))
     full = idx[~is_short]
     rows = np.flatnonzero(~is_short)
 
@@ -282,6 +286,8 @@ def predict_bars(
 
     for i, batch_logits in enumerate(in_order(run, -(-len(full) // bs), threads)):
         out[torch.from_numpy(rows[i * bs : (i + 1) * bs])] = batch_logits
+        if progress:
+            progress(len(short_ends) + min((i + 1) * bs, len(full)), len(idx))
     return out.numpy()
 
 

@@ -85,6 +85,30 @@ def model_record(
     }
 
 
+# a dataset's attrs key: the bars whose logits are read, where not all are (a payoff sample's
+# blocks, whose history bars only give their windows history); the other bars' logits are NaN
+READ_BARS = "read_bars"
+
+
+def flag_trader_inference(
+    model, ds, device=None, precision: str = "fp32", progress: Callable[[int, int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A FLAG-TRADER's logits (n_bars, 3) and short-history flags (n_bars,) on dataset ``ds``:
+    every bar (``inference.predict``), or only the bars ``ds.attrs[READ_BARS]`` names
+    (``inference.predict_bars``), the others NaN."""
+    from flagcore.models.inference import predict, predict_bars
+
+    bars = ds.attrs.get(READ_BARS)
+    if bars is None:
+        p = predict(model, ds.features, device=device, precision=precision, progress=progress)
+        return p.logits, p.short_history
+    logits = np.full((ds.n_bars, N_CLASSES), np.nan)
+    logits[bars] = predict_bars(
+        model, ds.features, bars, device=device, precision=precision, progress=progress
+    )
+    return logits, np.arange(ds.n_bars) < model.checkpoint_info.config.window - 1
+
+
 def cache_settings(settings: str, ds) -> str:
     """The cache's settings key of a model's inference ``settings`` on dataset ``ds`` (its slice too)."""
     return f"{settings};bars={ds.attrs.get('slice', 'all')}"
@@ -194,7 +218,7 @@ def flag_trader_logits(
     (``measure_agreement``), stored in ``agreement``.
     """
     from flagcore.models.flag_trader import count_parameters
-    from flagcore.models.inference import check_precision, predict
+    from flagcore.models.inference import check_precision
 
     check_precision(precision, device)
     info = model.checkpoint_info
@@ -213,14 +237,10 @@ def flag_trader_logits(
 
     def runner(ds, label):
         def run():
-            p = predict(
-                model,
-                ds.features,
-                device=device,
-                precision=precision,
-                progress=lambda d, n: progress(f"{role}: {precision} inference on {label}", d / n),
-            )
-            return p.logits, p.short_history
+            def step(d: int, n: int) -> None:
+                progress(f"{role}: {precision} inference on {label}", d / n)
+
+            return flag_trader_inference(model, ds, device, precision, step)
 
         return run
 
@@ -337,19 +357,18 @@ def infer_entries(kind: str, path, datasets: list, device=None, precision: str =
         from flagcore.models.cgdt_predict import predict_cgdt
 
         net, mid, settings = load_cgdt(path), cgdt_id(path), INFERENCE_SETTINGS
-        preds = [predict_cgdt(net, ds) for ds in datasets]
+        out = [(p.logits, p.short_history) for p in (predict_cgdt(net, ds) for ds in datasets)]
     elif kind == "flag-trader":
         from flagcore.models.checkpoint import load_checkpoint
-        from flagcore.models.inference import predict
 
         model = load_checkpoint(path)
         mid, settings = model.checkpoint_info.sha256, flag_trader_settings(model.checkpoint_info, precision)
-        preds = [predict(model, ds.features, device=device, precision=precision) for ds in datasets]
+        out = [flag_trader_inference(model, ds, device, precision) for ds in datasets]
     else:
         raise FlagcoreError(f"{path}: unknown kind of checkpoint {kind!r}")
     return [
-        CacheEntry(mid, ds.content_hash, cache_settings(settings, ds), p.logits, p.short_history)
-        for ds, p in zip(datasets, preds, strict=True)
+        CacheEntry(mid, ds.content_hash, cache_settings(settings, ds), logits, short)
+        for ds, (logits, short) in zip(datasets, out, strict=True)
     ]
 
 
@@ -378,16 +397,16 @@ def inference_task(_shared, job: tuple) -> tuple[np.ndarray, np.ndarray]:
 
         found = cgdt_id(path)
         p = predict_cgdt(load_cgdt(path), ds)
+        logits, short = p.logits, p.short_history
     else:
         from flagcore.models.checkpoint import load_checkpoint
-        from flagcore.models.inference import predict
 
         model = load_checkpoint(path)
         found = model.checkpoint_info.sha256
-        p = predict(model, ds.features, device=device, precision=precision)
+        logits, short = flag_trader_inference(model, ds, device, precision)
     if found != model_id:
         raise FlagcoreError(f"{path}: changed while it was being evaluated (content hash differs)")
-    return p.logits, p.short_history
+    return logits, short
 
 
 def prefetch_inference(

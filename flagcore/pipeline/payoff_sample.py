@@ -6,7 +6,8 @@ large model inferring that year costs as much as the evaluation itself, so ``Eva
 of the stretch (``analysis.backtest.sample_blocks``, seeded by ``permutation_seed``). Each block
 keeps the ``window - 1`` bars before it as history, so every sampled bar is inferred from its full
 window of real, contiguous bars; the blocks with their history, concatenated in time order, are one
-dataset (:class:`PayoffSample`), inferred once per model and cached under its own content hash.
+dataset (:class:`PayoffSample`) of which a FLAG-TRADER infers the blocks' bars only
+(``inference_cache.READ_BARS``), once per model, cached under the sample's own content hash.
 
 Everything that reads the training stretch then reads the sampled bars only: the payoff ratios
 (each block held on its own, with a standard error: ``analysis.backtest.block_payoff_ratio``),
@@ -27,7 +28,7 @@ import pandas as pd
 from flagcore.analysis.backtest import sample_blocks
 from flagcore.data.dataset import Dataset
 from flagcore.errors import FlagcoreError
-from flagcore.pipeline.inference_cache import ModelLogits
+from flagcore.pipeline.inference_cache import READ_BARS, ModelLogits
 from flagcore.vocab import UNLABELLED
 
 SE_METHOD = "delta method, blocks as clusters (Cochran 1977, 6.4)"
@@ -85,7 +86,8 @@ class PayoffSample:
             "starts": [t.isoformat() for t in self.starts],
             # where each block begins among the stored training-period bars (positions restart there)
             "block_starts": [int(x) for x in self.block_starts],
-            "inferred_bars": int(self.dataset.n_bars),
+            # a FLAG-TRADER infers the blocks' bars only; a CGDT partner runs through their history too
+            "inferred_bars": self.bars,
             "se_method": SE_METHOD,
             "restricted": RESTRICTED,
         }
@@ -158,6 +160,9 @@ def sample_stretch(
     )
     e = out.eval_index
     rows = np.flatnonzero(in_block[idx][e:])  # (K * L,)
+    # only the blocks' bars are inferred (a history bar's logits are never read); the cache key
+    # says so, apart from entries that inferred every bar
+    out.attrs = {**out.attrs, READ_BARS: e + rows, "slice": f"sample:{spec};read=blocks"}
     return PayoffSample(
         out,
         rows,
