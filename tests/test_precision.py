@@ -228,8 +228,10 @@ def test_int8_refused_off_the_cpu_and_unknown_precision(model):
 def test_predict_bars_equals_predict(model):
     x = features(60, seed=5)
     bars = np.array([0, 3, 7, 8, 30, 59])
-    got = predict_bars(model, x, bars, batch_size=4)
+    done: list[int] = []
+    got = predict_bars(model, x, bars, batch_size=4, progress=lambda d, n: done.append(d))
     np.testing.assert_allclose(got, predict(model, x).logits[bars], atol=1e-5)
+    assert len(done) >= 2 and done == sorted(done) and done[-1] == len(bars)  # bars done so far
     with pytest.raises(FlagcoreError, match=r"bars must be indices in \[0, 60\)"):
         predict_bars(model, x, np.array([60]))
 
@@ -253,8 +255,14 @@ def test_cache_keeps_precisions_apart(tmp_path, model):
     ds = load_dataset(tmp_path / "d.csv")
     store = Store(tmp_path / "s.duckdb")
     s1 = InferenceStats()
-    m8 = flag_trader_logits(store, ckpt, "baseline", ds, None, s1, precision="int8")
+    seen: list[tuple[str, float]] = []
+    m8 = flag_trader_logits(
+        store, ckpt, "baseline", ds, None, s1, precision="int8", progress=lambda st, f: seen.append((st, f))
+    )
     assert m8.precision == "int8" and s1.computed == 2  # the int8 logits and the fp32 sample
+    # the fp32 sample reports its batches as it goes (an estimated time left), not only its start
+    sample = [f for st, f in seen if st == "baseline: fp32 agreement sample"]
+    assert sample[0] == 0.0 and any(0 < f < 1 for f in sample) and sample[-1] == 1.0
     ag = m8.agreement
     assert ag is not None and ag["bars_sampled"] == len(agreement_bars(ds.n_bars, info.config.window))
     assert ag["sample"] == AGREEMENT_SAMPLE and np.isfinite(ag["max_abs_logit_diff"])

@@ -188,7 +188,8 @@ def measure_agreement(
         else:
             if progress:
                 progress(0.0)
-            ref = predict_bars(model, ds.features, bars, device=device).astype(np.float64)
+            step = None if progress is None else (lambda d, n: progress(d / n))
+            ref = predict_bars(model, ds.features, bars, device=device, progress=step).astype(np.float64)
             store.put_inference(info.sha256, ds.content_hash, key, ref, bars < info.config.window - 1)
             stats.computed += 1
     got = np.asarray(int8_logits, np.float64)[bars]
