@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from markdown_pages import md_meeting, md_pages
+from suite import md_tests
 from timing import fmt_s, md_demo_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,6 +341,7 @@ MARKDOWN_SECTIONS = (
     ("demo", md_demo_build),
     ("pages", md_pages),
     ("meeting", md_meeting),
+    ("tests", md_tests),
 )
 
 

@@ -1,6 +1,6 @@
 """flagcore's benchmark suite: runs every figure and rewrites BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/run.py            # everything (about 25 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py            # everything (about 45 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --skip demo,pages   # leave out the slow sections
     .venv/bin/python benchmarks/run.py --skip inference,peers,slider,validation,retrain,store,pages \
         --demo quick --demo-builds 1 --out /tmp/bench.md   # one quick demo build, by stage
@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling modules, also when l
 from markdown_report import write_markdown  # noqa: E402
 from peers import section_peers  # noqa: E402
 from scaleout import section_retrain  # noqa: E402
+from suite import section_tests  # noqa: E402
 from timing import spread, timed  # noqa: E402
 
 OUT = ROOT / "BENCHMARKS.md"
@@ -48,6 +49,7 @@ SECTIONS = (
     "demo",
     "pages",
     "meeting",
+    "tests",
 )
 
 
@@ -445,6 +447,7 @@ def main() -> None:
             guarded("pages", section_pages, res, full_store.path, full_run)
             guarded("meeting", section_meeting, res, full_store.path, full_run)
         guarded("demo", section_demo, res, tmp, args.demo_builds, tuple(args.demo.split(",")))
+        guarded("tests", section_tests, res)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     Path(args.out).write_text(write_markdown(res) + "\n")
