@@ -44,7 +44,7 @@ from flagcore.models.flag_trader import Block, FlagTrader, at_positions, attend,
 # the quantized engine whose products the weights are packed for. oneDNN's int8 products on one
 # thread per batch (inference.predict) ran 2.3-2.5x float32 on a 2-core AVX2 EPYC against fbgemm's
 # 1.7-1.8x (the full preset, batches of 8-32, interleaved rounds): fbgemm gained nothing from one
-# thread per batch. On a 2-core Zen 4 EPYC with AVX-512 VNNI: 3.7-4.5x. A build without oneDNN
+# thread per batch. On a 2-core Zen 4 EPYC with AVX-512 VNNI: 3.6-4.5x (two runs). A build without oneDNN
 # packs for its default engine.
 ENGINE = "onednn" if "onednn" in torch.backends.quantized.supported_engines else None
 
