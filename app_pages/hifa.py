@@ -6,7 +6,7 @@ import streamlit as st
 
 from flagcore.dashboard import gate_views, plots, views
 from flagcore.dashboard import state as ac
-from flagcore.dashboard.panels import show_deflated_and_sizing, show_why_not
+from flagcore.dashboard.panels import open_tab, show_deflated_and_sizing, show_why_not
 
 st.title("HIFA criteria")
 rid = ac.require_run()
@@ -60,14 +60,14 @@ show_deflated_and_sizing(deflated, row, gate_views.stored_signal(row), settings[
 if deflated is not None:
     st.dataframe(views.dsr_inputs_table(deflated.inputs), hide_index=True, width="stretch")
 
-left, right = st.columns(2)
-with left:
-    st.subheader("CPCV paths")
+
+def cpcv_tab() -> None:
     st.caption(views.cpcv_caption(views.criterion_row(h, option, "cpcv_mean_sharpe")["inputs"]))
     paths = views.rows(ac.cpcv_paths(path, rid), option=option)  # retraining paths appended later included
     st.plotly_chart(plots.cpcv_paths(paths, titles, threshold=crit["cpcv_mean_sharpe_min"]), width="stretch")
-with right:
-    st.subheader("Permutation test")
+
+
+def permutation_tab() -> None:
     null = ac.permutation_null(path, rid, option)
     st.caption(
         f"{len(null['null_sharpes']):,} permutations of {null['block']}-bar blocks of returns against "
@@ -76,3 +76,10 @@ with right:
     observed = float(views.annualise(null["observed_sharpe"], ppy))
     null_sharpes = views.annualise(null["null_sharpes"], ppy)
     st.plotly_chart(plots.permutation_null(null_sharpes, observed, null["p_value"]), width="stretch")
+
+
+# one chart drawn at a time
+TABS = {"CPCV paths": cpcv_tab, "Permutation test": permutation_tab}
+shown_tab, tab = open_tab(list(TABS), "hifa_tab")
+with tab:
+    TABS[shown_tab]()

@@ -19,8 +19,15 @@ c[1].metric(
     "Trainable", f"{int(base['trainable_parameters']):,}", help="LoRA adapters and the layers left unfrozen"
 )
 c[2].metric("Trainable share", f"{views.trainable_share(base):.2%}")
-with st.expander("Configuration of the baseline network (as stored in its checkpoint)"):
-    st.json(base["config"])
+# drawn only when opened (a collapsed st.json still loads the JSON viewer into the page)
+box = st.expander(
+    "Configuration of the baseline network (as stored in its checkpoint)",
+    key="health_config",
+    on_change="rerun",
+)
+with box:
+    if box.open:
+        st.json(base["config"])
 st.caption(
     "The seed's table: each preset's parameters with peft LoRA on the six Linear layers of each block, "
     "counted in closed form (equal to the built model's); `full` is the reviewed model: 87,955,971 "
@@ -32,8 +39,10 @@ st.subheader("Checkpoints in this run")
 st.dataframe(views.models_table(models), hide_index=True, width="stretch")
 info = ac.run_info(path, rid)
 st.caption(views.precision_line(info["settings"], info["summary"]))
-with st.expander("Provenance of the baseline checkpoint"):
-    st.json(base["provenance"])
+box = st.expander("Provenance of the baseline checkpoint", key="health_provenance", on_change="rerun")
+with box:
+    if box.open:
+        st.json(base["provenance"])
 
 st.subheader("Load and forward-pass check")
 st.caption(

@@ -5,7 +5,7 @@ import streamlit as st
 
 from flagcore.dashboard import gate_views, plots, views
 from flagcore.dashboard import state as ac
-from flagcore.dashboard.panels import show_view
+from flagcore.dashboard.panels import open_tab, show_view
 from flagcore.vocab import CLASS_NAMES, NOT_A_TRIAL, TAU_OPTION
 
 st.title("Solution comparison")
@@ -32,44 +32,11 @@ formats["signals"] = st.column_config.NumberColumn(help="SELL/BUY actions: the s
 formats["trades (unit)"] = st.column_config.NumberColumn(help="trades at one unit per signal")
 st.dataframe(table, hide_index=True, width="stretch", column_config=formats)
 
-method = settings["backtest"]["sizing"]
-st.subheader("The signal apart from its sizing")
-st.caption(
-    f"Each option's SELL/BUY signals, and its trades, return and Sharpe under the configured {method} "
-    f"sizing (what the gate judges) beside unit sizing (one unit in the action's direction), with the "
-    f"signals the sizing set to 0."
-)
-sig_formats = {
-    "SELL/BUY share": pct,
-    "return": pct,
-    "return (unit)": pct,
-    "Sharpe": st.column_config.NumberColumn(format="%.2f"),
-    "Sharpe (unit)": st.column_config.NumberColumn(format="%.2f"),
-}
-st.dataframe(
-    gate_views.signal_sizing_table(opts, method), hide_index=True, width="stretch", column_config=sig_formats
-)
-
-st.subheader("Every option against the gate")
-st.caption(gate_views.gate_caption(settings["criteria"]))
-st.dataframe(gate_views.gate_table(ac.hifa(path, rid), opts), hide_index=True, width="stretch")
-
-eq = ac.equity_curves(path, rid)
-shown = st.multiselect(
-    "Equity curves",
-    list(titles),
-    default=[o for o in titles if o not in NOT_A_TRIAL],
-    format_func=titles.get,
-    key="equity_options",
-)
-st.plotly_chart(plots.equity_curves(views.rows(eq, option=shown), titles), width="stretch")
-
 
 @st.fragment
 def threshold_panel() -> None:
     from flagcore.dashboard.live import threshold_view
 
-    st.subheader("Option 3: the HOLD threshold")
     st.caption(
         "Where the model says HOLD with confidence below the threshold, take its second-best action "
         "(the seed's rule), recomputed live from the stored logits."
@@ -95,7 +62,6 @@ def threshold_panel() -> None:
 def tau_panel() -> None:
     from flagcore.dashboard.live import tau_view
 
-    st.subheader("Logit adjustment (post hoc)")
     st.caption(
         "argmax(logit - tau * log prior): tau = 0 is the plain argmax, tau = 1 the Bayes rule for "
         "balanced error (Menon et al. 2021), the principled form of option 3."
@@ -106,6 +72,53 @@ def tau_panel() -> None:
     st.plotly_chart(ac.sweep_figure(path, rid, "tau", value, "tau", title), width="stretch")
 
 
-threshold_panel()
-if TAU_OPTION in titles:
-    tau_panel()
+def equity_tab() -> None:
+    eq = ac.equity_curves(path, rid)
+    shown = st.multiselect(
+        "Equity curves",
+        list(titles),
+        default=[o for o in titles if o not in NOT_A_TRIAL],
+        format_func=titles.get,
+        key="equity_options",
+    )
+    st.plotly_chart(plots.equity_curves(views.rows(eq, option=shown), titles), width="stretch")
+
+
+def sizing_tab() -> None:
+    method = settings["backtest"]["sizing"]
+    st.caption(
+        f"Each option's SELL/BUY signals, and its trades, return and Sharpe under the configured {method} "
+        f"sizing (what the gate judges) beside unit sizing (one unit in the action's direction), with the "
+        f"signals the sizing set to 0."
+    )
+    sig_formats = {
+        "SELL/BUY share": pct,
+        "return": pct,
+        "return (unit)": pct,
+        "Sharpe": st.column_config.NumberColumn(format="%.2f"),
+        "Sharpe (unit)": st.column_config.NumberColumn(format="%.2f"),
+    }
+    st.dataframe(
+        gate_views.signal_sizing_table(opts, method),
+        hide_index=True,
+        width="stretch",
+        column_config=sig_formats,
+    )
+
+
+def gate_tab() -> None:
+    st.caption(gate_views.gate_caption(settings["criteria"]))
+    st.dataframe(gate_views.gate_table(ac.hifa(path, rid), opts), hide_index=True, width="stretch")
+
+
+# one tab drawn at a time: the sliders first, as a review opens on them
+TABS = {
+    "HOLD threshold": threshold_panel,
+    **({"Logit adjustment (tau)": tau_panel} if TAU_OPTION in titles else {}),
+    "Equity curves": equity_tab,
+    "The signal apart from its sizing": sizing_tab,
+    "Every option against the gate": gate_tab,
+}
+shown_tab, tab = open_tab(list(TABS), "solutions_tab")
+with tab:
+    TABS[shown_tab]()

@@ -55,6 +55,14 @@ def _charts(at) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
+def _tab(at, key: str, label: str):
+    """Open a page's tab (``panels.open_tab``: only the open tab is drawn), as a click on it does."""
+    at.session_state[key] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def test_empty_store_offers_to_build_the_demo(tmp_path, monkeypatch):
     monkeypatch.setenv("FLAGCORE_STORE", str(tmp_path / "empty.duckdb"))
     at = AppTest.from_file(APP, default_timeout=60).run()
@@ -112,6 +120,10 @@ def test_model_health_shows_parameters_shift_and_verdict(demo_app):
     assert int(presets.loc["full", "trainable_params"]) == 2_938_371
     assert any("11 of 60 model inputs are zero padding" in m.value for m in at.markdown)
     assert any("COLLAPSED" in e.value for e in at.error)
+    assert not at.json  # drawn once opened: a collapsed one would still load the JSON viewer
+    at.session_state["health_config"] = True
+    at.run()
+    assert len(at.json) == 1 and json.loads(at.json[0].proto.body)["d_model"] == 64  # the demo preset's
     at.button[0].click().run()  # the load and forward-pass check
     assert not at.exception
     assert any("matches the stored run" in s.value for s in at.success)
@@ -122,12 +134,18 @@ def test_logit_analysis_reproduces_the_seed_tables(demo_app, quick_demo):
     m = _metrics(at)
     d = quick_demo["store"].diagnostics(quick_demo["run_id"])
     assert m["HOLD"] == f"{d['action_distribution']['counts']['HOLD']:,}"
-    assert m["Accuracy"] == f"{d['metrics']['accuracy']:.2%}"
-    assert m["Majority-class baseline (HOLD)"] == f"{d['metrics']['majority_baseline']:.2%}"
-    logit_table = at.dataframe[0].value
+    # one tab drawn at a time: the action shares and confidence first
+    assert "Action distribution" in [c["layout"]["title"]["text"] for c in _charts(at)] and not at.dataframe
+    logit_table = _tab(at, "logits_tab", "Logits per class").dataframe[0].value
     assert abs(logit_table.loc["HOLD", "mean"] - d["logits"]["HOLD"]["mean"]) < 1e-9
+    assert "Accuracy" not in _metrics(at)
+    at = _tab(at, "logits_tab", "Against the labels")
     titles = [c["layout"]["title"]["text"] for c in _charts(at)]
     assert any(t.startswith("Reliability (ECE") for t in titles) and "Confusion matrix" in titles
+    assert len(titles) == 2  # the other tabs' charts are not drawn
+    m = _metrics(at)
+    assert m["Accuracy"] == f"{d['metrics']['accuracy']:.2%}"
+    assert m["Majority-class baseline (HOLD)"] == f"{d['metrics']['majority_baseline']:.2%}"
     at.selectbox(key="logit_model").set_value("opt1_class_weights").run()
     assert not at.exception and at.metric[1].value != m["HOLD"]
 
@@ -167,6 +185,8 @@ def test_solution_slider_moves_trades_and_sharpe(demo_app, quick_demo):
     sizing = _frames(at, "sizing")[0]
     assert list(sizing["trades"]) == [f"{want['trades']:,}", f"{want['unit']['trades']:,}"]
     assert any(gate_views.sizing_text(want["sizing"], "kelly") in c.value for c in at.caption)
+    assert not [s for s in at.slider if s.key == "tau"]  # one tab drawn at a time
+    at = _tab(at, "solutions_tab", "Logit adjustment (tau)")
     assert at.slider(key="tau").value == 1.0
 
 
@@ -176,13 +196,16 @@ def test_solution_page_shows_each_signal_apart_from_its_sizing_and_the_gate(demo
     base = store.option_results(rid).set_index("option").loc["baseline"]
     m = base["metrics"]
     signals = m["action_counts"]["SELL"] + m["action_counts"]["BUY"]
+    assert not _frames(at, "sized to 0") and not _frames(at, "trades >= 30")  # tabs not open: not drawn
+    _tab(at, "solutions_tab", "The signal apart from its sizing")
     sig = _frames(at, "sized to 0")[0].set_index("option").loc["Baseline (plain CE)"]
     # the collapsed baseline's few SELL/BUY signals, and what sizing made of them, show beside its trades
     assert sig["signals"] == signals == m["sizing"]["signals"] and sig["trades"] == base["trades"]
     assert sig["trades (unit)"] == m["unit"]["trades"]
     assert sig["sized to 0"] == f"Kelly sized {m['sizing']['sized_zero']:,} of {signals:,} signals to 0"
     assert _frames(at, "signals")[0].set_index("option").loc["Baseline (plain CE)", "signals"] == signals
-    gate = _frames(at, "why not")[0].set_index("option").loc["Baseline (plain CE)"]
+    gate = _frames(_tab(at, "solutions_tab", "Every option against the gate"), "why not")[0]
+    gate = gate.set_index("option").loc["Baseline (plain CE)"]
     assert gate["trades >= 30"] == f"FAIL {base['trades']}" and gate["passed"] == f"{base['hifa_passed']}/4"
     d = store.hifa(rid).set_index(["option", "criterion"]).loc[("baseline", "deflated_sharpe"), "inputs"]
     trl = d["min_track_record_bars"]  # null in the store where no length reaches the DSR bar
@@ -225,9 +248,9 @@ def test_hifa_page_shows_criteria_paths_and_null(demo_app, quick_demo):
     assert readings.loc["Minimum track record", "needs"].startswith(f"has {d.inputs['n_obs']:,} bars")
     gate = _frames(at, "min backtest")[0]
     assert len(gate) == len(store.option_results(rid))
-    titles = [c["layout"]["title"]["text"] for c in _charts(at)]
-    assert "CPCV path Sharpe ratios" in titles
-    assert any(t.startswith("Permutation null (p = ") for t in titles)
+    assert [c["layout"]["title"]["text"] for c in _charts(at)] == ["CPCV path Sharpe ratios"]
+    titles = [c["layout"]["title"]["text"] for c in _charts(_tab(at, "hifa_tab", "Permutation test"))]
+    assert len(titles) == 1 and titles[0].startswith("Permutation null (p = ")
 
 
 def test_review_round_trip_stores_text_verbatim(quick_demo_copy, monkeypatch):

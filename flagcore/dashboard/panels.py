@@ -8,7 +8,7 @@ table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import streamlit as st
@@ -99,3 +99,18 @@ def show_status(status, author: str | None = None) -> None:
     # the author's name is user text: shown as text, never as Markdown
     st.text(f"Author: {author}" if author else "Author: not recorded (a run stored before authors were)")
     st.caption(plain("; ".join(status.reasons)))
+
+
+def open_tab(labels: Sequence[str], key: str) -> tuple[str, Any]:
+    """Tabs whose content is drawn only while open: the open tab's label and its container.
+
+    A page draws only what a reviewer looks at: every plotly chart a page draws costs its reload
+    a few hundred ms of the browser's time on a 2-core machine, hidden or not (st.tabs sends and
+    draws every tab's content unless they are stateful). Picking a tab reruns the page; the open tab
+    is kept in the URL (``?key=label``), so a shared link opens the same tab.
+    """
+    tabs = st.tabs(list(labels), key=key, on_change="rerun", bind="query-params")
+    for label, tab in zip(labels, tabs, strict=True):
+        if tab.open:
+            return label, tab
+    return labels[0], tabs[0]  # no tab state yet (the frontend opens the first)

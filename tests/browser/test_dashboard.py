@@ -144,6 +144,34 @@ def test_a_shared_url_reopens_the_threshold(server, page, settle):
     assert page.locator("[data-testid='stSliderThumbValue']").first.inner_text() == "0.500"
 
 
+def test_a_tab_draws_its_charts_when_opened_and_a_shared_url_reopens_it(server, page, settle, browser):
+    """Only the open tab is drawn (a page's reload pays for the charts it shows, not for hidden ones);
+    a click on another tab draws its chart and puts the tab in the URL, which reopens it."""
+    page.goto(f"{server['url']}/solutions?run={server['run_id']}")
+    settle(page)
+    titles = page.locator("[data-testid='stPlotlyChart'] .gtitle")
+    titles.first.wait_for(timeout=30_000)
+    assert [
+        t.startswith("Sharpe and trades across the swept thresholds") for t in titles.all_text_contents()
+    ] == [True]
+    page.get_by_role("tab", name="Equity curves").click()
+    page.wait_for_url(re.compile(r"solutions_tab=Equity\+curves"), timeout=30_000)
+    settle(page)
+    page.locator("[data-testid='stPlotlyChart'] .gtitle", has_text="Equity curves").wait_for(timeout=30_000)
+    _no_exception(page)
+    assert page.get_by_role("slider").count() == 0  # the HOLD threshold's tab is closed, not drawn
+    shared = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    try:
+        shared.goto(page.url)
+        settle(shared)
+        shared.locator("[data-testid='stPlotlyChart'] .gtitle", has_text="Equity curves").wait_for(
+            timeout=30_000
+        )
+        assert shared.get_by_role("tab", name="Equity curves").get_attribute("aria-selected") == "true"
+    finally:
+        shared.context.close()
+
+
 def test_review_with_script_is_shown_as_text(server, page, settle):
     page.goto(f"{server['url']}/reviews?run={server['run_id']}")
     settle(page)
