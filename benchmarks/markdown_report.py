@@ -333,7 +333,17 @@ def md_evaluate(e: dict) -> list[str]:
                 )
         if e["variants"][n].get("payoff_sample"):
             L.append(f"- {n}: payoff ratios from the {e['variants'][n]['payoff_sample']}.")
-    return L + ["", f"Command: `{e['command']}`.", ""]
+    L += ["", f"Command: `{e['command']}`.", ""]
+    full = {k: v for k, v in (e.get("full_size") or {}).get("variants", {}).items() if "failed" not in v}
+    for n, v in full.items():  # the target's own case, measured at full size: the verdict on the target
+        parts = ", ".join(f"{k} {x:,.1f} s" for k, x in v["stages_s"].items())
+        L += [
+            f"Measured at full size, not extrapolated ({n}, {v['evaluated_bars']:,} evaluated bars, "
+            f"{v['inferred_test_bars']:,} test and {v['inferred_train_bars']:,} training bars inferred): "
+            f"**{v['total_s'] / 60:.1f} min, {'met' if v['total_s'] <= 300 else 'NOT met'}** ({parts}).",
+            "",
+        ]
+    return L
 
 
 # each section of BENCHMARKS.md, in its order, from the figures under its key
