@@ -1,6 +1,6 @@
 """flagcore's benchmark suite: runs every figure and rewrites BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/run.py            # everything (about 45 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py            # everything (about 50 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --skip demo,pages   # leave out the slow sections
     .venv/bin/python benchmarks/run.py --skip inference,peers,slider,validation,retrain,store,pages \
         --demo quick --demo-builds 1 --out /tmp/bench.md   # one quick demo build, by stage
