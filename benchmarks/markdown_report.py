@@ -314,9 +314,12 @@ def md_evaluate(e: dict) -> list[str]:
         "| stage | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
         *[f"| {k} | " + " | ".join(cell(e["variants"][n], k) for n in names) + " |" for k in stages],
+        # an extrapolated total is an estimate, not a verdict: it scales fixed costs and short runs' rates
+        # (4.4 min where 9,073 bars took 5.3); the verdict is a measured total's
         "| total | "
         + " | ".join(
-            f"{total(e['variants'][n]) / 60:.1f} min {'met' if total(e['variants'][n]) <= 300 else 'NOT met'}"
+            f"{total(e['variants'][n]) / 60:.1f} min "
+            + ("(estimate)" if scaled else "met" if total(e["variants"][n]) <= 300 else "NOT met")
             for n in names
         )
         + " |",
