@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import sys
 import tempfile
 import time
@@ -118,6 +119,7 @@ def profile_variant(inputs: dict, bars: int, precision: str, sampled: bool, tmp:
         periods_per_year=YEAR,
     )
     store = Store(tmp / f"{precision}-{sampled}.duckdb")
+    before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     marks.append(("load", t0))
     res = evaluate(
@@ -129,6 +131,7 @@ def profile_variant(inputs: dict, bars: int, precision: str, sampled: bool, tmp:
         progress=progress,
     )
     end = time.perf_counter()
+    after = resource.getrusage(resource.RUSAGE_SELF)
     stages: dict[str, float] = {}
     for (k, t), (_, t_next) in zip(marks, [*marks[1:], ("end", end)], strict=True):
         stages[k] = round(stages.get(k, 0.0) + t_next - t, 2)
@@ -143,6 +146,13 @@ def profile_variant(inputs: dict, bars: int, precision: str, sampled: bool, tmp:
         "inferred_train_bars": int(inferred_train),
         "stages_s": stages,
         "total_s": round(end - t0, 2),
+        # the process's CPU time in user code and in the kernel, and its minor page faults: a batch's
+        # activations on fresh pages each time cost a quarter of int8's CPU time (models/malloc.py)
+        "cpu_s": {
+            "user": round(after.ru_utime - before.ru_utime, 1),
+            "kernel": round(after.ru_stime - before.ru_stime, 1),
+        },
+        "minor_page_faults": after.ru_minflt - before.ru_minflt,
         "inference": summary.get("inference"),
     }
 

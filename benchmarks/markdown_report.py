@@ -340,10 +340,19 @@ def md_evaluate(e: dict) -> list[str]:
     full = {k: v for k, v in (e.get("full_size") or {}).get("variants", {}).items() if "failed" not in v}
     for n, v in full.items():  # the target's own case, measured at full size: the verdict on the target
         parts = ", ".join(f"{k} {x:,.1f} s" for k, x in v["stages_s"].items())
+        cpu = v.get("cpu_s")
         L += [
             f"Measured at full size, not extrapolated ({n}, {v['evaluated_bars']:,} evaluated bars, "
             f"{v['inferred_test_bars']:,} test and {v['inferred_train_bars']:,} training bars inferred): "
             f"**{v['total_s'] / 60:.1f} min, {'met' if v['total_s'] <= 300 else 'NOT met'}** ({parts}).",
+            *(
+                [
+                    f"CPU time: {cpu['user']:,.0f} s in user code, {cpu['kernel']:,.0f} s in the kernel, "
+                    f"{v['minor_page_faults']:,} minor page faults."
+                ]
+                if cpu
+                else []
+            ),
             "",
         ]
     return L

@@ -1,4 +1,7 @@
 import json
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -110,3 +113,54 @@ def test_predict_command_on_padded_dataset(tmp_path, model, capsys):
     want = predict(model, ds.features)
     np.testing.assert_array_equal(got[["logit_sell", "logit_hold", "logit_buy"]].to_numpy(), want.logits)
     assert set(got["action"]) <= {"SELL", "HOLD", "BUY"}
+
+
+# one process, as the setting lasts for the process: int8 inference with glibc's defaults, then
+# with the freed memory kept (what ``predict`` sets); minor page faults and logits of each
+KEPT_MEMORY_SCRIPT = """
+import json, resource
+import numpy as np
+import flagcore.models.inference as inference
+from flagcore.models.flag_trader import build_model
+from flagcore.models.flag_trader_config import FlagTraderConfig
+from flagcore.models.malloc import keep_freed_memory
+
+cfg = FlagTraderConfig(d_model=256, num_layers=2, num_heads=4, ff_dim=1024, max_length=64, window=64)
+model = build_model(cfg, seed=0).eval()
+x = np.random.default_rng(0).normal(size=(63 + 256, cfg.state_dim)).astype(np.float32)
+
+def faults_and_logits():
+    inference.predict(model, x[:80], precision="int8")  # the worker threads' heaps set up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    logits = inference.predict(model, x, precision="int8").logits
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, logits.tolist()
+
+inference.keep_freed_memory = lambda: False  # glibc's defaults first
+default = faults_and_logits()
+applied = keep_freed_memory()
+kept = faults_and_logits()
+print(json.dumps({"applied": applied, "default": default, "kept": kept}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc"
+)
+def test_inference_reuses_freed_memory_and_keeps_its_bits():
+    # the int8 batches' activations (4 MB each here) came from fresh pages every batch: a quarter
+    # of the `full` preset's int8 time went to the kernel's page faults
+    r = subprocess.run([sys.executable, "-c", KEPT_MEMORY_SCRIPT], capture_output=True, text=True, check=True)
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out["applied"] is True
+    (default_faults, default_logits), (kept_faults, kept_logits) = out["default"], out["kept"]
+    assert kept_faults * 3 < default_faults, (kept_faults, default_faults)  # 5x to 100x here
+    assert kept_logits == default_logits  # the same bits: only where the memory comes from changed
+
+
+def test_keep_freed_memory_applies_once():
+    from flagcore.models import malloc
+
+    first = malloc.keep_freed_memory()
+    assert first == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert malloc.keep_freed_memory() is first and malloc.keep_freed_memory.cache_info().hits >= 1

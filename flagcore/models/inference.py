@@ -12,6 +12,7 @@ runs the blocks' Linear layers as int8 products (``int8.Int8FlagTrader``: per-ch
 dynamically quantised activations, q/k/v fused; CPU only), its batches side by side on worker
 threads of one torch thread each, over twice as fast as float32 on an AVX2 CPU;
 ``pipeline.inference_cache`` measures its agreement with float32.
+Inference keeps the memory a batch frees for the next one (``malloc.keep_freed_memory``).
 Results are deterministic: the same weights, inputs, window, precision and batch size give the
 same bits on one device; int8's bits do not depend on the number of torch threads either.
 """
@@ -28,6 +29,7 @@ import torch
 from flagcore.errors import FlagcoreError
 from flagcore.models.flag_trader import FlagTrader, base_network, merged_copy
 from flagcore.models.int8 import Int8FlagTrader
+from flagcore.models.malloc import keep_freed_memory
 from flagcore.vocab import CLASS_NAMES, LOGIT_COLUMNS, N_CLASSES, PRECISIONS
 
 # the probability columns of a predictions file (``predictions_frame``)
@@ -148,6 +150,8 @@ def check_precision(precision: str, device=None, dtype: torch.dtype = torch.floa
 def _prepared(model: torch.nn.Module, precision: str, device, dtype: torch.dtype):
     """The merged network on its device, quantised for int8, and the device."""
     check_precision(precision, device, dtype)
+    # the batches' activations reused in place of fresh pages each batch (a quarter of int8's time)
+    keep_freed_memory()
     if precision == "int8":
         device = "cpu"
     net = merged_copy(model)  # a copy: the caller's model keeps its device, dtype and mode
