@@ -4,9 +4,10 @@ Each inference batch allocates and frees the same activations (for the `full` pr
 batches of 16 windows, (1024, 3072) float32 blocks of 12.6 MB, on two worker threads). glibc's
 malloc serves blocks of that size with ``mmap`` or from per-thread heaps that it trims after each
 free, so every batch touches fresh pages: on a 2-core AMD EPYC the `full` preset's int8 evaluate
-of 9,073 bars took 6.8 million minor page faults and spent a quarter of its workers' CPU time in
-the kernel (36 windows/s). Kept in the process, the same blocks are reused: 45 windows/s, the same
-bits (benchmarks/evaluate_profile.py records the faults and the kernel's time).
+of 9,073 bars spent a quarter of its workers' CPU time in the kernel (36 windows/s), and 1,000
+int8 windows took 0.8-4.3 million minor page faults. Kept in the process, the same blocks are
+reused: 9,000-140,000 faults per 1,000 windows and 44-49 windows/s in the evaluate, the same bits
+(benchmarks/evaluate_profile.py records the faults and the kernel's time).
 
 The setting is process-wide and lasts for the process; it does not change any result. The cost is
 memory that stays with the process after inference: at most ``TRIM_THRESHOLD`` free at the top of
