@@ -182,6 +182,9 @@ def main() -> None:
         ap.error(
             f"--bars must be at least {MIN_BARS}: the validation's 6 CPCV groups of 2 x 24 + 2 bars, and one"
         )
+    from flagcore.models.malloc import keep_freed_memory
+
+    keep_freed_memory()  # as the `flagcore` command does first, before any thread takes an arena
     import torch
 
     from flagcore.models.flag_trader import PRESETS

@@ -9,10 +9,18 @@ int8 windows took 0.8-4.3 million minor page faults. Kept in the process, the sa
 reused: 9,000-140,000 faults per 1,000 windows and 44-49 windows/s in the evaluate, the same bits
 (benchmarks/evaluate_profile.py records the faults and the kernel's time).
 
-The setting is process-wide and lasts for the process; it does not change any result. The cost is
-memory that stays with the process after inference: at most ``TRIM_THRESHOLD`` free at the top of
-the main heap and what the worker threads' heaps (64 MB each) last held. Other C libraries (musl,
-macOS) are left as they are.
+Thresholds alone left the worker threads' own arenas: glibc gives each thread an arena of 64 MB
+heaps and unmaps a heap as soon as it is empty, whatever the trim threshold, and a batch's
+activations come close to 64 MB, so some runs still spilled into fresh heaps batch after batch
+(0.5-3.2 million faults per 800 int8 windows, 5-25% of the time). One arena for every thread
+(``ARENA_MAX``) keeps all of it in the main heap: 100,000-150,000 faults per 800 windows in every
+run. It applies to threads that take their first arena after the call: ``flagcore``'s command
+makes the call before anything starts a thread; a process that ran threads before keeps their
+arenas.
+
+The settings are process-wide and last for the process; they do not change any result. The cost
+is memory that stays with the process after inference: at most ``TRIM_THRESHOLD`` free at the top
+of the heap. Other C libraries (musl, macOS) are left as they are.
 """
 
 from __future__ import annotations
@@ -25,19 +33,22 @@ import platform
 # mallopt's parameter numbers (glibc's malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# blocks under this come from the heaps and are reused; glibc's largest allowed value (32 MB on a
+M_ARENA_MAX = -8
+# blocks under this come from the heap and are reused; glibc's largest allowed value (32 MB on a
 # 64-bit machine), above the `full` preset's largest int8 activation (12.6 MB)
 MMAP_THRESHOLD = 32 << 20
-# free memory a heap keeps at its top before it returns any: above a per-thread heap's 64 MB, so
-# the worker threads' heaps are not trimmed between batches
+# free memory the heap keeps at its top before it returns any
 TRIM_THRESHOLD = 128 << 20
+# arenas at most: the main one, shared by every thread (the inference's two workers lock it a few
+# hundred times per batch of several hundred milliseconds)
+ARENA_MAX = 1
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Set glibc's malloc to keep freed blocks under 32 MB for reuse; once per process.
+    """Set glibc's malloc to keep freed blocks under 32 MB for reuse in one heap; once per process.
 
-    Returns True where the setting applied (Linux with glibc), False elsewhere.
+    Returns True where the settings applied (Linux with glibc), False elsewhere.
 
     Examples
     --------
@@ -51,4 +62,5 @@ def keep_freed_memory() -> bool:
     return (
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
         and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        and libc.mallopt(M_ARENA_MAX, ARENA_MAX) == 1
     )
