@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import sys
 import tempfile
@@ -47,6 +48,8 @@ VARIANTS = {  # name -> (precision, payoff sample)
     "int8": ("int8", False),
     "int8_sample": ("int8", True),
 }
+# environment variables that cap the instruction sets torch's libraries use
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 # pipeline progress stages -> the profile's stages
 STAGES = {
     "loading": "load",
@@ -198,6 +201,8 @@ def main() -> None:
             "bars": a.bars,
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "torch_threads": torch.get_num_threads(),
+            # the instruction sets the libraries were capped at (run.py's AVX2 class), if any
+            "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
             "command": " ".join(sys.argv),
         }
     )
