@@ -12,9 +12,9 @@ reused: 9,000-140,000 faults per 1,000 windows and 44-49 windows/s in the evalua
 Thresholds alone left the worker threads' own arenas: glibc gives each thread an arena of 64 MB
 heaps and unmaps a heap as soon as it is empty, whatever the trim threshold, and a batch's
 activations come close to 64 MB, so some runs still spilled into fresh heaps batch after batch
-(0.5-3.2 million faults per 800 int8 windows, 5-25% of the time). One arena for every thread
-(``ARENA_MAX``) keeps all of it in the main heap: 100,000-150,000 faults per 800 windows in every
-run. It applies to threads that take their first arena after the call: ``flagcore``'s command
+(0.5-3.2 million faults per 800 int8 windows, up to a quarter of the time). One arena for every
+thread (``ARENA_MAX``) keeps all of it in the main heap: 100,000-150,000 faults per 800 windows in
+every run. It applies to threads that take their first arena after the call: ``flagcore``'s command
 makes the call before anything starts a thread; a process that ran threads before keeps their
 arenas.
 
@@ -39,8 +39,8 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 << 20
 # free memory the heap keeps at its top before it returns any
 TRIM_THRESHOLD = 128 << 20
-# arenas at most: the main one, shared by every thread (the inference's two workers lock it a few
-# hundred times per batch of several hundred milliseconds)
+# arenas at most: the main one, shared by every thread (sharing it left the two inference workers'
+# user time within the runs' spread, 3 runs each)
 ARENA_MAX = 1
 
 
