@@ -171,6 +171,61 @@ def extrapolate(v: dict, sampled: bool) -> dict:
     return {"extrapolated": True, "stages_s": stages, "total_s": round(sum(stages.values()), 1)}
 
 
+def int8_product(rows: int = 1024, d: int = 768, n: int = 2304, reps: int = 15) -> dict:
+    """One int8 product of a block's q/k/v shape ((rows, d) @ (d, n): a batch of 16 windows of 64
+    positions) against the fp32 product of the same shape, on one torch thread as int8 batches run,
+    with the oneDNN implementation that ran it (its verbose log): what the instruction set gives int8
+    over fp32 on this CPU (or under the caps), before anything else in the forward."""
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+
+    from flagcore.models.int8 import Int8Linear
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = torch.Generator().manual_seed(0)
+        w, x = torch.randn(n, d, generator=g) * 0.02, torch.randn(rows, d, generator=g)
+        lin = Int8Linear(w, torch.zeros(n))
+        lin(x), F.linear(x, w)  # primitives created, buffers allocated
+        with tempfile.TemporaryFile(mode="w+") as log:  # oneDNN's verbose lines go to the C stdout
+            sys.stdout.flush()
+            saved = os.dup(1)
+            os.dup2(log.fileno(), 1)
+            try:
+                with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                    lin(x)
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+                os.close(saved)
+            log.seek(0)
+            lines = [r.split(",") for r in log.read().splitlines()]
+        impl = sorted({r[6] for r in lines if len(r) > 6 and r[3] == "exec" and r[5] == "matmul"})
+
+        def median_s(fn) -> float:
+            ts = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t)
+            return statistics.median(ts)
+
+        i8, f32 = median_s(lambda: lin(x)), median_s(lambda: F.linear(x, w))
+    finally:
+        torch.set_num_threads(threads)
+    ops = 2 * rows * d * n
+    return {
+        "shape": [rows, d, n],
+        "implementation": ", ".join(impl) or "unknown",
+        "int8_gops": round(ops / i8 / 1e9, 1),
+        "fp32_gflops": round(ops / f32 / 1e9, 1),
+        "speedup": round(f32 / i8, 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bars", type=int, default=FULL_BARS, help=f"evaluated bars (default {FULL_BARS})")
@@ -204,6 +259,7 @@ def main() -> None:
             # the instruction sets the libraries were capped at (run.py's AVX2 class), if any
             "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
             "command": " ".join(sys.argv),
+            "int8_product": int8_product(),
         }
     )
     res.setdefault("variants", {})

@@ -318,6 +318,8 @@ def md_evaluate(e: dict) -> list[str]:
         if e["variants"][n].get("payoff_sample"):
             L.append(f"- {n}: payoff ratios from the {e['variants'][n]['payoff_sample']}.")
     L += ["", f"Command: `{e['command']}`.", ""]
+    if e.get("int8_product"):
+        L += [product_line(e["int8_product"], "here"), ""]
     full = {k: v for k, v in (e.get("full_size") or {}).get("variants", {}).items() if "failed" not in v}
     for n, v in full.items():  # the target's own case, measured at full size: the verdict on the target
         parts = ", ".join(f"{k} {x:,.1f} s" for k, x in v["stages_s"].items())
@@ -339,6 +341,17 @@ def md_evaluate(e: dict) -> list[str]:
     return L + md_evaluate_avx2(e.get("avx2"))
 
 
+def product_line(p: dict, where: str) -> str:
+    """One int8 product against fp32's of the same shape (``evaluate_profile.int8_product``)."""
+    rows, d, n = p["shape"]
+    return (
+        f"One int8 product of a block's q/k/v shape ({rows:,} x {d} @ {d} x {n:,}, a batch of 16 windows) "
+        f"on one thread, {where}: {p['int8_gops']:,.0f} GOP/s with oneDNN's `{p['implementation']}`, "
+        f"{p['speedup']:.2f}x the fp32 product ({p['fp32_gflops']:,.0f} GFLOP/s). The forward's products "
+        "gain at most this over fp32 on this instruction set; its attention, GELU and norms gain nothing."
+    )
+
+
 def md_evaluate_avx2(a: dict | None) -> list[str]:
     """The AVX2 class emulated on an AVX-512 CPU (``run.py``'s ``AVX2_ENV``): int8 with the payoff sample."""
     v = (a or {}).get("variants", {}).get("int8_sample")
@@ -356,6 +369,7 @@ def md_evaluate_avx2(a: dict | None) -> list[str]:
         f"{v['evaluated_bars']:,} evaluated bars, {how}, **{est['total_s'] / 60:.1f} min, {side} the "
         f"5-minute target** ({parts}); test inference {rate:.1f} windows/s.",
         "",
+        *([product_line(a["int8_product"], "capped at AVX2"), ""] if (a or {}).get("int8_product") else []),
     ]
 
 
