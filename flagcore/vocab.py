@@ -28,6 +28,8 @@ PROB_COLUMNS = ("p_sell", "p_hold", "p_buy")
 PRESET_NAMES = ("full", "demo")  # FLAG-TRADER presets (models.flag_trader.PRESETS), named without torch
 # inference precisions: float32 (any device, bf16 on a GPU through dtype) or int8 dynamic quantisation (CPU)
 PRECISIONS = ("fp32", "int8")
+# a lower-precision run whose actions equal fp32's on fewer of the sampled bars is flagged: check with fp32
+AGREEMENT_MIN = 0.99
 
 # ----------------------------------------------------------------------------- options and roles
 

@@ -236,6 +236,20 @@ def test_evaluate_errors_are_one_line(quick_demo, tmp_path, capsys):
     assert not (tmp_path / "s.duckdb").exists() or Store(st).list_runs().empty
 
 
+def test_evaluate_in_int8_prints_its_agreement_with_fp32(quick_demo, tmp_path, capsys):
+    root, st = quick_demo["root"], str(tmp_path / "s.duckdb")
+    args = ["evaluate", "--checkpoint", str(root / "models" / "ce"), "--data", str(root / "test.parquet")]
+    assert main([*args, "--store", st, "--precision", "int8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("Inference precision: int8."))
+    share = float(line.split("fp32's on ")[1].split("%")[0]) / 100
+    rid = int(Store(st).list_runs()["run_id"].max())
+    a = Store(st).run(rid)["summary"]["inference"]["baseline"]["agreement"]
+    assert share == pytest.approx(a["actions_equal_share"], abs=5e-4) and "256 sampled bars" in line
+    assert main([*args, "--store", st, "--quiet"]) == 0  # fp32: nothing to compare
+    assert "Inference precision" not in capsys.readouterr().out
+
+
 def test_write_run_needs_a_baseline():
     from flagcore.errors import FlagcoreError
     from flagcore.pipeline.run import compute_run

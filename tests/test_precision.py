@@ -303,3 +303,15 @@ def test_prefetch_runs_the_precision_its_settings_name(tmp_path, model):
         prefetch_inference(
             store, [("flag-trader", str(path), info.sha256, int8)], [ds], stats, Placement(), "cuda"
         )
+
+
+def test_an_agreement_under_99_percent_says_to_confirm_with_fp32():
+    from flagcore.dashboard.views import agreement_line
+
+    def summary(share: float) -> dict:
+        a = {"bars_sampled": 256, "actions_equal_share": share, "max_abs_logit_diff": 0.5}
+        return {"inference": {"baseline": {"precision": "int8", "agreement": a}}}
+
+    assert "confirm the verdict with an fp32 run" in agreement_line(summary(0.98))
+    assert "confirm" not in agreement_line(summary(0.99))  # the issue's own bar: 99% is enough
+    assert agreement_line({"inference": {"baseline": {"precision": "fp32"}}}) is None

@@ -267,6 +267,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         stages.close()
     lines = [_run_line(res), *runs_lines(store, [res["run_id"]], policy)]
+    if args.precision != "fp32":  # how far the lower precision moved the model, and whether to check
+        from flagcore.dashboard.views import precision_line
+
+        run = store.run(res["run_id"])
+        lines.append(precision_line(run["settings"], run["summary"]))
     emit({**res, "store": str(store.path)}, args.json, lines)
     return 0
 

@@ -24,7 +24,15 @@ from flagcore.dashboard.gate_views import (
     value_text,
 )
 from flagcore.store.codec import from_json
-from flagcore.vocab import BADGE, CLASS_NAMES, CRITERIA, IDENTITY_SOURCES, NOT_A_TRIAL, collapse_label
+from flagcore.vocab import (
+    AGREEMENT_MIN,
+    BADGE,
+    CLASS_NAMES,
+    CRITERIA,
+    IDENTITY_SOURCES,
+    NOT_A_TRIAL,
+    collapse_label,
+)
 
 
 def run_label(row, status: str | None = None) -> str:
@@ -60,12 +68,16 @@ def agreement_line(summary, role: str = "baseline") -> str | None:
     a = ((_decoded(summary).get("inference") or {}).get(role) or {}).get("agreement")
     if not a:
         return None
+    share = float(a["actions_equal_share"])
     line = (
-        f"{role}: the actions equal fp32's on {float(a['actions_equal_share']):.1%} of "
+        f"{role}: the actions equal fp32's on {share:.1%} of "
         f"{int(a['bars_sampled']):,} sampled bars, largest logit difference "
         f"{float(a['max_abs_logit_diff']):.2g}"
     )
-    return line + (f" ({a['sample']})." if a.get("sample") else ".")
+    line += f" ({a['sample']})." if a.get("sample") else "."
+    if share < AGREEMENT_MIN:  # the verdict may be int8's, not the model's
+        line += f" Under {AGREEMENT_MIN:.0%}: confirm the verdict with an fp32 run before signing off."
+    return line
 
 
 def precision_line(settings, summary) -> str:
