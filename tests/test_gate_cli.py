@@ -44,10 +44,13 @@ STRONG = {
 }
 
 
-def write_synthetic_run(path, options: dict, *, old: bool = False) -> int:
+def write_synthetic_run(
+    path, options: dict, *, old: bool = False, settings: dict | None = None, summary: dict | None = None
+) -> int:
     """A run with ``options``' verdicts stored as the pipeline stores them. ``old``: as stored before
     the minimum-trades criterion and the DSR probability bar existed (no min_trades row, no
-    ``min_trades`` / ``dsr_probability_min`` in the run's criteria)."""
+    ``min_trades`` / ``dsr_probability_min`` in the run's criteria). ``settings`` and ``summary``
+    add to the run's own."""
     crit = dict(DEFAULT_CRITERIA)
     res, hifa = [], []
     for i, (option, (mean, trades, p)) in enumerate(options.items()):
@@ -78,8 +81,8 @@ def write_synthetic_run(path, options: dict, *, old: bool = False) -> int:
         model_id="m",
         dataset_id="d",
         train_dataset_id=None,
-        settings={"criteria": crit},
-        summary={"n_trials": 3},
+        settings={"criteria": crit, **(settings or {})},
+        summary={"n_trials": 3, **(summary or {})},
         datasets=[],
         models=[],
         tables={

@@ -1,5 +1,6 @@
 """``flagcore gate --run ID``: each exit code (0 passed and approved, 4 HIFA failed, 5 not approved:
-awaiting, needs work, rejected, superseded; 1 bad input; 2 usage), its JSON, and the team config.
+awaiting, needs work, rejected, superseded; 6 passed on int8 that disagrees with fp32; 1 bad input;
+2 usage), its JSON, and the team config.
 
 Runs are written straight into a small store from verdicts on synthetic returns (as in
 test_gate_cli.py): no demo, no model."""
@@ -91,6 +92,46 @@ def test_hifa_failed_exits_4_whatever_the_reviews(tmp_path, capsys):
     )
 
 
+def _int8(share: float | None) -> dict:
+    """A run's settings and summary after an int8 evaluation whose baseline agreed with fp32 on
+    ``share`` of 256 sampled bars (None: never compared)."""
+    a = (
+        None
+        if share is None
+        else {"bars_sampled": 256, "actions_equal_share": share, "max_abs_logit_diff": 1}
+    )
+    inf = {"baseline": {"precision": "int8", "agreement": a}, "retrained": {"precision": "fp32"}}
+    return {"settings": {"precision": "int8"}, "summary": {"inference": inf}}
+
+
+@pytest.mark.parametrize("share", [0.98, None])
+def test_a_pass_on_int8_that_disagrees_with_fp32_exits_6_even_when_approved(tmp_path, capsys, share):
+    from flagcore.pipeline.gate import GATE_LOW_AGREEMENT
+
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, STRONG, **_int8(share))
+    _sign(path, rid, ("ann", "approve"), ("bob", "approve"))
+    rc, out = _gate(capsys, path, rid, "--json")
+    data = json.loads(out.out)
+    why = "98.0% of 256 sampled bars" if share else "never compared with fp32"
+    assert rc == GATE_LOW_AGREEMENT == data["exit_code"] == 6 and not data["passed"]
+    assert len(data["low_agreement"]) == 1 and why in data["low_agreement"][0]  # fp32 roles are not judged
+    assert (
+        "but on int8 inference (baseline: int8" in data["message"]
+        and "evaluate again in fp32" in data["message"]
+    )
+    assert data["review"]["status"] == "approved"
+
+
+def test_int8_that_agrees_with_fp32_is_gated_as_fp32_and_hifa_failing_stays_4(tmp_path, capsys):
+    path = tmp_path / "s.duckdb"
+    rid = write_synthetic_run(path, STRONG, **_int8(0.99))  # the bar itself: enough
+    _sign(path, rid, ("ann", "approve"), ("bob", "approve"))
+    assert _gate(capsys, path, rid)[0] == 0
+    failing = write_synthetic_run(tmp_path / "f.duckdb", FAILING, **_int8(0.5))
+    assert _gate(capsys, tmp_path / "f.duckdb", failing)[0] == 4  # HIFA's failure comes first
+
+
 def test_the_team_config_sets_thresholds_and_policy(tmp_path, capsys, monkeypatch):
     path = tmp_path / "s.duckdb"
     rid = write_synthetic_run(path, FAILING)
@@ -129,11 +170,13 @@ def test_bad_input_and_usage_keep_the_clis_codes(tmp_path, capsys):
 
 def test_the_help_documents_every_exit_code(capsys):
     from flagcore.pipeline.gate import GATE_CODES, GATE_NOT_APPROVED
+    from flagcore.vocab import AGREEMENT_MIN
 
     with pytest.raises(SystemExit):
         main(["gate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert GATE_NOT_APPROVED == 5 and set(GATE_CODES) == {0, 4, 5}
+    assert GATE_NOT_APPROVED == 5 and set(GATE_CODES) == {0, 4, 5, 6}
+    assert f"under {AGREEMENT_MIN:.0%} of the sampled actions" in text
     for code in GATE_CODES:
         assert f" {code} HIFA " in text
     assert "3 internal error" in text and "2 usage error" in text

@@ -23,6 +23,8 @@ GATE_EPILOG = (
     "  0  HIFA passed and the run is approved\n"
     "  4  HIFA failed: no candidate option passes every criterion (as validate --gate)\n"
     "  5  HIFA passed but the run is not approved: awaiting review, needs work, rejected or superseded\n"
+    "  6  HIFA passed on int8 inference that agrees with fp32 on under 99% of the sampled actions:\n"
+    "     evaluate again in fp32\n"
     "  1  bad input (no such run, a bad config file); 2 usage error; 3 internal error\n"
     "the team config file (--config, else $FLAGCORE_CONFIG): [hifa] thresholds, [review] policy\n"
     "(approvals_required, author_may_approve, rejection_blocks, count_unverified)."
@@ -53,7 +55,7 @@ def register(sub: Subparsers, parents: Parents) -> None:
         "gate",
         cmd_gate,
         "For pipelines: exit 0 when a run passes HIFA and its reviewers approved it; 4 HIFA failed; "
-        "5 not approved (yet).",
+        "5 not approved (yet); 6 passed on int8 that disagrees with fp32.",
         _gate_arguments,
         parents.store,
         parents.json,
